@@ -1,0 +1,1 @@
+//! Demo actors (being written).

@@ -1,0 +1,375 @@
+//! The Emitter actor: the one way into the broker for every event.
+//!
+//! It validates, assigns `seq` (1, 2, 3 … per execution), fills `timestamp`,
+//! keeps the last N events of each execution in memory for replay, and hands
+//! each batch to the Registry for fan-out. Because one actor does this, the
+//! order in which it handles batches *is* the order of every execution: no
+//! lock, no race, and the buffer and the fan-out always agree.
+//!
+//! Memory is bounded twice: each execution keeps at most `buffer_size`
+//! events, and executions idle longer than `execution_idle` (or beyond
+//! `max_buffered_executions`, oldest first) lose their buffer. The seq counter
+//! itself is a few bytes and is kept, because a seq must never be reused.
+
+use crate::event::{AgentEvent, ValidationError};
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, PublishedEvent};
+use crate::registry::{Publish, Registry};
+use actix::prelude::*;
+use chrono::Utc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the Emitter bounds what it keeps.
+#[derive(Debug, Clone)]
+pub struct EmitterConfig {
+    /// Events kept per execution for replay (the seed's 100).
+    pub buffer_size: usize,
+    /// Executions with a buffer at most; beyond it, the longest idle lose theirs.
+    pub max_buffered_executions: usize,
+    /// An execution with no event for this long loses its buffer.
+    pub execution_idle: Duration,
+    /// Largest event accepted, serialized, in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl Default for EmitterConfig {
+    fn default() -> Self {
+        EmitterConfig {
+            buffer_size: 100,
+            max_buffered_executions: 10_000,
+            execution_idle: Duration::from_secs(3600),
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a batch was refused. Nothing of a refused batch is sequenced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// Which event of the batch, from 0, when one event is at fault.
+    pub index: Option<usize>,
+    /// The broken rule, for `invalid-event`.
+    pub validation: Option<ValidationError>,
+    /// Words for a person.
+    pub message: String,
+}
+
+impl IngestError {
+    fn at(index: usize, code: ErrorCode, validation: Option<ValidationError>, message: String) -> Self {
+        IngestError {
+            code,
+            index: Some(index),
+            validation,
+            message,
+        }
+    }
+}
+
+/// Where an accepted event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The seq it was given.
+    pub seq: u64,
+}
+
+/// A batch of events to accept together, in order: all or none.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Accepted>, IngestError>")]
+pub struct Ingest(pub Vec<AgentEvent>);
+
+/// One event from Rust code that does not wait for an answer (the seed's
+/// non-blocking emit). A refusal is logged and counted, never returned.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit(pub AgentEvent);
+
+/// The buffered events of an execution with `seq > after_seq`.
+#[derive(Message)]
+#[rtype(result = "BufferedEvents")]
+pub struct ReadBuffer {
+    /// The execution.
+    pub execution_id: Arc<str>,
+    /// Events after this seq.
+    pub after_seq: u64,
+}
+
+/// What the buffer holds of an execution after a given seq.
+#[derive(Debug, Default)]
+pub struct BufferedEvents {
+    /// The events, in seq order.
+    pub events: Vec<Arc<PublishedEvent>>,
+    /// The highest seq the execution has reached (0: none yet).
+    pub last_seq: u64,
+    /// The lowest seq still in the buffer, if any.
+    pub oldest_buffered: Option<u64>,
+}
+
+/// Stop accepting events: every later `Ingest` gets `shutting-down`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+struct ExecutionState {
+    last_seq: u64,
+    conversation_id: Option<String>,
+    buffer: VecDeque<Arc<PublishedEvent>>,
+    last_event_at: Instant,
+}
+
+/// The Emitter actor; see the module documentation.
+pub struct Emitter {
+    config: EmitterConfig,
+    registry: Addr<Registry>,
+    metrics: Metrics,
+    executions: HashMap<Arc<str>, ExecutionState>,
+    accepting: bool,
+}
+
+impl Emitter {
+    /// An Emitter that publishes to `registry`.
+    pub fn new(config: EmitterConfig, registry: Addr<Registry>, metrics: Metrics) -> Self {
+        Emitter {
+            config,
+            registry,
+            metrics,
+            executions: HashMap::new(),
+            accepting: true,
+        }
+    }
+
+    /// Checks the whole batch before anything is sequenced, so a batch is all or nothing.
+    fn check_batch(&self, events: &[AgentEvent]) -> Result<(), IngestError> {
+        if !self.accepting {
+            return Err(IngestError {
+                code: ErrorCode::ShuttingDown,
+                index: None,
+                validation: None,
+                message: "the broker is shutting down and takes no more events".into(),
+            });
+        }
+        // Conversations claimed by earlier events of this same batch count too.
+        let mut claimed: HashMap<&str, &str> = HashMap::new();
+        for (index, event) in events.iter().enumerate() {
+            event.validate().map_err(|v| {
+                let message = v.to_string();
+                IngestError::at(index, ErrorCode::InvalidEvent, Some(v), message)
+            })?;
+            let Some(conversation) = event.conversation_id.as_deref() else {
+                continue;
+            };
+            let known = claimed.get(event.execution_id.as_str()).copied().or_else(|| {
+                self.executions
+                    .get(event.execution_id.as_str())
+                    .and_then(|s| s.conversation_id.as_deref())
+            });
+            match known {
+                Some(existing) if existing != conversation => {
+                    return Err(IngestError::at(
+                        index,
+                        ErrorCode::ConversationMismatch,
+                        None,
+                        format!(
+                            "execution `{}` belongs to conversation `{existing}`, not `{conversation}`",
+                            event.execution_id
+                        ),
+                    ))
+                }
+                _ => {
+                    claimed.insert(&event.execution_id, conversation);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives each event its seq, timestamp and conversation, and builds its frame.
+    /// An event too large once serialized refuses the batch before any seq is kept.
+    fn sequence(&mut self, events: Vec<AgentEvent>) -> Result<Vec<Arc<PublishedEvent>>, IngestError> {
+        let mut next_seq: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut published = Vec::with_capacity(events.len());
+        for (index, mut event) in events.into_iter().enumerate() {
+            let key = self.key_of(&event.execution_id);
+            let state = self.executions.get(&key);
+            let seq = next_seq
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| state.map_or(0, |s| s.last_seq))
+                + 1;
+            if event.conversation_id.is_none() {
+                event.conversation_id = state.and_then(|s| s.conversation_id.clone());
+            }
+            event.seq = Some(seq);
+            event.timestamp.get_or_insert_with(Utc::now);
+            let item = PublishedEvent::new(event);
+            if item.frame.len() > self.config.max_event_bytes + FRAME_OVERHEAD {
+                return Err(IngestError::at(
+                    index,
+                    ErrorCode::PayloadTooLarge,
+                    None,
+                    format!(
+                        "event is larger than the {} byte limit once serialized",
+                        self.config.max_event_bytes
+                    ),
+                ));
+            }
+            next_seq.insert(key, seq);
+            published.push(item);
+        }
+        Ok(published)
+    }
+
+    /// Records sequenced events: counters move, buffers take them.
+    fn commit(&mut self, published: &[Arc<PublishedEvent>]) {
+        let now = Instant::now();
+        for item in published {
+            let key = self.key_of(item.execution_id());
+            let state = self.executions.entry(key).or_insert_with(|| ExecutionState {
+                last_seq: 0,
+                conversation_id: None,
+                buffer: VecDeque::new(),
+                last_event_at: now,
+            });
+            state.last_seq = item.seq;
+            state.last_event_at = now;
+            if state.conversation_id.is_none() {
+                state.conversation_id = item.event.conversation_id.clone();
+            }
+            if state.buffer.len() == self.config.buffer_size {
+                state.buffer.pop_front();
+            }
+            if self.config.buffer_size > 0 {
+                state.buffer.push_back(item.clone());
+            }
+        }
+        self.metrics.events_in.inc_by(published.len() as u64);
+        self.update_buffered_gauge();
+    }
+
+    /// The map's own `Arc<str>` for an execution, so the key is allocated once.
+    fn key_of(&self, execution_id: &str) -> Arc<str> {
+        self.executions
+            .get_key_value(execution_id)
+            .map(|(key, _)| key.clone())
+            .unwrap_or_else(|| execution_id.into())
+    }
+
+    fn ingest(&mut self, events: Vec<AgentEvent>) -> Result<Vec<Accepted>, IngestError> {
+        self.check_batch(&events)?;
+        let published = self.sequence(events)?;
+        self.commit(&published);
+        let accepted = published.iter().map(|p| Accepted { seq: p.seq }).collect();
+        self.registry.do_send(Publish(published));
+        Ok(accepted)
+    }
+
+    /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
+    fn evict(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.execution_idle;
+        let mut evicted = 0;
+        for state in self.executions.values_mut() {
+            if !state.buffer.is_empty() && now.duration_since(state.last_event_at) >= idle {
+                state.buffer = VecDeque::new();
+                evicted += 1;
+            }
+        }
+        let mut buffered: Vec<_> = self
+            .executions
+            .values_mut()
+            .filter(|s| !s.buffer.is_empty())
+            .collect();
+        if buffered.len() > self.config.max_buffered_executions {
+            buffered.sort_by_key(|s| s.last_event_at);
+            let excess = buffered.len() - self.config.max_buffered_executions;
+            for state in buffered.into_iter().take(excess) {
+                state.buffer = VecDeque::new();
+                evicted += 1;
+            }
+        }
+        self.metrics.executions_evicted.inc_by(evicted);
+        self.update_buffered_gauge();
+    }
+
+    fn update_buffered_gauge(&self) {
+        let buffered = self.executions.values().filter(|s| !s.buffer.is_empty()).count();
+        self.metrics.executions_buffered.set(buffered as i64);
+    }
+}
+
+/// Bytes the `event` message adds around an event (`{"type":"event",…}`), plus
+/// the execution ID it repeats; the size limit is on the event itself.
+const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
+
+/// How often the Emitter looks for buffers to drop.
+const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Actor for Emitter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Producers wait on `send`; a mailbox of 16 would make them queue
+        // behind each other for no reason, the Emitter's work per batch is short.
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(EVICTION_INTERVAL, |emitter, _| emitter.evict());
+    }
+}
+
+impl Handler<Ingest> for Emitter {
+    type Result = Result<Vec<Accepted>, IngestError>;
+
+    fn handle(&mut self, msg: Ingest, _: &mut Self::Context) -> Self::Result {
+        let result = self.ingest(msg.0);
+        if let Err(err) = &result {
+            self.metrics
+                .events_rejected
+                .with_label_values(&[err.code.as_str()])
+                .inc();
+        }
+        result
+    }
+}
+
+impl Handler<Emit> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Emit, _: &mut Self::Context) {
+        if let Err(err) = self.ingest(vec![msg.0]) {
+            // The caller is agent work that must not fail because of us.
+            log::warn!("in-process event refused: {}", err.message);
+            self.metrics.drop("invalid-in-process-event", 1);
+        }
+    }
+}
+
+impl Handler<ReadBuffer> for Emitter {
+    type Result = MessageResult<ReadBuffer>;
+
+    fn handle(&mut self, msg: ReadBuffer, _: &mut Self::Context) -> Self::Result {
+        let Some(state) = self.executions.get(&msg.execution_id) else {
+            return MessageResult(BufferedEvents::default());
+        };
+        let events = state
+            .buffer
+            .iter()
+            .filter(|e| e.seq > msg.after_seq)
+            .cloned()
+            .collect();
+        MessageResult(BufferedEvents {
+            events,
+            last_seq: state.last_seq,
+            oldest_buffered: state.buffer.front().map(|e| e.seq),
+        })
+    }
+}
+
+impl Handler<StopAccepting> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAccepting, _: &mut Self::Context) {
+        self.accepting = false;
+    }
+}

@@ -1,0 +1,152 @@
+//! The typed way in for Rust code: the seed's helpers (`emitOrchestrationStart`,
+//! `emitAgentStart`, …) as methods that send actor messages to the Emitter.
+//!
+//! Every helper is fire-and-forget, as the seed promises ("Event emission
+//! failures do NOT break agent execution"): it never blocks, never fails, and
+//! a refused event is logged and counted by the Emitter. Callers that need to
+//! know the event was accepted (and its seq) use [`EmitterHandle::emit`].
+
+use crate::emitter::{Accepted, Emit, Emitter, Ingest, IngestError};
+use crate::event::*;
+use crate::protocol::ErrorCode;
+use actix::Addr;
+use serde_json::{Map, Value};
+
+/// A cheap, cloneable handle to the Emitter for in-process producers.
+#[derive(Clone)]
+pub struct EmitterHandle {
+    emitter: Addr<Emitter>,
+    conversation_id: Option<String>,
+}
+
+impl EmitterHandle {
+    /// A handle sending to `emitter`.
+    pub fn new(emitter: Addr<Emitter>) -> Self {
+        EmitterHandle {
+            emitter,
+            conversation_id: None,
+        }
+    }
+
+    /// The same handle, stamping every event with `conversation_id`.
+    pub fn for_conversation(&self, conversation_id: impl Into<String>) -> Self {
+        EmitterHandle {
+            emitter: self.emitter.clone(),
+            conversation_id: Some(conversation_id.into()),
+        }
+    }
+
+    /// Sends one event and waits until it is accepted; returns its seq.
+    pub async fn emit(&self, event: AgentEvent) -> Result<Accepted, IngestError> {
+        let accepted = self
+            .emitter
+            .send(Ingest(vec![self.stamp(event)]))
+            .await
+            .map_err(|_| IngestError {
+                code: ErrorCode::ShuttingDown,
+                index: None,
+                validation: None,
+                message: "the emitter has stopped".into(),
+            })??;
+        Ok(accepted[0])
+    }
+
+    /// Sends one event without waiting (the seed's non-blocking emit).
+    pub fn send(&self, event: AgentEvent) {
+        self.emitter.do_send(Emit(self.stamp(event)));
+    }
+
+    fn stamp(&self, mut event: AgentEvent) -> AgentEvent {
+        if event.conversation_id.is_none() {
+            event.conversation_id = self.conversation_id.clone();
+        }
+        event
+    }
+
+    fn fire(&self, execution_id: &str, kind: impl Into<EventKind>) {
+        self.send(AgentEvent::new(execution_id, kind));
+    }
+
+    /// `orchestration-start`: the master orchestrator begins.
+    pub fn orchestration_start(&self, execution_id: &str, fields: OrchestrationStart) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `orchestration-complete`: all departments finished.
+    pub fn orchestration_complete(
+        &self,
+        execution_id: &str,
+        status: RunStatus,
+        result: Option<Value>,
+        metrics: Option<Map<String, Value>>,
+    ) {
+        let fields = OrchestrationComplete {
+            status: Some(status),
+            result,
+            metrics,
+        };
+        self.fire(execution_id, fields);
+    }
+
+    /// `department-start`: a department head begins its assessment.
+    pub fn department_start(&self, execution_id: &str, fields: DepartmentStart) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `department-complete`: a department finished.
+    pub fn department_complete(&self, execution_id: &str, fields: DepartmentComplete) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `agent-start`: an agent begins.
+    pub fn agent_start(&self, execution_id: &str, agent_id: &str, department: Option<&str>, prompt: Option<&str>) {
+        let fields = AgentStart {
+            agent_id: agent_id.into(),
+            department: department.map(Into::into),
+            prompt: prompt.map(Into::into),
+            ..Default::default()
+        };
+        self.fire(execution_id, fields);
+    }
+
+    /// `agent-thinking`: an agent's progress.
+    pub fn agent_thinking(&self, execution_id: &str, agent_id: &str, thought: &str, step: u64) {
+        let fields = AgentThinking {
+            agent_id: agent_id.into(),
+            thought: thought.into(),
+            step: Some(step),
+        };
+        self.fire(execution_id, fields);
+    }
+
+    /// `agent-complete`: an agent finished.
+    pub fn agent_complete(&self, execution_id: &str, fields: AgentComplete) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `tool-call`: an agent invokes a tool.
+    pub fn tool_call(&self, execution_id: &str, agent_id: &str, tool_name: &str, tool_call_id: &str, input: Value) {
+        let fields = ToolCall {
+            agent_id: agent_id.into(),
+            tool_name: tool_name.into(),
+            tool_call_id: Some(tool_call_id.into()),
+            input: Some(input),
+        };
+        self.fire(execution_id, fields);
+    }
+
+    /// `tool-result`: a tool call completed.
+    pub fn tool_result(&self, execution_id: &str, fields: ToolResult) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `quality-check`: a quality validation happened.
+    pub fn quality_check(&self, execution_id: &str, fields: QualityCheck) {
+        self.fire(execution_id, fields);
+    }
+
+    /// `review-status`: a department head reviewed a specialist's work.
+    pub fn review_status(&self, execution_id: &str, fields: ReviewStatus) {
+        self.fire(execution_id, fields);
+    }
+}

@@ -1,0 +1,31 @@
+//! The event model and the actors of the agent-events broker.
+//!
+//! A map of the crate, in the order an event travels:
+//!
+//! - [`event`]: the 11 event types and their rules. Depends on nothing else here.
+//! - [`handle`]: the typed way in for Rust code ([`EmitterHandle`]).
+//! - [`emitter`]: the Emitter actor: validate, `seq`, `timestamp`, per-execution buffer.
+//! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
+//! - [`session`]: the Session actor, one per WebSocket connection.
+//! - [`history`]: where a `fromSeq` replay reads the events a client missed.
+//! - [`protocol`]: the WebSocket messages, error codes and close codes.
+//! - [`filter`]: subscription filters by type, agent and department.
+//! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
+//! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
+//!
+//! See ARCHITECTURE.md at the repository root for the path of one event.
+
+#![warn(missing_docs)]
+
+pub mod demo;
+pub mod emitter;
+pub mod event;
+pub mod filter;
+pub mod handle;
+pub mod history;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+
+pub use handle::EmitterHandle;

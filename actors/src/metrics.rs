@@ -1,0 +1,158 @@
+//! Counters and gauges shared by every actor: one source for `/admin/stats`
+//! (JSON) and `/metrics` (Prometheus text).
+//!
+//! Why one struct of `prometheus` handles rather than an actor: the counters
+//! are touched on the hot path of every event and every delivery; atomic
+//! increments cost nothing there, a message to a stats actor would.
+//! Every way an event or a connection can be dropped has a counter here, so
+//! that no loss is ever silent.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use serde_json::{json, Map, Value};
+
+/// Why a connection or an event was dropped; the `reason` label of `drops`.
+pub const DROP_REASONS: [&str; 5] = [
+    // a session's queue overflowed: the client is closed with slow-consumer
+    "slow-consumer",
+    // the frames discarded from that queue when it was closed
+    "slow-consumer-frames",
+    // a client silent past the heartbeat timeout
+    "heartbeat-timeout",
+    // an in-process (fire-and-forget) emit that failed validation
+    "invalid-in-process-event",
+    // an event for a session that was already gone
+    "session-gone",
+];
+
+/// The broker's figures.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// Live subscriptions over all connections.
+    pub subscriptions: IntGauge,
+    /// Executions whose recent events are held in memory.
+    pub executions_buffered: IntGauge,
+    /// Events accepted and sequenced.
+    pub events_in: IntCounter,
+    /// Events refused, by error code.
+    pub events_rejected: IntCounterVec,
+    /// Event frames handed to client connections.
+    pub deliveries: IntCounter,
+    /// Events replayed to subscribers that asked with `fromSeq`.
+    pub replayed: IntCounter,
+    /// Drops, by reason (see [`DROP_REASONS`]).
+    pub drops: IntCounterVec,
+    /// Error messages sent to clients, by code.
+    pub client_errors: IntCounterVec,
+    /// Executions whose buffer was dropped to bound memory.
+    pub executions_evicted: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every figure, with every label value at zero so they are visible from the start.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("agent_events_{name}"), help).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("unique gauge");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(format!("agent_events_{name}_total"), help).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique counter");
+            c
+        };
+        let labelled = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let opts = Opts::new(format!("agent_events_{name}_total"), help);
+            let c = IntCounterVec::new(opts, &[label]).expect("valid counter vec");
+            registry.register(Box::new(c.clone())).expect("unique counter vec");
+            for value in values {
+                c.with_label_values(&[*value]);
+            }
+            c
+        };
+        let codes: Vec<&str> = error_codes().collect();
+        Metrics {
+            connections: gauge("connections", "Open WebSocket connections"),
+            subscriptions: gauge("subscriptions", "Live subscriptions over all connections"),
+            executions_buffered: gauge("executions_buffered", "Executions with recent events in memory"),
+            events_in: counter("events_in", "Events accepted and sequenced"),
+            events_rejected: labelled("events_rejected", "Events refused, by error code", "code", &codes),
+            deliveries: counter("deliveries", "Event frames handed to client connections"),
+            replayed: counter("replayed", "Events replayed to subscribers with fromSeq"),
+            drops: labelled("drops", "Connections or events dropped, by reason", "reason", &DROP_REASONS),
+            client_errors: labelled("client_errors", "Error messages sent to clients, by code", "code", &codes),
+            executions_evicted: counter("executions_evicted", "Execution buffers dropped to bound memory"),
+            registry,
+        }
+    }
+
+    /// Counts one drop of `reason` (one of [`DROP_REASONS`]).
+    pub fn drop(&self, reason: &str, count: u64) {
+        self.drops.with_label_values(&[reason]).inc_by(count);
+    }
+
+    /// The figures as Prometheus text.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+
+    /// The figures as the JSON of `/admin/stats`.
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "connections": self.connections.get(),
+            "subscriptions": self.subscriptions.get(),
+            "executionsBuffered": self.executions_buffered.get(),
+            "eventsIn": self.events_in.get(),
+            "eventsOut": self.deliveries.get(),
+            "replayed": self.replayed.get(),
+            "executionsEvicted": self.executions_evicted.get(),
+            "eventsRejected": by_label(&self.events_rejected, error_codes()),
+            "drops": by_label(&self.drops, DROP_REASONS),
+            "clientErrors": by_label(&self.client_errors, error_codes()),
+        })
+    }
+}
+
+fn by_label<'a>(counters: &IntCounterVec, labels: impl IntoIterator<Item = &'a str>) -> Value {
+    let out: Map<String, Value> = labels
+        .into_iter()
+        .map(|label| (label.to_owned(), json!(counters.with_label_values(&[label]).get())))
+        .collect();
+    Value::Object(out)
+}
+
+fn error_codes() -> impl Iterator<Item = &'static str> {
+    crate::protocol::ErrorCode::ALL.iter().map(|c| c.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_show_in_both_views() {
+        let metrics = Metrics::new();
+        metrics.drop("slow-consumer", 2);
+        metrics.events_in.inc();
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot["drops"]["slow-consumer"], 2);
+        assert_eq!(snapshot["drops"]["heartbeat-timeout"], 0);
+        assert_eq!(snapshot["eventsIn"], 1);
+        let text = metrics.prometheus_text();
+        assert!(text.contains("agent_events_drops_total{reason=\"slow-consumer\"} 2"), "{text}");
+        assert!(text.contains("agent_events_events_in_total 1"), "{text}");
+    }
+}

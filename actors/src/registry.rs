@@ -1,0 +1,272 @@
+//! The Registry actor: who is subscribed to what, and the fan-out of every
+//! published event to the sessions that want it.
+//!
+//! It knows subscriptions by execution and by conversation, each with its
+//! [`Filter`]. A published event is already serialized ([`PublishedEvent`]),
+//! so fan-out clones a reference, never the bytes. A session subscribed to an
+//! execution *and* its conversation gets each event once.
+//!
+//! The Registry forgets an execution or conversation as soon as its last
+//! subscriber leaves: its memory follows the subscriptions, not the number of
+//! executions that ever passed through.
+//!
+//! Sessions register with [`Subscribe`] and learn that the registration is in
+//! force from [`Registered`], sent back through the same mailbox as the events.
+//! That ordering is what makes the replay seam exact: every event published
+//! after `Registered` reaches the session live, every event before it is in
+//! the history the session reads next.
+
+use crate::filter::Filter;
+use crate::metrics::Metrics;
+use crate::protocol::{PublishedEvent, Target};
+use crate::session::{Deliver, Registered, Session, Shutdown};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A session's number, unique in this process.
+pub type SessionId = u64;
+
+/// A new connection; the Registry can now reach it for shutdown.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The session.
+    pub session: SessionId,
+    /// Its address.
+    pub addr: Addr<Session>,
+}
+
+/// A connection is gone: forget it and all its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// The session.
+    pub session: SessionId,
+}
+
+/// Start routing a target's events to a session; answered with [`Registered`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// The session.
+    pub session: SessionId,
+    /// What it wants.
+    pub target: Target,
+    /// Which of those events.
+    pub filter: Filter,
+}
+
+/// Stop routing a target's events to a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// The session.
+    pub session: SessionId,
+    /// What it no longer wants.
+    pub target: Target,
+}
+
+/// Events to fan out, in seq order per execution.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub Vec<Arc<PublishedEvent>>);
+
+/// Tell every session to close once it has sent what it holds. Answered once
+/// every event published before it has been handed to the sessions.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll;
+
+struct Subscriber {
+    session: SessionId,
+    filter: Filter,
+}
+
+/// The Registry actor; see the module documentation.
+pub struct Registry {
+    metrics: Metrics,
+    sessions: HashMap<SessionId, Addr<Session>>,
+    by_execution: HashMap<Arc<str>, Vec<Subscriber>>,
+    by_conversation: HashMap<Arc<str>, Vec<Subscriber>>,
+}
+
+impl Registry {
+    /// An empty Registry.
+    pub fn new(metrics: Metrics) -> Self {
+        Registry {
+            metrics,
+            sessions: HashMap::new(),
+            by_execution: HashMap::new(),
+            by_conversation: HashMap::new(),
+        }
+    }
+
+    fn index_of(&mut self, target: &Target) -> (&mut HashMap<Arc<str>, Vec<Subscriber>>, Arc<str>) {
+        match target {
+            Target::Execution(id) => (&mut self.by_execution, id.clone()),
+            Target::Conversation(id) => (&mut self.by_conversation, id.clone()),
+        }
+    }
+
+    fn remove(&mut self, session: SessionId, target: &Target) {
+        let (index, key) = self.index_of(target);
+        if let Some(subscribers) = index.get_mut(&key) {
+            subscribers.retain(|s| s.session != session);
+            if subscribers.is_empty() {
+                index.remove(&key);
+            }
+        }
+    }
+
+    /// Which sessions get which events of a batch, each event once per session.
+    fn route(&self, events: &[Arc<PublishedEvent>]) -> HashMap<SessionId, Vec<Arc<PublishedEvent>>> {
+        let mut outgoing: HashMap<SessionId, Vec<Arc<PublishedEvent>>> = HashMap::new();
+        for event in events {
+            let by_execution = self.by_execution.get(event.execution_id());
+            let by_conversation = event
+                .event
+                .conversation_id
+                .as_deref()
+                .and_then(|c| self.by_conversation.get(c));
+            let subscribers = by_execution.into_iter().chain(by_conversation).flatten();
+            for subscriber in subscribers.filter(|s| s.filter.matches(&event.event)) {
+                let queue = outgoing.entry(subscriber.session).or_default();
+                // Matched by both its execution and its conversation: once is enough.
+                if !queue.last().is_some_and(|last| Arc::ptr_eq(last, event)) {
+                    queue.push(event.clone());
+                }
+            }
+        }
+        outgoing
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Connect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.sessions.insert(msg.session, msg.addr);
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        self.sessions.remove(&msg.session);
+        for index in [&mut self.by_execution, &mut self.by_conversation] {
+            index.retain(|_, subscribers| {
+                subscribers.retain(|s| s.session != msg.session);
+                !subscribers.is_empty()
+            });
+        }
+    }
+}
+
+impl Handler<Subscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        let Some(addr) = self.sessions.get(&msg.session).cloned() else {
+            return; // the session is already gone
+        };
+        let (index, key) = self.index_of(&msg.target);
+        index.entry(key).or_default().push(Subscriber {
+            session: msg.session,
+            filter: msg.filter,
+        });
+        addr.do_send(Registered(msg.target));
+    }
+}
+
+impl Handler<Unsubscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+        self.remove(msg.session, &msg.target);
+    }
+}
+
+impl Handler<Publish> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
+        for (session, events) in self.route(&msg.0) {
+            match self.sessions.get(&session) {
+                Some(addr) => addr.do_send(Deliver(events)),
+                None => self.metrics.drop("session-gone", events.len() as u64),
+            }
+        }
+    }
+}
+
+impl Handler<CloseAll> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
+        for addr in self.sessions.values() {
+            addr.do_send(Shutdown);
+        }
+        self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AgentEvent, AgentStart, EventType, ToolCall};
+
+    fn published(execution: &str, conversation: Option<&str>, seq: u64, tool: bool) -> Arc<PublishedEvent> {
+        let mut event = if tool {
+            AgentEvent::new(execution, ToolCall { agent_id: "a".into(), tool_name: "t".into(), ..Default::default() })
+        } else {
+            AgentEvent::new(execution, AgentStart { agent_id: "a".into(), ..Default::default() })
+        };
+        event.conversation_id = conversation.map(Into::into);
+        event.seq = Some(seq);
+        PublishedEvent::new(event)
+    }
+
+    fn subscribe(registry: &mut Registry, session: SessionId, target: Target, filter: Filter) {
+        let (index, key) = registry.index_of(&target);
+        index.entry(key).or_default().push(Subscriber { session, filter });
+    }
+
+    #[test]
+    fn routes_by_execution_conversation_and_filter_once_per_session() {
+        let mut registry = Registry::new(Metrics::new());
+        subscribe(&mut registry, 1, Target::Execution("e1".into()), Filter::default());
+        subscribe(&mut registry, 1, Target::Conversation("c".into()), Filter::default());
+        subscribe(&mut registry, 2, Target::Conversation("c".into()), Filter::default());
+        let tools_only = Filter::new(Some(vec![EventType::ToolCall]), None, None);
+        subscribe(&mut registry, 3, Target::Execution("e1".into()), tools_only);
+
+        let events = [
+            published("e1", Some("c"), 1, false),
+            published("e1", Some("c"), 2, true),
+            published("e2", None, 1, false),
+        ];
+        let routed = registry.route(&events);
+        let seqs = |s: SessionId| routed.get(&s).map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>());
+        assert_eq!(seqs(1), Some(vec![1, 2]));
+        assert_eq!(seqs(2), Some(vec![1, 2]));
+        assert_eq!(seqs(3), Some(vec![2]));
+        assert_eq!(routed.len(), 3);
+    }
+
+    #[test]
+    fn forgets_a_target_when_its_last_subscriber_leaves() {
+        let mut registry = Registry::new(Metrics::new());
+        subscribe(&mut registry, 1, Target::Execution("e1".into()), Filter::default());
+        subscribe(&mut registry, 2, Target::Execution("e1".into()), Filter::default());
+        registry.remove(1, &Target::Execution("e1".into()));
+        assert_eq!(registry.by_execution.len(), 1);
+        registry.remove(2, &Target::Execution("e1".into()));
+        assert!(registry.by_execution.is_empty());
+    }
+}

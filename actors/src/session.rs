@@ -1,0 +1,591 @@
+//! The Session actor: one per WebSocket connection. It speaks the protocol of
+//! PROTOCOL.md 2 to its client, keeps the client's subscriptions, replays
+//! missed events on `fromSeq`, and protects the broker from a slow reader.
+//!
+//! # Transport
+//! The design card names `actix-web-actors`, which upstream deprecated in
+//! favour of `actix-ws`. We use `actix-ws` under this same actor because the
+//! old crate's `WebsocketContext` buffers outgoing frames without limit and
+//! without telling the actor, so a stalled browser could grow the broker
+//! forever. With `actix-ws`, sending a frame is a future that completes only
+//! when the connection has room: a writer task awaits each send, and the
+//! actor knows exactly how many bytes are waiting.
+//!
+//! # Slow consumers
+//! Frames wait in an outbound queue bounded in bytes (`queue_bytes`, 1 MiB by
+//! default, Centrifugo's figure). A live event that would overflow it gets
+//! the client an `error` with code `slow-consumer` and close code 4000; the
+//! frames still queued are discarded (and counted), because the client will
+//! resume with `fromSeq` and get them again in order. Replayed events do not
+//! count against the bound: a replay is one burst the client asked for.
+//!
+//! # The replay seam
+//! On `subscribe` with `fromSeq`, the session registers with the Registry
+//! first and holds the live events that arrive; once [`Registered`] comes
+//! back it reads the history, sends `subscribed` with the number replayed,
+//! the history, then the held live events newer than the history, then goes
+//! live. Every seq is sent once: anything at or below the last sent seq is
+//! dropped.
+
+use crate::filter::Filter;
+use crate::history::{History, ReplayGap};
+use crate::metrics::Metrics;
+use crate::protocol::{
+    connected_frame, error_frame, pong_frame, subscribed_frame, unsubscribed_frame, ClientMessage,
+    ErrorCode, PublishedEvent, Target,
+};
+use crate::registry::{self, Registry, SessionId};
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Limits and timings of a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How often the broker pings a client.
+    pub heartbeat_interval: Duration,
+    /// A client silent this long is dropped.
+    pub client_timeout: Duration,
+    /// Subscriptions one connection may hold (Centrifugo: 128).
+    pub max_subscriptions: usize,
+    /// Largest text message accepted; larger ones get `frame-too-large` and the connection stays.
+    pub max_message_bytes: usize,
+    /// Largest frame read at all; larger ones close the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Bytes of live frames that may wait for a slow client before it is closed.
+    pub queue_bytes: usize,
+    /// How long a closing connection may take to flush before it is cut.
+    pub close_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(60),
+            max_subscriptions: 128,
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            queue_bytes: 1024 * 1024,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every session needs from the rest of the broker.
+#[derive(Clone)]
+pub struct SessionDeps {
+    /// Limits and timings.
+    pub config: SessionConfig,
+    /// The Registry to subscribe with.
+    pub registry: Addr<Registry>,
+    /// Where replays read from.
+    pub history: History,
+    /// Shared figures.
+    pub metrics: Metrics,
+}
+
+/// Events for this session, in seq order per execution.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<Arc<PublishedEvent>>);
+
+/// The Registry now routes this target's events here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Registered(pub Target);
+
+/// The broker is stopping: flush what is queued, then close with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Upgrades an HTTP request to a WebSocket and starts its Session.
+pub fn upgrade(req: &HttpRequest, body: web::Payload, deps: SessionDeps) -> actix_web::Result<HttpResponse> {
+    let (response, transport, stream) = actix_ws::handle(req, body)?;
+    let max_frame = deps.config.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max_frame)
+        .aggregate_continuations()
+        .max_continuation_size(max_frame);
+    Session::start(transport, stream, deps);
+    Ok(response)
+}
+
+enum Outgoing {
+    /// A text frame. `counted` frames are bounded by `queue_bytes`;
+    /// `essential` ones are still sent after the queue was abandoned.
+    Text {
+        text: ByteString,
+        counted: bool,
+        essential: bool,
+    },
+    Ping,
+    Pong(bytes::Bytes),
+    Close(Option<CloseReason>),
+}
+
+/// The sending half of the connection, as the actor sees it.
+struct Outbound {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    abandoned: Arc<AtomicBool>,
+}
+
+enum Phase {
+    /// Registered or registering; live events wait here until the replay is sent.
+    CatchingUp { from_seq: Option<u64>, held: Vec<Arc<PublishedEvent>> },
+    Live,
+}
+
+struct Subscription {
+    filter: Filter,
+    phase: Phase,
+    /// The last seq sent (executions only): anything at or below it is a duplicate.
+    last_seq: u64,
+}
+
+/// The Session actor; see the module documentation.
+pub struct Session {
+    id: SessionId,
+    client_id: String,
+    deps: SessionDeps,
+    outbound: Option<Outbound>,
+    transport: Option<actix_ws::Session>,
+    subscriptions: HashMap<Target, Subscription>,
+    last_heard: Instant,
+    closing: bool,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl Session {
+    fn start(transport: actix_ws::Session, stream: AggregatedMessageStream, deps: SessionDeps) -> Addr<Session> {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        Session::create(move |ctx| {
+            ctx.add_stream(stream);
+            Session {
+                id,
+                client_id: client_id(id),
+                deps,
+                outbound: None,
+                transport: Some(transport),
+                subscriptions: HashMap::new(),
+                last_heard: Instant::now(),
+                closing: false,
+            }
+        })
+    }
+
+    fn send(&mut self, item: Outgoing) {
+        if let Some(outbound) = &self.outbound {
+            // A closed channel means the writer is gone; stopping follows.
+            let _ = outbound.tx.send(item);
+        }
+    }
+
+    /// Sends a control message (answers, errors) that no bound applies to.
+    fn send_text(&mut self, text: ByteString) {
+        self.send(Outgoing::Text {
+            text,
+            counted: false,
+            essential: false,
+        });
+    }
+
+    fn send_error(&mut self, code: ErrorCode, message: &str, target: Option<&Target>) {
+        self.deps
+            .metrics
+            .client_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.send_text(error_frame(code, message, target));
+    }
+
+    /// Queues event frames; a live frame past the byte bound closes a slow client.
+    fn send_events(&mut self, events: &[Arc<PublishedEvent>], counted: bool, ctx: &mut Context<Self>) {
+        for event in events {
+            if self.closing {
+                return;
+            }
+            let len = event.frame.len();
+            if counted {
+                let queued = self.outbound.as_ref().map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed));
+                if queued + len > self.deps.config.queue_bytes {
+                    self.slow_consumer(ctx);
+                    return;
+                }
+                if let Some(o) = &self.outbound {
+                    o.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                }
+            }
+            self.send(Outgoing::Text {
+                text: event.frame.clone(),
+                counted,
+                essential: false,
+            });
+            self.deps.metrics.deliveries.inc();
+        }
+    }
+
+    fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
+        log::info!("client {} too slow: closing with slow-consumer", self.client_id);
+        self.deps.metrics.drop("slow-consumer", 1);
+        if let Some(o) = &self.outbound {
+            o.abandoned.store(true, Ordering::Relaxed);
+        }
+        self.close_with(ErrorCode::SlowConsumer, "the client read too slowly; resubscribe with fromSeq", ctx);
+    }
+
+    /// Sends a last `error` and a close frame, then stops after `close_timeout` at most.
+    fn close_with(&mut self, code: ErrorCode, message: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.deps
+            .metrics
+            .client_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.send(Outgoing::Text {
+            text: error_frame(code, message, None),
+            counted: false,
+            essential: true,
+        });
+        let reason = CloseReason {
+            code: CloseCode::Other(code.close_code()),
+            description: Some(code.as_str().into()),
+        };
+        self.close(Some(reason), ctx);
+    }
+
+    fn close(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.send(Outgoing::Close(reason));
+        ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if text.len() > self.deps.config.max_message_bytes {
+            let message = format!("messages are limited to {} bytes", self.deps.config.max_message_bytes);
+            return self.send_error(ErrorCode::FrameTooLarge, &message, None);
+        }
+        match ClientMessage::parse(text) {
+            Ok(ClientMessage::Subscribe {
+                target,
+                from_seq,
+                filter,
+            }) => self.subscribe(target, from_seq, filter),
+            Ok(ClientMessage::Unsubscribe { target }) => self.unsubscribe(target),
+            Ok(ClientMessage::Ping) => self.send_text(pong_frame()),
+            Err(err) => self.send_error(err.code, &err.message, None),
+        }
+        let _ = ctx;
+    }
+
+    fn subscribe(&mut self, target: Target, from_seq: Option<u64>, filter: Filter) {
+        if self.subscriptions.contains_key(&target) {
+            let message = format!("already subscribed to {} `{}`", target.field(), target.id());
+            return self.send_error(ErrorCode::AlreadySubscribed, &message, Some(&target));
+        }
+        if self.subscriptions.len() >= self.deps.config.max_subscriptions {
+            let message = format!(
+                "a connection may hold {} subscriptions",
+                self.deps.config.max_subscriptions
+            );
+            return self.send_error(ErrorCode::TooManySubscriptions, &message, Some(&target));
+        }
+        self.subscriptions.insert(
+            target.clone(),
+            Subscription {
+                filter: filter.clone(),
+                phase: Phase::CatchingUp {
+                    from_seq,
+                    held: Vec::new(),
+                },
+                last_seq: from_seq.unwrap_or(0),
+            },
+        );
+        self.deps.metrics.subscriptions.inc();
+        self.deps.registry.do_send(registry::Subscribe {
+            session: self.id,
+            target,
+            filter,
+        });
+    }
+
+    fn unsubscribe(&mut self, target: Target) {
+        if self.subscriptions.remove(&target).is_some() {
+            self.deps.metrics.subscriptions.dec();
+            self.deps.registry.do_send(registry::Unsubscribe {
+                session: self.id,
+                target: target.clone(),
+            });
+        }
+        // Idempotent, as leaving a room is in Socket.IO: the client gets its answer either way.
+        self.send_text(unsubscribed_frame(&target));
+    }
+
+    /// Registration is in force: read the history (if asked), then go live.
+    fn on_registered(&mut self, target: Target, ctx: &mut Context<Self>) {
+        let from_seq = match self.subscriptions.get(&target).map(|s| &s.phase) {
+            Some(Phase::CatchingUp { from_seq, .. }) => *from_seq,
+            _ => return, // unsubscribed meanwhile
+        };
+        let (Some(after_seq), Target::Execution(execution_id)) = (from_seq, &target) else {
+            return self.go_live(target, Vec::new(), ctx);
+        };
+        let history = self.deps.history.clone();
+        let execution_id = execution_id.clone();
+        let read = async move { history.read(execution_id, after_seq).await };
+        ctx.spawn(read.into_actor(self).map(move |result, session, ctx| match result {
+            Ok(events) => session.go_live(target, events, ctx),
+            Err(gap) => session.refuse_replay(target, gap),
+        }));
+    }
+
+    fn refuse_replay(&mut self, target: Target, gap: ReplayGap) {
+        if self.subscriptions.remove(&target).is_none() {
+            return;
+        }
+        self.deps.metrics.subscriptions.dec();
+        self.deps.registry.do_send(registry::Unsubscribe {
+            session: self.id,
+            target: target.clone(),
+        });
+        let message = match gap.oldest_available {
+            Some(oldest) => format!("events before seq {oldest} are no longer held; not subscribed"),
+            None => "the requested events are no longer held; not subscribed".to_owned(),
+        };
+        self.send_error(ErrorCode::ReplayUnavailable, &message, Some(&target));
+    }
+
+    /// Sends `subscribed`, the replayed history, the live events held meanwhile, and goes live.
+    fn go_live(&mut self, target: Target, history: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
+        let Some(subscription) = self.subscriptions.get_mut(&target) else {
+            return;
+        };
+        let Phase::CatchingUp { held, .. } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
+            return;
+        };
+        let history_end = history.last().map_or(subscription.last_seq, |e| e.seq);
+        let replay: Vec<_> = history
+            .into_iter()
+            .filter(|e| subscription.filter.matches(&e.event))
+            .collect();
+        let is_execution = matches!(target, Target::Execution(_));
+        let held: Vec<_> = held
+            .into_iter()
+            .filter(|e| !is_execution || e.seq > history_end)
+            .collect();
+        subscription.last_seq = held.last().map_or(history_end, |e| e.seq.max(history_end));
+        self.send_text(subscribed_frame(&target, replay.len()));
+        self.deps.metrics.replayed.inc_by(replay.len() as u64);
+        self.send_events(&replay, false, ctx);
+        self.send_events(&held, true, ctx);
+    }
+
+    /// Routes delivered events: held while catching up, dropped if already sent, else sent.
+    fn on_deliver(&mut self, events: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
+        let mut ready = Vec::with_capacity(events.len());
+        for event in events {
+            let by_execution = Target::Execution(event.event.execution_id.as_str().into());
+            let target = if self.subscriptions.contains_key(&by_execution) {
+                Some(by_execution)
+            } else {
+                event
+                    .event
+                    .conversation_id
+                    .as_deref()
+                    .map(|c| Target::Conversation(c.into()))
+            };
+            let Some(subscription) = target.as_ref().and_then(|t| self.subscriptions.get_mut(t)) else {
+                continue; // unsubscribed after the Registry routed it
+            };
+            let is_execution = matches!(target, Some(Target::Execution(_)));
+            match &mut subscription.phase {
+                Phase::CatchingUp { held, .. } => held.push(event),
+                Phase::Live if is_execution && event.seq <= subscription.last_seq => {}
+                Phase::Live => {
+                    if is_execution {
+                        subscription.last_seq = event.seq;
+                    }
+                    ready.push(event);
+                }
+            }
+        }
+        self.send_events(&ready, true, ctx);
+    }
+
+    fn on_frame(&mut self, frame: AggregatedMessage, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match frame {
+            AggregatedMessage::Text(text) => self.on_text(&text, ctx),
+            AggregatedMessage::Binary(_) => self.send_error(
+                ErrorCode::BinaryNotSupported,
+                "frames must be JSON text; binary frames are not supported",
+                None,
+            ),
+            AggregatedMessage::Ping(bytes) => self.send(Outgoing::Pong(bytes)),
+            AggregatedMessage::Pong(_) => {}
+            AggregatedMessage::Close(reason) => self.close(reason, ctx),
+        }
+    }
+
+    fn on_protocol_error(&mut self, err: ProtocolError, ctx: &mut Context<Self>) {
+        let (code, message) = match err {
+            ProtocolError::Overflow => (
+                CloseCode::Size,
+                format!("frames are limited to {} bytes", self.deps.config.max_frame_bytes),
+            ),
+            other => (CloseCode::Protocol, other.to_string()),
+        };
+        log::debug!("client {}: {message}; closing", self.client_id);
+        self.send_error(ErrorCode::FrameTooLarge, &message, None);
+        self.close(Some(CloseReason { code, description: Some(message) }), ctx);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_heard.elapsed() >= self.deps.config.client_timeout {
+            log::info!("client {} silent too long: closing", self.client_id);
+            self.deps.metrics.drop("heartbeat-timeout", 1);
+            self.close_with(ErrorCode::HeartbeatTimeout, "no message or pong within the timeout", ctx);
+        } else if !self.closing {
+            self.send(Outgoing::Ping);
+        }
+    }
+}
+
+fn client_id(session: SessionId) -> String {
+    // Unique per process run: the start time keeps ids of two runs apart.
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    });
+    format!("{run:x}-{session}")
+}
+
+/// Writes queued frames to the connection, one at a time, waiting for room.
+async fn write_frames(
+    mut transport: actix_ws::Session,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    abandoned: Arc<AtomicBool>,
+    metrics: Metrics,
+) {
+    while let Some(item) = rx.recv().await {
+        let sent = match item {
+            Outgoing::Text {
+                text,
+                counted,
+                essential,
+            } => {
+                if counted {
+                    queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                }
+                if abandoned.load(Ordering::Relaxed) && !essential {
+                    metrics.drop("slow-consumer-frames", 1);
+                    continue;
+                }
+                transport.text(text).await
+            }
+            Outgoing::Ping => transport.ping(b"").await,
+            Outgoing::Pong(bytes) => transport.pong(&bytes).await,
+            Outgoing::Close(reason) => {
+                let _ = transport.close(reason).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let transport = self.transport.take().expect("a session starts once");
+        let writer = write_frames(transport, rx, queued_bytes.clone(), abandoned.clone(), self.deps.metrics.clone());
+        // When the writer ends (close sent, or the connection is gone), so does the session.
+        ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        self.outbound = Some(Outbound {
+            tx,
+            queued_bytes,
+            abandoned,
+        });
+        self.deps.metrics.connections.inc();
+        self.deps.registry.do_send(registry::Connect {
+            session: self.id,
+            addr: ctx.address(),
+        });
+        self.send_text(connected_frame(&self.client_id));
+        ctx.run_interval(self.deps.config.heartbeat_interval, |session, ctx| session.heartbeat(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.deps.metrics.connections.dec();
+        self.deps.metrics.subscriptions.sub(self.subscriptions.len() as i64);
+        self.deps.registry.do_send(registry::Disconnect { session: self.id });
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(err) => self.on_protocol_error(err, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client went away; nothing more can be sent.
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        self.on_deliver(msg.0, ctx);
+    }
+}
+
+impl Handler<Registered> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Registered, ctx: &mut Self::Context) {
+        self.on_registered(msg.0, ctx);
+    }
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        // Everything delivered before this message is already queued ahead of the close.
+        self.close(
+            Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some(ErrorCode::ShuttingDown.as_str().into()),
+            }),
+            ctx,
+        );
+    }
+}
