@@ -8,18 +8,29 @@
 //!
 //! Memory is bounded twice: each execution keeps at most `buffer_size`
 //! events, and executions idle longer than `execution_idle` (or beyond
-//! `max_buffered_executions`, oldest first) lose their buffer. The seq counter
-//! itself is a few bytes and is kept, because a seq must never be reused.
+//! `max_buffered_executions`, oldest first) lose their buffer. A seq must
+//! never be reused: with a store, a forgotten execution's counter is seeded
+//! again from the store's highest seq before its next event; without one, the
+//! counter (a few bytes) is kept for the life of the process.
+//!
+//! With a store, accepted events also go to the Persister, *after* the
+//! Registry, so live delivery never waits for a disk. The caller gets a
+//! [`Receipt`] that resolves once its events are durable; the Emitter itself
+//! never waits for the store, except to seed a counter, which it does with
+//! its mailbox held (`ctx.wait`) so that no later event can overtake.
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::metrics::Metrics;
+use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::registry::{Publish, Registry};
+use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use chrono::Utc;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// How the Emitter bounds what it keeps.
 #[derive(Debug, Clone)]
@@ -59,7 +70,21 @@ pub struct IngestError {
 }
 
 impl IngestError {
-    fn at(index: usize, code: ErrorCode, validation: Option<ValidationError>, message: String) -> Self {
+    fn whole(code: ErrorCode, message: impl Into<String>) -> Self {
+        IngestError {
+            code,
+            index: None,
+            validation: None,
+            message: message.into(),
+        }
+    }
+
+    fn at(
+        index: usize,
+        code: ErrorCode,
+        validation: Option<ValidationError>,
+        message: String,
+    ) -> Self {
         IngestError {
             code,
             index: Some(index),
@@ -76,9 +101,34 @@ pub struct Accepted {
     pub seq: u64,
 }
 
+/// What the Emitter accepted, and how to wait until it is stored.
+#[derive(Debug)]
+pub struct Receipt {
+    /// The seqs given, in the order of the batch.
+    pub accepted: Vec<Accepted>,
+    durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+}
+
+impl Receipt {
+    /// Waits until the events are durable (at once when there is no store).
+    pub async fn durable(self) -> Result<Vec<Accepted>, IngestError> {
+        let Some(durable) = self.durable else {
+            return Ok(self.accepted);
+        };
+        match durable.await {
+            Ok(Ok(())) => Ok(self.accepted),
+            Ok(Err(err)) => Err(IngestError::whole(ErrorCode::StoreUnavailable, err.message)),
+            Err(_) => Err(IngestError::whole(
+                ErrorCode::StoreUnavailable,
+                "the broker stopped before the events were stored",
+            )),
+        }
+    }
+}
+
 /// A batch of events to accept together, in order: all or none.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Accepted>, IngestError>")]
+#[rtype(result = "Result<Receipt, IngestError>")]
 pub struct Ingest(pub Vec<AgentEvent>);
 
 /// One event from Rust code that does not wait for an answer (the seed's
@@ -120,36 +170,150 @@ struct ExecutionState {
     last_event_at: Instant,
 }
 
+impl ExecutionState {
+    fn empty() -> Self {
+        ExecutionState {
+            last_seq: 0,
+            conversation_id: None,
+            buffer: VecDeque::new(),
+            last_event_at: Instant::now(),
+        }
+    }
+}
+
+/// The store side of the Emitter: where events go to be kept.
+#[derive(Clone)]
+pub struct Storage {
+    /// Seeds seq counters of executions the Emitter does not hold.
+    pub store: Arc<dyn Store>,
+    /// Writes accepted events.
+    pub persister: Addr<Persister>,
+    /// What is accepted but not yet stored.
+    pub backlog: Arc<Backlog>,
+}
+
 /// The Emitter actor; see the module documentation.
 pub struct Emitter {
     config: EmitterConfig,
     registry: Addr<Registry>,
+    storage: Option<Storage>,
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
     accepting: bool,
 }
 
 impl Emitter {
-    /// An Emitter that publishes to `registry`.
-    pub fn new(config: EmitterConfig, registry: Addr<Registry>, metrics: Metrics) -> Self {
+    /// An Emitter that publishes to `registry` and, if given, stores through `storage`.
+    pub fn new(
+        config: EmitterConfig,
+        registry: Addr<Registry>,
+        storage: Option<Storage>,
+        metrics: Metrics,
+    ) -> Self {
         Emitter {
             config,
             registry,
+            storage,
             metrics,
             executions: HashMap::new(),
             accepting: true,
         }
     }
 
+    /// Executions of this batch whose seq counter must first come from the store.
+    fn unseeded(&self, events: &[AgentEvent]) -> Vec<String> {
+        if self.storage.is_none() {
+            return Vec::new();
+        }
+        let mut seen = HashSet::new();
+        events
+            .iter()
+            .map(|e| e.execution_id.as_str())
+            .filter(|id| !self.executions.contains_key(*id) && seen.insert(*id))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn seed(&mut self, execution_id: String, last_seq: u64) {
+        let state = self
+            .executions
+            .entry(execution_id.into())
+            .or_insert_with(ExecutionState::empty);
+        state.last_seq = state.last_seq.max(last_seq);
+    }
+
+    /// Reads the highest stored seq of each execution.
+    fn read_seeds(
+        &self,
+        executions: Vec<String>,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StoreError>> {
+        let store = self.storage.as_ref().map(|s| s.store.clone());
+        async move {
+            let Some(store) = store else {
+                return Ok(Vec::new());
+            };
+            let mut seeds = Vec::with_capacity(executions.len());
+            for execution_id in executions {
+                let last_seq = store.last_seq(&execution_id).await?;
+                seeds.push((execution_id, last_seq));
+            }
+            Ok(seeds)
+        }
+    }
+
+    /// Seeds what must be seeded (holding the mailbox), then accepts the batch.
+    fn accept(
+        &mut self,
+        events: Vec<AgentEvent>,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        let unseeded = self.unseeded(&events);
+        let seeds = self.read_seeds(unseeded);
+        Box::pin(seeds.into_actor(self).map(move |seeds, emitter, _| {
+            let seeds = seeds.map_err(|err| {
+                IngestError::whole(
+                    ErrorCode::StoreUnavailable,
+                    format!("cannot read the last seq from the store: {err}"),
+                )
+            });
+            let result = seeds.and_then(|seeds| {
+                for (execution_id, last_seq) in seeds {
+                    emitter.seed(execution_id, last_seq);
+                }
+                emitter.ingest(events)
+            });
+            if let Err(err) = &result {
+                emitter
+                    .metrics
+                    .events_rejected
+                    .with_label_values(&[err.code.as_str()])
+                    .inc();
+            }
+            result
+        }))
+    }
+
     /// Checks the whole batch before anything is sequenced, so a batch is all or nothing.
     fn check_batch(&self, events: &[AgentEvent]) -> Result<(), IngestError> {
         if !self.accepting {
-            return Err(IngestError {
-                code: ErrorCode::ShuttingDown,
-                index: None,
-                validation: None,
-                message: "the broker is shutting down and takes no more events".into(),
-            });
+            return Err(IngestError::whole(
+                ErrorCode::ShuttingDown,
+                "the broker is shutting down and takes no more events",
+            ));
+        }
+        if let Some(storage) = &self.storage {
+            if !storage.backlog.has_room(events.len()) {
+                let why = storage
+                    .backlog
+                    .failing()
+                    .unwrap_or_else(|| "the store is behind".into());
+                return Err(IngestError::whole(
+                    ErrorCode::StoreUnavailable,
+                    format!(
+                        "{} events wait to be stored ({why}); retry later",
+                        storage.backlog.len()
+                    ),
+                ));
+            }
         }
         // Conversations claimed by earlier events of this same batch count too.
         let mut claimed: HashMap<&str, &str> = HashMap::new();
@@ -161,23 +325,24 @@ impl Emitter {
             let Some(conversation) = event.conversation_id.as_deref() else {
                 continue;
             };
-            let known = claimed.get(event.execution_id.as_str()).copied().or_else(|| {
-                self.executions
-                    .get(event.execution_id.as_str())
-                    .and_then(|s| s.conversation_id.as_deref())
-            });
+            let known = claimed
+                .get(event.execution_id.as_str())
+                .copied()
+                .or_else(|| {
+                    self.executions
+                        .get(event.execution_id.as_str())
+                        .and_then(|s| s.conversation_id.as_deref())
+                });
             match known {
-                Some(existing) if existing != conversation => {
-                    return Err(IngestError::at(
-                        index,
-                        ErrorCode::ConversationMismatch,
-                        None,
-                        format!(
-                            "execution `{}` belongs to conversation `{existing}`, not `{conversation}`",
-                            event.execution_id
-                        ),
-                    ))
-                }
+                Some(existing) if existing != conversation => return Err(IngestError::at(
+                    index,
+                    ErrorCode::ConversationMismatch,
+                    None,
+                    format!(
+                        "execution `{}` belongs to conversation `{existing}`, not `{conversation}`",
+                        event.execution_id
+                    ),
+                )),
                 _ => {
                     claimed.insert(&event.execution_id, conversation);
                 }
@@ -188,7 +353,10 @@ impl Emitter {
 
     /// Gives each event its seq, timestamp and conversation, and builds its frame.
     /// An event too large once serialized refuses the batch before any seq is kept.
-    fn sequence(&mut self, events: Vec<AgentEvent>) -> Result<Vec<Arc<PublishedEvent>>, IngestError> {
+    fn sequence(
+        &mut self,
+        events: Vec<AgentEvent>,
+    ) -> Result<Vec<Arc<PublishedEvent>>, IngestError> {
         let mut next_seq: HashMap<Arc<str>, u64> = HashMap::new();
         let mut published = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
@@ -227,12 +395,10 @@ impl Emitter {
         let now = Instant::now();
         for item in published {
             let key = self.key_of(item.execution_id());
-            let state = self.executions.entry(key).or_insert_with(|| ExecutionState {
-                last_seq: 0,
-                conversation_id: None,
-                buffer: VecDeque::new(),
-                last_event_at: now,
-            });
+            let state = self
+                .executions
+                .entry(key)
+                .or_insert_with(ExecutionState::empty);
             state.last_seq = item.seq;
             state.last_event_at = now;
             if state.conversation_id.is_none() {
@@ -257,13 +423,22 @@ impl Emitter {
             .unwrap_or_else(|| execution_id.into())
     }
 
-    fn ingest(&mut self, events: Vec<AgentEvent>) -> Result<Vec<Accepted>, IngestError> {
+    fn ingest(&mut self, events: Vec<AgentEvent>) -> Result<Receipt, IngestError> {
         self.check_batch(&events)?;
         let published = self.sequence(events)?;
         self.commit(&published);
         let accepted = published.iter().map(|p| Accepted { seq: p.seq }).collect();
-        self.registry.do_send(Publish(published));
-        Ok(accepted)
+        // Live first: the Registry never waits for the store.
+        self.registry.do_send(Publish(published.clone()));
+        let durable = self.storage.as_ref().map(|storage| {
+            let (ack, durable) = oneshot::channel();
+            storage.persister.do_send(Persist {
+                events: published,
+                ack: Some(ack),
+            });
+            durable
+        });
+        Ok(Receipt { accepted, durable })
     }
 
     /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
@@ -276,6 +451,11 @@ impl Emitter {
                 state.buffer = VecDeque::new();
                 evicted += 1;
             }
+        }
+        if self.storage.is_some() {
+            // The store knows every counter: an idle execution can be forgotten whole.
+            self.executions
+                .retain(|_, state| now.duration_since(state.last_event_at) < idle);
         }
         let mut buffered: Vec<_> = self
             .executions
@@ -295,7 +475,11 @@ impl Emitter {
     }
 
     fn update_buffered_gauge(&self) {
-        let buffered = self.executions.values().filter(|s| !s.buffer.is_empty()).count();
+        let buffered = self
+            .executions
+            .values()
+            .filter(|s| !s.buffer.is_empty())
+            .count();
         self.metrics.executions_buffered.set(buffered as i64);
     }
 }
@@ -319,29 +503,31 @@ impl Actor for Emitter {
 }
 
 impl Handler<Ingest> for Emitter {
-    type Result = Result<Vec<Accepted>, IngestError>;
+    type Result = AtomicResponse<Self, Result<Receipt, IngestError>>;
 
     fn handle(&mut self, msg: Ingest, _: &mut Self::Context) -> Self::Result {
-        let result = self.ingest(msg.0);
-        if let Err(err) = &result {
-            self.metrics
-                .events_rejected
-                .with_label_values(&[err.code.as_str()])
-                .inc();
-        }
-        result
+        AtomicResponse::new(self.accept(msg.0))
     }
 }
 
 impl Handler<Emit> for Emitter {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Emit, _: &mut Self::Context) {
-        if let Err(err) = self.ingest(vec![msg.0]) {
-            // The caller is agent work that must not fail because of us.
-            log::warn!("in-process event refused: {}", err.message);
-            self.metrics.drop("invalid-in-process-event", 1);
-        }
+    fn handle(&mut self, msg: Emit, _: &mut Self::Context) -> Self::Result {
+        let accepted = self.accept(vec![msg.0]);
+        AtomicResponse::new(Box::pin(accepted.map(
+            |result, emitter: &mut Emitter, _| {
+                if let Err(err) = result {
+                    // The caller is agent work that must not fail because of us.
+                    log::warn!("in-process event refused: {}", err.message);
+                    let reason = match err.code {
+                        ErrorCode::StoreUnavailable => "store-backlog-full",
+                        _ => "invalid-in-process-event",
+                    };
+                    emitter.metrics.drop(reason, 1);
+                }
+            },
+        )))
     }
 }
 

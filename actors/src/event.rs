@@ -109,7 +109,11 @@ pub struct DepartmentStart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
     /// How relevant the department is to the request, 0..1.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub relevance: Option<f64>,
 }
 
@@ -123,10 +127,18 @@ pub struct DepartmentComplete {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<Value>>,
     /// Its final quality score, 0..100.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub quality_score: Option<f64>,
     /// Milliseconds it took.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub execution_time: Option<f64>,
 }
 
@@ -179,7 +191,11 @@ pub struct AgentComplete {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds it took.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub execution_time: Option<f64>,
 }
 
@@ -220,7 +236,11 @@ pub struct ToolResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds it took.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub execution_time: Option<f64>,
 }
 
@@ -241,7 +261,11 @@ pub struct QualityCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passed: Option<bool>,
     /// The score needed to pass, 0..100.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub threshold: Option<f64>,
     /// What the check found wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +290,11 @@ pub struct ReviewStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
     /// The reviewer's score, 0..100.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "number::option"
+    )]
     pub quality_score: Option<f64>,
 }
 
@@ -718,7 +746,10 @@ fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, ValidationError> {
         })
 }
 
-fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ValidationError> {
+fn take_string(
+    map: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ValidationError> {
     match map.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -734,7 +765,11 @@ fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<Strin
 fn parse_kind(map: Map<String, Value>) -> Result<EventKind, ValidationError> {
     let type_name = match map.get("type") {
         None | Some(Value::Null) => {
-            return Err(ValidationError::new("type", Rule::Required, "type is required"))
+            return Err(ValidationError::new(
+                "type",
+                Rule::Required,
+                "type is required",
+            ))
         }
         Some(Value::String(name)) => name.clone(),
         Some(_) => {
@@ -804,9 +839,17 @@ fn classify_serde_error(path: &str, message: &str) -> ValidationError {
         );
     }
     if let Some(field) = named("missing field `") {
-        return ValidationError::new(field.clone(), Rule::Required, format!("{field} is required"));
+        return ValidationError::new(
+            field.clone(),
+            Rule::Required,
+            format!("{field} is required"),
+        );
     }
-    let field = if path == "." { String::new() } else { path.to_owned() };
+    let field = if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    };
     let rule = if message.starts_with("unknown variant") {
         Rule::Enum
     } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
@@ -895,29 +938,101 @@ mod tests {
     fn errors_name_the_field_and_the_rule() {
         let cases = [
             (json!([1]), "", Rule::NotAnObject),
-            (json!({"type":"agent-start","agentId":"a"}), "executionId", Rule::Required),
+            (
+                json!({"type":"agent-start","agentId":"a"}),
+                "executionId",
+                Rule::Required,
+            ),
             (json!({"executionId":"e"}), "type", Rule::Required),
             (json!({"type":"nope","executionId":"e"}), "type", Rule::Enum),
-            (json!({"type":"agent-start","executionId":"e"}), "agentId", Rule::Required),
-            (json!({"type":"agent-start","executionId":"e","agentId":"a","colour":1}), "colour", Rule::UnknownField),
-            (json!({"type":"agent-start","executionId":"e","agentId":5}), "agentId", Rule::WrongType),
-            (json!({"type":"agent-start","executionId":"e f","agentId":"a"}), "executionId", Rule::IdFormat),
-            (json!({"type":"agent-start","executionId":"x".repeat(129),"agentId":"a"}), "executionId", Rule::IdFormat),
-            (json!({"type":"agent-start","executionId":"e","conversationId":"","agentId":"a"}), "conversationId", Rule::IdFormat),
-            (json!({"type":"agent-start","executionId":"e","agentId":"a","seq":3}), "seq", Rule::SeqNotAllowed),
-            (json!({"type":"agent-start","executionId":"e","agentId":"a","timestamp":"yesterday"}), "timestamp", Rule::Timestamp),
-            (json!({"type":"agent-start","executionId":"e","agentId":"a","metadata":[1]}), "metadata", Rule::WrongType),
-            (json!({"type":"quality-check","executionId":"e","qualityScore":101}), "qualityScore", Rule::Range),
-            (json!({"type":"quality-check","executionId":"e","qualityScore":-1}), "qualityScore", Rule::Range),
-            (json!({"type":"department-start","executionId":"e","department":"d","relevance":1.5}), "relevance", Rule::Range),
-            (json!({"type":"review-status","executionId":"e","department":"d","status":"meh"}), "status", Rule::Enum),
-            (json!({"type":"orchestration-start","executionId":"e","complexity":"extreme"}), "complexity", Rule::Enum),
-            (json!({"type":"agent-thinking","executionId":"e","agentId":"a","thought":"t","step":-1}), "step", Rule::WrongType),
-            (json!({"type":"tool-result","executionId":"e","agentId":"a","toolName":"t","executionTime":-3}), "executionTime", Rule::Range),
+            (
+                json!({"type":"agent-start","executionId":"e"}),
+                "agentId",
+                Rule::Required,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","agentId":"a","colour":1}),
+                "colour",
+                Rule::UnknownField,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","agentId":5}),
+                "agentId",
+                Rule::WrongType,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e f","agentId":"a"}),
+                "executionId",
+                Rule::IdFormat,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"x".repeat(129),"agentId":"a"}),
+                "executionId",
+                Rule::IdFormat,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","conversationId":"","agentId":"a"}),
+                "conversationId",
+                Rule::IdFormat,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","agentId":"a","seq":3}),
+                "seq",
+                Rule::SeqNotAllowed,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","agentId":"a","timestamp":"yesterday"}),
+                "timestamp",
+                Rule::Timestamp,
+            ),
+            (
+                json!({"type":"agent-start","executionId":"e","agentId":"a","metadata":[1]}),
+                "metadata",
+                Rule::WrongType,
+            ),
+            (
+                json!({"type":"quality-check","executionId":"e","qualityScore":101}),
+                "qualityScore",
+                Rule::Range,
+            ),
+            (
+                json!({"type":"quality-check","executionId":"e","qualityScore":-1}),
+                "qualityScore",
+                Rule::Range,
+            ),
+            (
+                json!({"type":"department-start","executionId":"e","department":"d","relevance":1.5}),
+                "relevance",
+                Rule::Range,
+            ),
+            (
+                json!({"type":"review-status","executionId":"e","department":"d","status":"meh"}),
+                "status",
+                Rule::Enum,
+            ),
+            (
+                json!({"type":"orchestration-start","executionId":"e","complexity":"extreme"}),
+                "complexity",
+                Rule::Enum,
+            ),
+            (
+                json!({"type":"agent-thinking","executionId":"e","agentId":"a","thought":"t","step":-1}),
+                "step",
+                Rule::WrongType,
+            ),
+            (
+                json!({"type":"tool-result","executionId":"e","agentId":"a","toolName":"t","executionTime":-3}),
+                "executionTime",
+                Rule::Range,
+            ),
         ];
         for (input, field, rule) in cases {
             let err = parse(input.clone()).expect_err(&input.to_string());
-            assert_eq!((err.field.as_str(), err.rule), (field, rule), "{input}: {err}");
+            assert_eq!(
+                (err.field.as_str(), err.rule),
+                (field, rule),
+                "{input}: {err}"
+            );
         }
     }
 

@@ -36,9 +36,10 @@ impl EmitterHandle {
         }
     }
 
-    /// Sends one event and waits until it is accepted; returns its seq.
+    /// Sends one event and waits until it is accepted and, with a store,
+    /// durable (what a 202 means over HTTP); returns its seq.
     pub async fn emit(&self, event: AgentEvent) -> Result<Accepted, IngestError> {
-        let accepted = self
+        let receipt = self
             .emitter
             .send(Ingest(vec![self.stamp(event)]))
             .await
@@ -48,7 +49,7 @@ impl EmitterHandle {
                 validation: None,
                 message: "the emitter has stopped".into(),
             })??;
-        Ok(accepted[0])
+        Ok(receipt.durable().await?[0])
     }
 
     /// Sends one event without waiting (the seed's non-blocking emit).
@@ -99,7 +100,13 @@ impl EmitterHandle {
     }
 
     /// `agent-start`: an agent begins.
-    pub fn agent_start(&self, execution_id: &str, agent_id: &str, department: Option<&str>, prompt: Option<&str>) {
+    pub fn agent_start(
+        &self,
+        execution_id: &str,
+        agent_id: &str,
+        department: Option<&str>,
+        prompt: Option<&str>,
+    ) {
         let fields = AgentStart {
             agent_id: agent_id.into(),
             department: department.map(Into::into),
@@ -125,7 +132,14 @@ impl EmitterHandle {
     }
 
     /// `tool-call`: an agent invokes a tool.
-    pub fn tool_call(&self, execution_id: &str, agent_id: &str, tool_name: &str, tool_call_id: &str, input: Value) {
+    pub fn tool_call(
+        &self,
+        execution_id: &str,
+        agent_id: &str,
+        tool_name: &str,
+        tool_call_id: &str,
+        input: Value,
+    ) {
         let fields = ToolCall {
             agent_id: agent_id.into(),
             tool_name: tool_name.into(),

@@ -5,11 +5,13 @@
 //! - [`event`]: the 11 event types and their rules. Depends on nothing else here.
 //! - [`handle`]: the typed way in for Rust code ([`EmitterHandle`]).
 //! - [`emitter`]: the Emitter actor: validate, `seq`, `timestamp`, per-execution buffer.
+//! - [`persister`]: the Persister actor: group commit to the store, acks once durable.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
 //! - [`history`]: where a `fromSeq` replay reads the events a client missed.
 //! - [`protocol`]: the WebSocket messages, error codes and close codes.
 //! - [`filter`]: subscription filters by type, agent and department.
+//! - [`store`]: the store interface and its SQLite and MongoDB backends.
 //! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
 //! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
 //!
@@ -24,8 +26,10 @@ pub mod filter;
 pub mod handle;
 pub mod history;
 pub mod metrics;
+pub mod persister;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod store;
 
 pub use handle::EmitterHandle;

@@ -11,7 +11,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, T
 use serde_json::{json, Map, Value};
 
 /// Why a connection or an event was dropped; the `reason` label of `drops`.
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     // a session's queue overflowed: the client is closed with slow-consumer
     "slow-consumer",
     // the frames discarded from that queue when it was closed
@@ -22,6 +22,8 @@ pub const DROP_REASONS: [&str; 5] = [
     "invalid-in-process-event",
     // an event for a session that was already gone
     "session-gone",
+    // an in-process (fire-and-forget) emit refused because the store backlog was full
+    "store-backlog-full",
 ];
 
 /// The broker's figures.
@@ -48,6 +50,12 @@ pub struct Metrics {
     pub client_errors: IntCounterVec,
     /// Executions whose buffer was dropped to bound memory.
     pub executions_evicted: IntCounter,
+    /// Events committed to the store.
+    pub events_stored: IntCounter,
+    /// Batches committed to the store (group commits).
+    pub store_batches: IntCounter,
+    /// Store writes that failed and were retried.
+    pub store_retries: IntCounter,
 }
 
 impl Default for Metrics {
@@ -62,18 +70,25 @@ impl Metrics {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(format!("agent_events_{name}"), help).expect("valid gauge");
-            registry.register(Box::new(g.clone())).expect("unique gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique gauge");
             g
         };
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(format!("agent_events_{name}_total"), help).expect("valid counter");
-            registry.register(Box::new(c.clone())).expect("unique counter");
+            let c =
+                IntCounter::new(format!("agent_events_{name}_total"), help).expect("valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique counter");
             c
         };
         let labelled = |name: &str, help: &str, label: &str, values: &[&str]| {
             let opts = Opts::new(format!("agent_events_{name}_total"), help);
             let c = IntCounterVec::new(opts, &[label]).expect("valid counter vec");
-            registry.register(Box::new(c.clone())).expect("unique counter vec");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique counter vec");
             for value in values {
                 c.with_label_values(&[*value]);
             }
@@ -83,14 +98,38 @@ impl Metrics {
         Metrics {
             connections: gauge("connections", "Open WebSocket connections"),
             subscriptions: gauge("subscriptions", "Live subscriptions over all connections"),
-            executions_buffered: gauge("executions_buffered", "Executions with recent events in memory"),
+            executions_buffered: gauge(
+                "executions_buffered",
+                "Executions with recent events in memory",
+            ),
             events_in: counter("events_in", "Events accepted and sequenced"),
-            events_rejected: labelled("events_rejected", "Events refused, by error code", "code", &codes),
+            events_rejected: labelled(
+                "events_rejected",
+                "Events refused, by error code",
+                "code",
+                &codes,
+            ),
             deliveries: counter("deliveries", "Event frames handed to client connections"),
             replayed: counter("replayed", "Events replayed to subscribers with fromSeq"),
-            drops: labelled("drops", "Connections or events dropped, by reason", "reason", &DROP_REASONS),
-            client_errors: labelled("client_errors", "Error messages sent to clients, by code", "code", &codes),
-            executions_evicted: counter("executions_evicted", "Execution buffers dropped to bound memory"),
+            drops: labelled(
+                "drops",
+                "Connections or events dropped, by reason",
+                "reason",
+                &DROP_REASONS,
+            ),
+            client_errors: labelled(
+                "client_errors",
+                "Error messages sent to clients, by code",
+                "code",
+                &codes,
+            ),
+            executions_evicted: counter(
+                "executions_evicted",
+                "Execution buffers dropped to bound memory",
+            ),
+            events_stored: counter("events_stored", "Events committed to the store"),
+            store_batches: counter("store_batches", "Batches committed to the store"),
+            store_retries: counter("store_retries", "Store writes that failed and were retried"),
             registry,
         }
     }
@@ -119,6 +158,9 @@ impl Metrics {
             "eventsOut": self.deliveries.get(),
             "replayed": self.replayed.get(),
             "executionsEvicted": self.executions_evicted.get(),
+            "eventsStored": self.events_stored.get(),
+            "storeBatches": self.store_batches.get(),
+            "storeRetries": self.store_retries.get(),
             "eventsRejected": by_label(&self.events_rejected, error_codes()),
             "drops": by_label(&self.drops, DROP_REASONS),
             "clientErrors": by_label(&self.client_errors, error_codes()),
@@ -129,7 +171,12 @@ impl Metrics {
 fn by_label<'a>(counters: &IntCounterVec, labels: impl IntoIterator<Item = &'a str>) -> Value {
     let out: Map<String, Value> = labels
         .into_iter()
-        .map(|label| (label.to_owned(), json!(counters.with_label_values(&[label]).get())))
+        .map(|label| {
+            (
+                label.to_owned(),
+                json!(counters.with_label_values(&[label]).get()),
+            )
+        })
         .collect();
     Value::Object(out)
 }
@@ -152,7 +199,10 @@ mod tests {
         assert_eq!(snapshot["drops"]["heartbeat-timeout"], 0);
         assert_eq!(snapshot["eventsIn"], 1);
         let text = metrics.prometheus_text();
-        assert!(text.contains("agent_events_drops_total{reason=\"slow-consumer\"} 2"), "{text}");
+        assert!(
+            text.contains("agent_events_drops_total{reason=\"slow-consumer\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("agent_events_events_in_total 1"), "{text}");
     }
 }

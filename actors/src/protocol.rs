@@ -55,13 +55,15 @@ pub enum ErrorCode {
     ConversationMismatch,
     /// The store cannot take more events right now; retry later.
     StoreUnavailable,
+    /// No such execution (HTTP 404).
+    NotFound,
     /// Something failed inside the broker; the message says what.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for the documentation endpoint and the README.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadRequest,
@@ -79,6 +81,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::ConversationMismatch,
         ErrorCode::StoreUnavailable,
+        ErrorCode::NotFound,
         ErrorCode::Internal,
     ];
 
@@ -102,6 +105,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::ConversationMismatch => "conversation-mismatch",
             ErrorCode::StoreUnavailable => "store-unavailable",
+            ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
         }
     }
@@ -253,10 +257,7 @@ fn parse_subscribe(object: &Map<String, Value>) -> Result<ClientMessage, ClientE
     let from_seq = match object.get("fromSeq") {
         None | Some(Value::Null) => None,
         Some(value) => Some(value.as_u64().ok_or_else(|| {
-            ClientError::new(
-                ErrorCode::BadRequest,
-                "fromSeq must be an integer >= 0",
-            )
+            ClientError::new(ErrorCode::BadRequest, "fromSeq must be an integer >= 0")
         })?),
     };
     if from_seq.is_some() && matches!(target, Target::Conversation(_)) {
@@ -311,7 +312,10 @@ fn reject_unknown_fields(object: &Map<String, Value>, known: &[&str]) -> Result<
     }
 }
 
-fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<String>, ClientError> {
+fn optional_string(
+    object: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ClientError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -447,7 +451,8 @@ mod tests {
 
     #[test]
     fn the_seeds_subscribe_parses() {
-        let msg = ClientMessage::parse(r#"{"type": "subscribe", "executionId": "exec-123"}"#).unwrap();
+        let msg =
+            ClientMessage::parse(r#"{"type": "subscribe", "executionId": "exec-123"}"#).unwrap();
         assert_eq!(
             msg,
             ClientMessage::Subscribe {
@@ -464,13 +469,20 @@ mod tests {
             r#"{"type":"subscribe","executionId":"e","fromSeq":5,"types":["tool-call"],"agentId":"a","department":"d"}"#,
         )
         .unwrap();
-        let ClientMessage::Subscribe { from_seq, filter, .. } = msg else {
+        let ClientMessage::Subscribe {
+            from_seq, filter, ..
+        } = msg
+        else {
             panic!("not a subscribe")
         };
         assert_eq!(from_seq, Some(5));
         assert_eq!(
             filter,
-            Filter::new(Some(vec![EventType::ToolCall]), Some("a".into()), Some("d".into()))
+            Filter::new(
+                Some(vec![EventType::ToolCall]),
+                Some("a".into()),
+                Some("d".into())
+            )
         );
     }
 
@@ -481,9 +493,18 @@ mod tests {
         assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"executionId":"e"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"type":"subscribe"}"#), ErrorCode::MissingId);
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":"a b"}"#), ErrorCode::InvalidId);
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":""}"#), ErrorCode::InvalidId);
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":7}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":"a b"}"#),
+            ErrorCode::InvalidId
+        );
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":""}"#),
+            ErrorCode::InvalidId
+        );
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":7}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(
             code_of(r#"{"type":"subscribe","executionId":"e","conversationId":"c"}"#),
             ErrorCode::BadRequest
@@ -492,9 +513,18 @@ mod tests {
             code_of(r#"{"type":"subscribe","conversationId":"c","fromSeq":1}"#),
             ErrorCode::BadRequest
         );
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":"e","fromSeq":-1}"#), ErrorCode::BadRequest);
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":"e","types":["x"]}"#), ErrorCode::BadRequest);
-        assert_eq!(code_of(r#"{"type":"subscribe","executionId":"e","fromseq":1}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":"e","fromSeq":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":"e","types":["x"]}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"subscribe","executionId":"e","fromseq":1}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(code_of(r#"{"type":"unsubscribe"}"#), ErrorCode::MissingId);
     }
 

@@ -120,7 +120,10 @@ impl Registry {
     }
 
     /// Which sessions get which events of a batch, each event once per session.
-    fn route(&self, events: &[Arc<PublishedEvent>]) -> HashMap<SessionId, Vec<Arc<PublishedEvent>>> {
+    fn route(
+        &self,
+        events: &[Arc<PublishedEvent>],
+    ) -> HashMap<SessionId, Vec<Arc<PublishedEvent>>> {
         let mut outgoing: HashMap<SessionId, Vec<Arc<PublishedEvent>>> = HashMap::new();
         for event in events {
             let by_execution = self.by_execution.get(event.execution_id());
@@ -221,11 +224,29 @@ mod tests {
     use super::*;
     use crate::event::{AgentEvent, AgentStart, EventType, ToolCall};
 
-    fn published(execution: &str, conversation: Option<&str>, seq: u64, tool: bool) -> Arc<PublishedEvent> {
+    fn published(
+        execution: &str,
+        conversation: Option<&str>,
+        seq: u64,
+        tool: bool,
+    ) -> Arc<PublishedEvent> {
         let mut event = if tool {
-            AgentEvent::new(execution, ToolCall { agent_id: "a".into(), tool_name: "t".into(), ..Default::default() })
+            AgentEvent::new(
+                execution,
+                ToolCall {
+                    agent_id: "a".into(),
+                    tool_name: "t".into(),
+                    ..Default::default()
+                },
+            )
         } else {
-            AgentEvent::new(execution, AgentStart { agent_id: "a".into(), ..Default::default() })
+            AgentEvent::new(
+                execution,
+                AgentStart {
+                    agent_id: "a".into(),
+                    ..Default::default()
+                },
+            )
         };
         event.conversation_id = conversation.map(Into::into);
         event.seq = Some(seq);
@@ -234,15 +255,33 @@ mod tests {
 
     fn subscribe(registry: &mut Registry, session: SessionId, target: Target, filter: Filter) {
         let (index, key) = registry.index_of(&target);
-        index.entry(key).or_default().push(Subscriber { session, filter });
+        index
+            .entry(key)
+            .or_default()
+            .push(Subscriber { session, filter });
     }
 
     #[test]
     fn routes_by_execution_conversation_and_filter_once_per_session() {
         let mut registry = Registry::new(Metrics::new());
-        subscribe(&mut registry, 1, Target::Execution("e1".into()), Filter::default());
-        subscribe(&mut registry, 1, Target::Conversation("c".into()), Filter::default());
-        subscribe(&mut registry, 2, Target::Conversation("c".into()), Filter::default());
+        subscribe(
+            &mut registry,
+            1,
+            Target::Execution("e1".into()),
+            Filter::default(),
+        );
+        subscribe(
+            &mut registry,
+            1,
+            Target::Conversation("c".into()),
+            Filter::default(),
+        );
+        subscribe(
+            &mut registry,
+            2,
+            Target::Conversation("c".into()),
+            Filter::default(),
+        );
         let tools_only = Filter::new(Some(vec![EventType::ToolCall]), None, None);
         subscribe(&mut registry, 3, Target::Execution("e1".into()), tools_only);
 
@@ -252,7 +291,11 @@ mod tests {
             published("e2", None, 1, false),
         ];
         let routed = registry.route(&events);
-        let seqs = |s: SessionId| routed.get(&s).map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>());
+        let seqs = |s: SessionId| {
+            routed
+                .get(&s)
+                .map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>())
+        };
         assert_eq!(seqs(1), Some(vec![1, 2]));
         assert_eq!(seqs(2), Some(vec![1, 2]));
         assert_eq!(seqs(3), Some(vec![2]));
@@ -262,8 +305,18 @@ mod tests {
     #[test]
     fn forgets_a_target_when_its_last_subscriber_leaves() {
         let mut registry = Registry::new(Metrics::new());
-        subscribe(&mut registry, 1, Target::Execution("e1".into()), Filter::default());
-        subscribe(&mut registry, 2, Target::Execution("e1".into()), Filter::default());
+        subscribe(
+            &mut registry,
+            1,
+            Target::Execution("e1".into()),
+            Filter::default(),
+        );
+        subscribe(
+            &mut registry,
+            2,
+            Target::Execution("e1".into()),
+            Filter::default(),
+        );
         registry.remove(1, &Target::Execution("e1".into()));
         assert_eq!(registry.by_execution.len(), 1);
         registry.remove(2, &Target::Execution("e1".into()));

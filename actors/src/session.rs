@@ -107,7 +107,11 @@ pub struct Registered(pub Target);
 pub struct Shutdown;
 
 /// Upgrades an HTTP request to a WebSocket and starts its Session.
-pub fn upgrade(req: &HttpRequest, body: web::Payload, deps: SessionDeps) -> actix_web::Result<HttpResponse> {
+pub fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    deps: SessionDeps,
+) -> actix_web::Result<HttpResponse> {
     let (response, transport, stream) = actix_ws::handle(req, body)?;
     let max_frame = deps.config.max_frame_bytes;
     let stream = stream
@@ -140,7 +144,10 @@ struct Outbound {
 
 enum Phase {
     /// Registered or registering; live events wait here until the replay is sent.
-    CatchingUp { from_seq: Option<u64>, held: Vec<Arc<PublishedEvent>> },
+    CatchingUp {
+        from_seq: Option<u64>,
+        held: Vec<Arc<PublishedEvent>>,
+    },
     Live,
 }
 
@@ -166,7 +173,11 @@ pub struct Session {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl Session {
-    fn start(transport: actix_ws::Session, stream: AggregatedMessageStream, deps: SessionDeps) -> Addr<Session> {
+    fn start(
+        transport: actix_ws::Session,
+        stream: AggregatedMessageStream,
+        deps: SessionDeps,
+    ) -> Addr<Session> {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         Session::create(move |ctx| {
             ctx.add_stream(stream);
@@ -209,14 +220,22 @@ impl Session {
     }
 
     /// Queues event frames; a live frame past the byte bound closes a slow client.
-    fn send_events(&mut self, events: &[Arc<PublishedEvent>], counted: bool, ctx: &mut Context<Self>) {
+    fn send_events(
+        &mut self,
+        events: &[Arc<PublishedEvent>],
+        counted: bool,
+        ctx: &mut Context<Self>,
+    ) {
         for event in events {
             if self.closing {
                 return;
             }
             let len = event.frame.len();
             if counted {
-                let queued = self.outbound.as_ref().map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed));
+                let queued = self
+                    .outbound
+                    .as_ref()
+                    .map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed));
                 if queued + len > self.deps.config.queue_bytes {
                     self.slow_consumer(ctx);
                     return;
@@ -235,12 +254,19 @@ impl Session {
     }
 
     fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
-        log::info!("client {} too slow: closing with slow-consumer", self.client_id);
+        log::info!(
+            "client {} too slow: closing with slow-consumer",
+            self.client_id
+        );
         self.deps.metrics.drop("slow-consumer", 1);
         if let Some(o) = &self.outbound {
             o.abandoned.store(true, Ordering::Relaxed);
         }
-        self.close_with(ErrorCode::SlowConsumer, "the client read too slowly; resubscribe with fromSeq", ctx);
+        self.close_with(
+            ErrorCode::SlowConsumer,
+            "the client read too slowly; resubscribe with fromSeq",
+            ctx,
+        );
     }
 
     /// Sends a last `error` and a close frame, then stops after `close_timeout` at most.
@@ -276,7 +302,10 @@ impl Session {
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         if text.len() > self.deps.config.max_message_bytes {
-            let message = format!("messages are limited to {} bytes", self.deps.config.max_message_bytes);
+            let message = format!(
+                "messages are limited to {} bytes",
+                self.deps.config.max_message_bytes
+            );
             return self.send_error(ErrorCode::FrameTooLarge, &message, None);
         }
         match ClientMessage::parse(text) {
@@ -347,10 +376,13 @@ impl Session {
         let history = self.deps.history.clone();
         let execution_id = execution_id.clone();
         let read = async move { history.read(execution_id, after_seq).await };
-        ctx.spawn(read.into_actor(self).map(move |result, session, ctx| match result {
-            Ok(events) => session.go_live(target, events, ctx),
-            Err(gap) => session.refuse_replay(target, gap),
-        }));
+        ctx.spawn(
+            read.into_actor(self)
+                .map(move |result, session, ctx| match result {
+                    Ok(events) => session.go_live(target, events, ctx),
+                    Err(gap) => session.refuse_replay(target, gap),
+                }),
+        );
     }
 
     fn refuse_replay(&mut self, target: Target, gap: ReplayGap) {
@@ -362,19 +394,23 @@ impl Session {
             session: self.id,
             target: target.clone(),
         });
-        let message = match gap.oldest_available {
-            Some(oldest) => format!("events before seq {oldest} are no longer held; not subscribed"),
-            None => "the requested events are no longer held; not subscribed".to_owned(),
-        };
+        let message = format!("{}; not subscribed", gap.reason);
         self.send_error(ErrorCode::ReplayUnavailable, &message, Some(&target));
     }
 
     /// Sends `subscribed`, the replayed history, the live events held meanwhile, and goes live.
-    fn go_live(&mut self, target: Target, history: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
+    fn go_live(
+        &mut self,
+        target: Target,
+        history: Vec<Arc<PublishedEvent>>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(subscription) = self.subscriptions.get_mut(&target) else {
             return;
         };
-        let Phase::CatchingUp { held, .. } = std::mem::replace(&mut subscription.phase, Phase::Live) else {
+        let Phase::CatchingUp { held, .. } =
+            std::mem::replace(&mut subscription.phase, Phase::Live)
+        else {
             return;
         };
         let history_end = history.last().map_or(subscription.last_seq, |e| e.seq);
@@ -408,7 +444,8 @@ impl Session {
                     .as_deref()
                     .map(|c| Target::Conversation(c.into()))
             };
-            let Some(subscription) = target.as_ref().and_then(|t| self.subscriptions.get_mut(t)) else {
+            let Some(subscription) = target.as_ref().and_then(|t| self.subscriptions.get_mut(t))
+            else {
                 continue; // unsubscribed after the Registry routed it
             };
             let is_execution = matches!(target, Some(Target::Execution(_)));
@@ -445,20 +482,38 @@ impl Session {
         let (code, message) = match err {
             ProtocolError::Overflow => (
                 CloseCode::Size,
-                format!("frames are limited to {} bytes", self.deps.config.max_frame_bytes),
+                format!(
+                    "frames are limited to {} bytes",
+                    self.deps.config.max_frame_bytes
+                ),
             ),
             other => (CloseCode::Protocol, other.to_string()),
         };
         log::debug!("client {}: {message}; closing", self.client_id);
-        self.send_error(ErrorCode::FrameTooLarge, &message, None);
-        self.close(Some(CloseReason { code, description: Some(message) }), ctx);
+        let error = if code == CloseCode::Size {
+            ErrorCode::FrameTooLarge
+        } else {
+            ErrorCode::BadRequest
+        };
+        self.send_error(error, &message, None);
+        self.close(
+            Some(CloseReason {
+                code,
+                description: Some(message),
+            }),
+            ctx,
+        );
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() >= self.deps.config.client_timeout {
             log::info!("client {} silent too long: closing", self.client_id);
             self.deps.metrics.drop("heartbeat-timeout", 1);
-            self.close_with(ErrorCode::HeartbeatTimeout, "no message or pong within the timeout", ctx);
+            self.close_with(
+                ErrorCode::HeartbeatTimeout,
+                "no message or pong within the timeout",
+                ctx,
+            );
         } else if !self.closing {
             self.send(Outgoing::Ping);
         }
@@ -521,7 +576,13 @@ impl Actor for Session {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let abandoned = Arc::new(AtomicBool::new(false));
         let transport = self.transport.take().expect("a session starts once");
-        let writer = write_frames(transport, rx, queued_bytes.clone(), abandoned.clone(), self.deps.metrics.clone());
+        let writer = write_frames(
+            transport,
+            rx,
+            queued_bytes.clone(),
+            abandoned.clone(),
+            self.deps.metrics.clone(),
+        );
         // When the writer ends (close sent, or the connection is gone), so does the session.
         ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
         self.outbound = Some(Outbound {
@@ -535,13 +596,20 @@ impl Actor for Session {
             addr: ctx.address(),
         });
         self.send_text(connected_frame(&self.client_id));
-        ctx.run_interval(self.deps.config.heartbeat_interval, |session, ctx| session.heartbeat(ctx));
+        ctx.run_interval(self.deps.config.heartbeat_interval, |session, ctx| {
+            session.heartbeat(ctx)
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.deps.metrics.connections.dec();
-        self.deps.metrics.subscriptions.sub(self.subscriptions.len() as i64);
-        self.deps.registry.do_send(registry::Disconnect { session: self.id });
+        self.deps
+            .metrics
+            .subscriptions
+            .sub(self.subscriptions.len() as i64);
+        self.deps
+            .registry
+            .do_send(registry::Disconnect { session: self.id });
     }
 }
 

@@ -1,0 +1,309 @@
+//! The Persister actor: writes accepted events to the store in batches
+//! (group commit) and tells producers when their events are durable.
+//!
+//! # Group commit
+//! A batch closes when it holds `batch_max` events or `batch_delay` after its
+//! first event, whichever comes first, and is written in one `append` (one
+//! transaction, one fsync). One write is in flight at a time, so batches land
+//! in the order they were accepted; what arrives meanwhile forms the next one.
+//!
+//! # Acknowledged means durable
+//! An [`Persist`] may carry an ack; it is answered only after the batch that
+//! holds its events is committed. `POST /api/events` answers 202 on that ack.
+//! Live fan-out never waits for any of this: the Emitter hands events to the
+//! Registry before it hands them here.
+//!
+//! # Store faults
+//! A failed write is retried with exponential backoff, forever, keeping the
+//! batch. Events keep arriving and wait in the backlog; its size is shared
+//! with the Emitter ([`Backlog`]), which refuses producers with
+//! `store-unavailable` once it is full rather than dropping anything silently.
+//! `/health` reads the same state and says `degraded` and why.
+
+use crate::metrics::Metrics;
+use crate::protocol::PublishedEvent;
+use crate::store::{Store, StoreError};
+use actix::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Answered once the events of a [`Persist`] are durable, or the broker gives up at shutdown.
+pub type Ack = oneshot::Sender<Result<(), StoreError>>;
+
+/// How the Persister batches and backs off.
+#[derive(Debug, Clone)]
+pub struct PersisterConfig {
+    /// A batch closes at this many events…
+    pub batch_max: usize,
+    /// …or this long after its first event.
+    pub batch_delay: Duration,
+    /// Events accepted but not yet stored, at most.
+    pub backlog_max: usize,
+}
+
+impl Default for PersisterConfig {
+    fn default() -> Self {
+        PersisterConfig {
+            batch_max: 1000,
+            batch_delay: Duration::from_millis(2),
+            backlog_max: 100_000,
+        }
+    }
+}
+
+/// Events accepted but not yet stored, and the store's last error: shared by
+/// the Persister (writes it), the Emitter (refuses when full) and `/health`.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    events: AtomicUsize,
+    max: AtomicUsize,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Backlog {
+    /// An empty backlog holding at most `max` events.
+    pub fn new(max: usize) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            events: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Events waiting to be stored.
+    pub fn len(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `more` events still fit.
+    pub fn has_room(&self, more: usize) -> bool {
+        self.len() + more <= self.max.load(Ordering::Relaxed)
+    }
+
+    /// The store's error while it is failing; `None` when it is healthy.
+    pub fn failing(&self) -> Option<String> {
+        self.last_error.lock().expect("backlog lock").clone()
+    }
+
+    fn set_failing(&self, error: Option<String>) {
+        *self.last_error.lock().expect("backlog lock") = error;
+    }
+}
+
+/// Store these events (already sequenced, in order) and answer `ack` once durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persist {
+    /// The events.
+    pub events: Vec<Arc<PublishedEvent>>,
+    /// Who waits for durability, if anyone.
+    pub ack: Option<Ack>,
+}
+
+/// Write everything pending now; answered when all of it is stored, or with
+/// the store's error if it still fails after `deadline`.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Flush {
+    /// How long to keep retrying.
+    pub deadline: Duration,
+}
+
+/// The Persister actor; see the module documentation.
+pub struct Persister {
+    store: Arc<dyn Store>,
+    config: PersisterConfig,
+    backlog: Arc<Backlog>,
+    metrics: Metrics,
+    pending: Vec<Arc<PublishedEvent>>,
+    pending_acks: Vec<Ack>,
+    /// A batch whose write failed, retried before anything newer.
+    retrying: Option<(Vec<Arc<PublishedEvent>>, Vec<Ack>)>,
+    writing: bool,
+    timer: Option<SpawnHandle>,
+    failures_in_a_row: u32,
+    /// Flushes waiting for the backlog to empty.
+    flush_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// First retry after this; doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Retries never wait longer than this, so a store that returns is used soon.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Persister {
+    /// A Persister writing to `store`, sharing `backlog` with the Emitter.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: PersisterConfig,
+        backlog: Arc<Backlog>,
+        metrics: Metrics,
+    ) -> Self {
+        Persister {
+            store,
+            config,
+            backlog,
+            metrics,
+            pending: Vec::new(),
+            pending_acks: Vec::new(),
+            retrying: None,
+            writing: false,
+            timer: None,
+            failures_in_a_row: 0,
+            flush_waiters: Vec::new(),
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.len() >= self.config.batch_max {
+            self.write_next(ctx);
+        } else if self.timer.is_none() {
+            let delay = self.config.batch_delay;
+            self.timer = Some(ctx.run_later(delay, |persister, ctx| {
+                persister.timer = None;
+                persister.write_next(ctx);
+            }));
+        }
+    }
+
+    /// Starts the next write: the failed batch first, with everything newer joined to it.
+    fn write_next(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let (mut batch, mut acks) = self.retrying.take().unwrap_or_default();
+        batch.append(&mut self.pending);
+        acks.append(&mut self.pending_acks);
+        if batch.is_empty() {
+            self.wake_flush_waiters();
+            return;
+        }
+        self.writing = true;
+        let write = self.store.append(batch.clone());
+        ctx.spawn(write.into_actor(self).map(move |result, persister, ctx| {
+            persister.writing = false;
+            match result {
+                Ok(()) => persister.written(batch, acks, ctx),
+                Err(err) => persister.failed(batch, acks, err, ctx),
+            }
+        }));
+    }
+
+    fn written(
+        &mut self,
+        batch: Vec<Arc<PublishedEvent>>,
+        acks: Vec<Ack>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.failures_in_a_row > 0 {
+            log::info!("store {} is writable again", self.store.name());
+        }
+        self.failures_in_a_row = 0;
+        self.backlog.set_failing(None);
+        self.backlog
+            .events
+            .fetch_sub(batch.len(), Ordering::Relaxed);
+        self.metrics.events_stored.inc_by(batch.len() as u64);
+        self.metrics.store_batches.inc();
+        for ack in acks {
+            let _ = ack.send(Ok(()));
+        }
+        if self.pending.is_empty() {
+            self.wake_flush_waiters();
+        } else {
+            self.schedule(ctx);
+        }
+    }
+
+    fn failed(
+        &mut self,
+        batch: Vec<Arc<PublishedEvent>>,
+        acks: Vec<Ack>,
+        err: StoreError,
+        ctx: &mut Context<Self>,
+    ) {
+        self.failures_in_a_row += 1;
+        self.metrics.store_retries.inc();
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << self.failures_in_a_row.min(10))
+            .min(MAX_BACKOFF);
+        log::warn!(
+            "store {} write of {} events failed ({err}); retry {} in {backoff:?}",
+            self.store.name(),
+            batch.len(),
+            self.failures_in_a_row
+        );
+        self.backlog.set_failing(Some(err.message));
+        self.retrying = Some((batch, acks));
+        ctx.run_later(backoff, |persister, ctx| persister.write_next(ctx));
+    }
+
+    fn wake_flush_waiters(&mut self) {
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.writing && self.retrying.is_none() && self.pending.is_empty()
+    }
+}
+
+impl Actor for Persister {
+    type Context = Context<Self>;
+}
+
+impl Handler<Persist> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: Persist, ctx: &mut Self::Context) {
+        self.backlog
+            .events
+            .fetch_add(msg.events.len(), Ordering::Relaxed);
+        self.pending.extend(msg.events);
+        self.pending_acks.extend(msg.ack);
+        if self.retrying.is_none() {
+            self.schedule(ctx);
+        }
+    }
+}
+
+impl Handler<Flush> for Persister {
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: Flush, ctx: &mut Self::Context) -> Self::Result {
+        if self.is_idle() {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        if self.retrying.is_none() {
+            self.write_next(ctx);
+        }
+        let wait = async move { tokio::time::timeout(msg.deadline, rx).await };
+        Box::pin(
+            wait.into_actor(self)
+                .map(|outcome, persister, _| match outcome {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(StoreError::new(persister.backlog.failing().unwrap_or_else(
+                        || {
+                            format!(
+                                "{} events not stored before the deadline",
+                                persister.backlog.len()
+                            )
+                        },
+                    ))),
+                }),
+        )
+    }
+}

@@ -1,0 +1,1337 @@
+//! MongoDB backend: keeps events in `agentEvents` and one summary per
+//! execution in `agentExecutions` (the seed's AgentExecutions collection).
+//!
+//! Why it is built this way:
+//! - Idempotency comes from the unique index on `(executionId, seq)`: events
+//!   are inserted unordered and a duplicate-key error means "already stored",
+//!   so a retry or a second cluster node storing the same event is harmless.
+//! - The summary is updated only with operators that give the same result
+//!   however often they run (`$min`, `$max`, `$set`, `$addToSet`). Even the
+//!   event count is not an `$inc`: it is recounted from the events after each
+//!   insert and applied with `$max`. An `$inc` of "newly inserted" events would
+//!   lose events forever when an insert succeeded but the call failed before
+//!   the summary update (a write-concern timeout, a dropped connection): the
+//!   retry sees only duplicates. A recount heals that, and `$max` keeps
+//!   concurrent appenders from moving the count backwards.
+//! - Writes use `w: majority, j: true`: `append` returning is what a 202
+//!   promises, so the events must survive a crash and a primary failover.
+//!   MongoDB has no multi-document commit on a standalone server, hence the
+//!   self-healing summary above rather than a transaction.
+//! - Each event keeps its JSON text as `body`, so reading it back gives
+//!   exactly the event that was stored (BSON would turn `u64` metadata or
+//!   integer-valued floats into something else); the fields that queries and
+//!   statistics need are copied beside it.
+
+use super::{
+    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, Retention,
+    ScoreSummary, Store, StoreError, StoreFuture,
+};
+use crate::event::{AgentEvent, EventKind, EventType, RunStatus};
+use crate::protocol::PublishedEvent;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::future::try_join_all;
+use futures_util::TryStreamExt;
+use log::{debug, info};
+use mongodb::bson::{doc, Bson, DateTime as BsonDateTime, Document};
+use mongodb::error::{Error as DriverError, ErrorKind, InsertManyError, WriteFailure};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern,
+};
+use mongodb::{Client, Collection, Cursor, Database, IndexModel};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One document per event.
+const EVENTS: &str = "agentEvents";
+/// One document per execution: the seed's AgentExecutions collection.
+const EXECUTIONS: &str = "agentExecutions";
+/// How the broker introduces itself to the server (visible in `currentOp` and logs).
+const APP_NAME: &str = "agent-events";
+/// How long to look for a usable server before failing. The driver's default
+/// is 30 s; a broker started against a missing server should say so at once,
+/// and a write that cannot find a primary should fail back to the caller soon.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one TCP/TLS connection attempt may take, for the same reason.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write waits for a majority of the replica set. Without a limit
+/// an append would hang forever while secondaries are down; with one it fails,
+/// the caller retries, and the retry is harmless (see the module docs).
+const WRITE_CONCERN_TIMEOUT: Duration = Duration::from_secs(10);
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// Executions deleted per command by retention, so that one `$in` list stays
+/// far below the 16 MiB command limit however much is due.
+const RETENTION_CHUNK: usize = 500;
+
+/// The MongoDB store: cheap to share, every operation runs on the driver's own
+/// connection pool without blocking the caller.
+pub struct MongoStore {
+    inner: Arc<Inner>,
+}
+
+/// What every operation needs; behind an `Arc` so that each future owns a
+/// handle and is `'static`.
+struct Inner {
+    db: Database,
+    events: Collection<Document>,
+    executions: Collection<Document>,
+    secrets: Secrets,
+}
+
+/// Connects to `uri`, uses `database`, and makes sure the indexes exist.
+///
+/// Fails within a few seconds when no server answers. The error never
+/// contains the URI's user name or password.
+pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError> {
+    let secrets = Secrets::from_uri(uri);
+    let fail = |doing: &str, err: DriverError| secrets.error(doing, &err);
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|err| fail("reading MONGODB_URI", err))?;
+    // A value set in the URI wins: the operator asked for it.
+    options.app_name.get_or_insert_with(|| APP_NAME.to_owned());
+    options
+        .server_selection_timeout
+        .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+    let client = Client::with_options(options).map_err(|err| fail("creating the client", err))?;
+    let db = client.database(database);
+    let durable = CollectionOptions::builder()
+        .write_concern(durable_write_concern())
+        .build();
+    let events = db.collection_with_options::<Document>(EVENTS, durable.clone());
+    let executions = db.collection_with_options::<Document>(EXECUTIONS, durable);
+    events
+        .create_indexes(event_indexes())
+        .await
+        .map_err(|err| fail("creating the agentEvents indexes", err))?;
+    executions
+        .create_indexes(execution_indexes())
+        .await
+        .map_err(|err| fail("creating the agentExecutions indexes", err))?;
+    info!("store: MongoDB database `{database}` ready");
+    Ok(MongoStore {
+        inner: Arc::new(Inner {
+            db,
+            events,
+            executions,
+            secrets,
+        }),
+    })
+}
+
+impl MongoStore {
+    /// Runs `op` on a handle of its own, so the future is `Send + 'static`.
+    fn run<T, F>(&self, op: impl FnOnce(Arc<Inner>) -> F) -> StoreFuture<T>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        Box::pin(op(Arc::clone(&self.inner)))
+    }
+}
+
+impl Store for MongoStore {
+    fn name(&self) -> &'static str {
+        "mongodb"
+    }
+
+    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()> {
+        self.run(|store| async move { store.append(&events).await })
+    }
+
+    fn last_seq(&self, execution_id: &str) -> StoreFuture<u64> {
+        let execution_id = execution_id.to_owned();
+        self.run(|store| async move { store.last_seq(&execution_id).await })
+    }
+
+    fn events(&self, query: EventQuery) -> StoreFuture<Vec<AgentEvent>> {
+        self.run(|store| async move { store.events(&query).await })
+    }
+
+    fn execution_stats(&self, execution_id: &str) -> StoreFuture<Option<ExecutionStats>> {
+        let execution_id = execution_id.to_owned();
+        self.run(|store| async move { store.execution_stats(&execution_id).await })
+    }
+
+    fn executions(&self, query: ExecutionQuery) -> StoreFuture<Vec<ExecutionSummary>> {
+        self.run(|store| async move { store.executions(&query).await })
+    }
+
+    fn apply_retention(&self, policy: Retention) -> StoreFuture<u64> {
+        self.run(|store| async move { store.apply_retention(policy).await })
+    }
+
+    fn ping(&self) -> StoreFuture<()> {
+        self.run(|store| async move { store.ping().await })
+    }
+}
+
+impl Inner {
+    /// Events first, then the summaries: a summary never counts an event
+    /// that is not durably stored.
+    async fn append(&self, events: &[Arc<PublishedEvent>]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let docs = events
+            .iter()
+            .map(|published| event_document(&published.event, published.seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert_events(docs).await?;
+        let batches = summarize(events);
+        let counts = self.count_events(batches.keys()).await?;
+        try_join_all(batches.iter().map(|(execution_id, batch)| {
+            let count = counts.get(execution_id).copied().unwrap_or(0);
+            self.update_summary(execution_id, summary_update(batch, count))
+        }))
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_events(&self, docs: Vec<Document>) -> Result<(), StoreError> {
+        // Unordered, so that one duplicate does not stop the events after it.
+        match self.events.insert_many(docs).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_only_duplicates(&err) => {
+                debug!("store: some events were already stored; kept the stored copies");
+                Ok(())
+            }
+            Err(err) => Err(self.secrets.error("storing events", &err)),
+        }
+    }
+
+    /// Events stored per execution, counted by the server from the index.
+    async fn count_events<'a>(
+        &self,
+        execution_ids: impl Iterator<Item = &'a String>,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let ids: Vec<&String> = execution_ids.collect();
+        let pipeline = [
+            doc! { "$match": { "executionId": { "$in": ids } } },
+            doc! { "$group": { "_id": "$executionId", "n": { "$sum": 1 } } },
+        ];
+        let rows = self
+            .collect("counting events", self.events.aggregate(pipeline).await)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), number(row, "n")?)))
+            .collect())
+    }
+
+    async fn update_summary(&self, execution_id: &str, update: Document) -> Result<(), StoreError> {
+        let filter = doc! { "executionId": execution_id };
+        let mut retried = false;
+        loop {
+            let result = self
+                .executions
+                .update_one(filter.clone(), update.clone())
+                .upsert(true)
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // Two first upserts of the same execution race on the unique
+                // index; servers since 4.2 retry that themselves, older ones
+                // leave it to us. The second attempt finds the document.
+                Err(err) if !retried && is_duplicate_key(&err) => retried = true,
+                Err(err) => return Err(self.secrets.error("updating the execution summary", &err)),
+            }
+        }
+    }
+
+    /// From the events, not the summary: the summary may lag after a failed append.
+    async fn last_seq(&self, execution_id: &str) -> Result<u64, StoreError> {
+        let newest = self
+            .events
+            .find_one(doc! { "executionId": execution_id })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "_id": 0, "seq": 1 })
+            .await
+            .map_err(|err| self.secrets.error("reading the last seq", &err))?;
+        Ok(newest.and_then(|doc| number(&doc, "seq")).unwrap_or(0))
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<AgentEvent>, StoreError> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cursor = self
+            .events
+            .find(events_filter(query))
+            .sort(doc! { "seq": 1 })
+            .limit(to_i64(query.limit as u64))
+            .projection(doc! { "_id": 0, "seq": 1, "body": 1 })
+            .await;
+        let rows = self.collect("reading events", cursor).await?;
+        rows.iter().map(event_from_document).collect()
+    }
+
+    async fn execution_stats(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<ExecutionStats>, StoreError> {
+        let summary = self
+            .executions
+            .find_one(doc! { "executionId": execution_id })
+            .await
+            .map_err(|err| self.secrets.error("reading the execution summary", &err))?;
+        let Some(summary) = summary else {
+            return Ok(None);
+        };
+        let summary = summary_from_document(&summary)?;
+        let cursor = self.events.aggregate(stats_pipeline(execution_id)).await;
+        let facets = self.collect("computing statistics", cursor).await?;
+        // `$facet` yields exactly one document, even when nothing matched.
+        let facets = facets.into_iter().next().unwrap_or_default();
+        Ok(Some(stats_from_facets(summary, &facets)))
+    }
+
+    async fn executions(
+        &self,
+        query: &ExecutionQuery,
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cursor = self
+            .executions
+            .find(executions_filter(query))
+            .sort(newest_first())
+            .limit(to_i64(query.limit as u64))
+            .await;
+        let rows = self.collect("listing executions", cursor).await?;
+        rows.iter().map(summary_from_document).collect()
+    }
+
+    async fn apply_retention(&self, policy: Retention) -> Result<u64, StoreError> {
+        let mut doomed = BTreeSet::new();
+        if let Some(cutoff) = policy.max_age.and_then(cutoff_before_now) {
+            let filter = doc! { "lastEventAt": { "$lt": bson_time(cutoff) } };
+            doomed.extend(self.execution_ids(filter, None).await?);
+        }
+        if let Some(keep) = policy.max_executions {
+            doomed.extend(self.execution_ids(Document::new(), Some(keep)).await?);
+        }
+        let doomed: Vec<String> = doomed.into_iter().collect();
+        let mut removed = 0;
+        for chunk in doomed.chunks(RETENTION_CHUNK) {
+            removed += self.delete_executions(chunk).await?;
+        }
+        if removed > 0 {
+            info!("store: retention removed {removed} executions");
+        }
+        Ok(removed)
+    }
+
+    /// IDs of the executions matching `filter`; with `keep`, all but the
+    /// newest `keep` of them.
+    async fn execution_ids(
+        &self,
+        filter: Document,
+        keep: Option<u64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut find = self
+            .executions
+            .find(filter)
+            .projection(doc! { "_id": 0, "executionId": 1 });
+        // Sorted only when the order matters: a sort of many expired
+        // executions would be done in memory for nothing.
+        if let Some(keep) = keep {
+            // The driver refuses a skip beyond `i64`; keeping that many is keeping all.
+            let skip = keep.min(i64::MAX as u64);
+            find = find.sort(newest_first()).skip(skip);
+        }
+        let cursor = find.await;
+        let rows = self.collect("finding executions to remove", cursor).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.get_str("executionId").ok().map(str::to_owned))
+            .collect())
+    }
+
+    /// Events before summaries: if this fails half-way, the summaries are
+    /// still there and the next retention run finds them again; the other way
+    /// round would leave events that nothing points at.
+    async fn delete_executions(&self, execution_ids: &[String]) -> Result<u64, StoreError> {
+        let filter = doc! { "executionId": { "$in": execution_ids } };
+        self.events
+            .delete_many(filter.clone())
+            .await
+            .map_err(|err| self.secrets.error("removing old events", &err))?;
+        let deleted = self
+            .executions
+            .delete_many(filter)
+            .await
+            .map_err(|err| self.secrets.error("removing old executions", &err))?;
+        Ok(deleted.deleted_count)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Commands go to the primary, so this also says a write could be taken.
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(|err| self.secrets.error("ping", &err))
+    }
+
+    async fn collect(
+        &self,
+        doing: &str,
+        cursor: Result<Cursor<Document>, DriverError>,
+    ) -> Result<Vec<Document>, StoreError> {
+        let fail = |err: DriverError| self.secrets.error(doing, &err);
+        cursor.map_err(fail)?.try_collect().await.map_err(fail)
+    }
+}
+
+fn durable_write_concern() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .w_timeout(WRITE_CONCERN_TIMEOUT)
+        .build()
+}
+
+/// Default index names (`executionId_1_seq_1` …), so that an index someone
+/// already created on the same keys is found rather than refused as a
+/// conflicting duplicate under another name.
+fn index(keys: Document, options: IndexOptions) -> IndexModel {
+    IndexModel::builder().keys(keys).options(options).build()
+}
+
+fn unique_index(keys: Document) -> IndexModel {
+    index(keys, IndexOptions::builder().unique(true).build())
+}
+
+fn plain_index(keys: Document) -> IndexModel {
+    index(keys, IndexOptions::default())
+}
+
+/// Only events that name an agent or department enter these, which keeps
+/// them small; an equality filter on the field implies `$exists`, so the
+/// planner may use them for such a filter.
+fn partial_index(field: &str) -> IndexModel {
+    let only_present = doc! { field: { "$exists": true } };
+    index(
+        doc! { "executionId": 1, field: 1, "seq": 1 },
+        IndexOptions::builder()
+            .partial_filter_expression(only_present)
+            .build(),
+    )
+}
+
+/// Every event read is within one execution and in seq order, so every index
+/// starts with `executionId` and ends with `seq`.
+fn event_indexes() -> Vec<IndexModel> {
+    vec![
+        unique_index(doc! { "executionId": 1, "seq": 1 }),
+        plain_index(doc! { "executionId": 1, "type": 1, "seq": 1 }),
+        partial_index("agentId"),
+        partial_index("department"),
+    ]
+}
+
+/// The list order leads the filtered indexes too, so that a filtered page is
+/// read in order from the index rather than sorted in memory.
+fn execution_indexes() -> Vec<IndexModel> {
+    vec![
+        unique_index(doc! { "executionId": 1 }),
+        plain_index(newest_first()),
+        plain_index(doc! { "conversationId": 1, "startedAt": -1, "executionId": -1 }),
+        plain_index(doc! { "status": 1, "startedAt": -1, "executionId": -1 }),
+        plain_index(doc! { "lastEventAt": 1 }),
+    ]
+}
+
+/// The executions list order: newest `startedAt` first, ties by larger ID first.
+fn newest_first() -> Document {
+    doc! { "startedAt": -1, "executionId": -1 }
+}
+
+/// One `agentEvents` document: the event's JSON text, and beside it the
+/// fields that filters and statistics read.
+fn event_document(event: &AgentEvent, seq: u64) -> Result<Document, StoreError> {
+    let body = serde_json::to_string(event)
+        .map_err(|err| StoreError::new(format!("mongodb: serializing an event: {err}")))?;
+    let seq = i64::try_from(seq)
+        .map_err(|_| StoreError::new(format!("mongodb: seq {seq} is too large to store")))?;
+    let mut doc = doc! {
+        "executionId": &event.execution_id,
+        "seq": seq,
+        "type": event.event_type().as_str(),
+        "timestamp": bson_time(event_time(event)),
+        "body": body,
+    };
+    let optional = [
+        ("agentId", event.agent_id()),
+        ("department", event.department()),
+        ("conversationId", event.conversation_id.as_deref()),
+    ];
+    for (field, value) in optional {
+        if let Some(value) = value {
+            doc.insert(field, value);
+        }
+    }
+    match &event.kind {
+        EventKind::ToolResult(result) => {
+            if let Some(success) = result.success {
+                doc.insert("success", success);
+            }
+        }
+        EventKind::QualityCheck(check) => {
+            doc.insert("qualityScore", check.quality_score);
+        }
+        EventKind::ReviewStatus(review) => {
+            doc.insert("status", wire_name(&review.status));
+        }
+        _ => {}
+    }
+    Ok(doc)
+}
+
+fn event_from_document(doc: &Document) -> Result<AgentEvent, StoreError> {
+    let unreadable = |why: String| {
+        let seq = number(doc, "seq").unwrap_or(0);
+        StoreError::new(format!(
+            "mongodb: stored event seq {seq} is unreadable: {why}"
+        ))
+    };
+    let body = doc
+        .get_str("body")
+        .map_err(|err| unreadable(err.to_string()))?;
+    let value = serde_json::from_str(body).map_err(|err| unreadable(err.to_string()))?;
+    AgentEvent::from_stored_json(value).map_err(|err| unreadable(err.to_string()))
+}
+
+/// What one append says about one execution.
+#[derive(Debug, Clone, PartialEq)]
+struct BatchSummary {
+    started_at: DateTime<Utc>,
+    last_event_at: DateTime<Utc>,
+    last_seq: u64,
+    conversation_id: Option<String>,
+    /// The `orchestration-complete` with the highest seq: its status and time.
+    completion: Option<(u64, ExecutionStatus, DateTime<Utc>)>,
+    departments: BTreeSet<String>,
+}
+
+impl BatchSummary {
+    fn new(event: &AgentEvent, seq: u64) -> Self {
+        let at = event_time(event);
+        BatchSummary {
+            started_at: at,
+            last_event_at: at,
+            last_seq: seq,
+            conversation_id: None,
+            completion: None,
+            departments: BTreeSet::new(),
+        }
+    }
+
+    fn add(&mut self, event: &AgentEvent, seq: u64) {
+        let at = event_time(event);
+        self.started_at = self.started_at.min(at);
+        self.last_event_at = self.last_event_at.max(at);
+        self.last_seq = self.last_seq.max(seq);
+        // The Emitter gives all events of an execution the same conversation;
+        // the first one named is kept, as in the SQLite backend.
+        if self.conversation_id.is_none() {
+            self.conversation_id = event.conversation_id.clone();
+        }
+        if let Some(department) = event.department() {
+            self.departments.insert(department.to_owned());
+        }
+        if let EventKind::OrchestrationComplete(complete) = &event.kind {
+            let later = self.completion.is_none_or(|(known, _, _)| seq > known);
+            if later {
+                self.completion = Some((seq, run_status(complete.status), at));
+            }
+        }
+    }
+}
+
+/// The batch's events grouped by execution.
+fn summarize(events: &[Arc<PublishedEvent>]) -> BTreeMap<String, BatchSummary> {
+    let mut batches: BTreeMap<String, BatchSummary> = BTreeMap::new();
+    for published in events {
+        let (event, seq) = (&published.event, published.seq);
+        batches
+            .entry(event.execution_id.clone())
+            .or_insert_with(|| BatchSummary::new(event, seq))
+            .add(event, seq);
+    }
+    batches
+}
+
+/// The upsert that folds one batch into its execution's summary. Every
+/// operator is idempotent, so applying it twice, or after a later batch, or
+/// concurrently with another node, leaves the same summary.
+fn summary_update(batch: &BatchSummary, event_count: u64) -> Document {
+    let mut set = Document::new();
+    let mut update = doc! {
+        "$min": { "startedAt": bson_time(batch.started_at) },
+        "$max": {
+            "lastEventAt": bson_time(batch.last_event_at),
+            "lastSeq": to_i64(batch.last_seq),
+            "eventCount": to_i64(event_count),
+        },
+    };
+    match batch.completion {
+        Some((_, status, ended_at)) => {
+            set.insert("status", status.as_str());
+            set.insert("endedAt", bson_time(ended_at));
+        }
+        // Only a new summary starts as running: a late batch must not undo a completion.
+        None => {
+            update.insert(
+                "$setOnInsert",
+                doc! { "status": ExecutionStatus::Running.as_str() },
+            );
+        }
+    }
+    if let Some(conversation_id) = &batch.conversation_id {
+        set.insert("conversationId", conversation_id);
+    }
+    // Servers before 5.0 refuse an operator with nothing in it.
+    if !set.is_empty() {
+        update.insert("$set", set);
+    }
+    if !batch.departments.is_empty() {
+        let departments: Vec<&String> = batch.departments.iter().collect();
+        update.insert(
+            "$addToSet",
+            doc! { "departments": { "$each": departments } },
+        );
+    }
+    update
+}
+
+fn events_filter(query: &EventQuery) -> Document {
+    let mut seq = doc! { "$gt": to_i64(query.after_seq) };
+    if let Some(before) = query.before_seq {
+        seq.insert("$lt", to_i64(before));
+    }
+    let mut filter = doc! { "executionId": &query.execution_id, "seq": seq };
+    if let Some(types) = &query.types {
+        let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        filter.insert("type", doc! { "$in": names });
+    }
+    if let Some(agent_id) = &query.agent_id {
+        filter.insert("agentId", agent_id);
+    }
+    if let Some(department) = &query.department {
+        filter.insert("department", department);
+    }
+    filter
+}
+
+fn executions_filter(query: &ExecutionQuery) -> Document {
+    let mut filter = Document::new();
+    if let Some(conversation_id) = &query.conversation_id {
+        filter.insert("conversationId", conversation_id);
+    }
+    if let Some(status) = query.status {
+        filter.insert("status", status.as_str());
+    }
+    if let Some((started_at, execution_id)) = &query.before {
+        // "After the cursor" in an order that is descending on both keys.
+        let started_at = bson_time(*started_at);
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "startedAt": { "$lt": started_at } },
+                doc! { "startedAt": started_at, "executionId": { "$lt": execution_id } },
+            ],
+        );
+    }
+    filter
+}
+
+/// One pass over the execution's events, answering every statistic at once.
+fn stats_pipeline(execution_id: &str) -> Vec<Document> {
+    let count_by = |field: &str| {
+        vec![
+            doc! { "$match": { field: { "$type": "string" } } },
+            doc! { "$group": { "_id": format!("${field}"), "n": { "$sum": 1 } } },
+        ]
+    };
+    let quality = vec![
+        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
+        doc! { "$group": {
+            "_id": "$department",
+            "n": { "$sum": 1 },
+            "min": { "$min": "$qualityScore" },
+            "avg": { "$avg": "$qualityScore" },
+            "max": { "$max": "$qualityScore" },
+        } },
+    ];
+    let failures = vec![
+        doc! { "$match": { "type": EventType::ToolResult.as_str(), "success": false } },
+        doc! { "$count": "n" },
+    ];
+    let reviews = vec![
+        doc! { "$match": { "type": EventType::ReviewStatus.as_str() } },
+        doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
+    ];
+    vec![
+        doc! { "$match": { "executionId": execution_id } },
+        doc! { "$facet": {
+            "byType": count_by("type"),
+            "byAgent": count_by("agentId"),
+            "byDepartment": count_by("department"),
+            "toolFailures": failures,
+            "quality": quality,
+            "reviews": reviews,
+        } },
+    ]
+}
+
+fn stats_from_facets(summary: ExecutionSummary, facets: &Document) -> ExecutionStats {
+    let rows = |facet: &str| -> Vec<&Document> {
+        facets
+            .get_array(facet)
+            .map(|rows| rows.iter().filter_map(Bson::as_document).collect())
+            .unwrap_or_default()
+    };
+    let counts = |facet: &str| -> BTreeMap<String, u64> {
+        rows(facet)
+            .into_iter()
+            .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), number(row, "n")?)))
+            .collect()
+    };
+    let by_type = counts("byType");
+    let score = |row: &Document, field: &str| row.get(field).and_then(float).unwrap_or(0.0);
+    let quality_by_department = rows("quality")
+        .into_iter()
+        .filter_map(|row| {
+            let department = row.get_str("_id").ok()?.to_owned();
+            let summary = ScoreSummary {
+                count: number(row, "n")?,
+                min: score(row, "min"),
+                avg: score(row, "avg"),
+                max: score(row, "max"),
+            };
+            Some((department, summary))
+        })
+        .collect();
+    let duration_ms = summary
+        .ended_at
+        .map(|ended_at| (ended_at - summary.started_at).num_milliseconds());
+    ExecutionStats {
+        duration_ms,
+        tool_calls: by_type
+            .get(EventType::ToolCall.as_str())
+            .copied()
+            .unwrap_or(0),
+        tool_failures: rows("toolFailures")
+            .first()
+            .and_then(|row| number(row, "n"))
+            .unwrap_or(0),
+        by_agent: counts("byAgent"),
+        by_department: counts("byDepartment"),
+        reviews: counts("reviews"),
+        by_type,
+        quality_by_department,
+        summary,
+    }
+}
+
+fn summary_from_document(doc: &Document) -> Result<ExecutionSummary, StoreError> {
+    let broken = |what: &str| {
+        let id = doc.get_str("executionId").unwrap_or("?");
+        StoreError::new(format!("mongodb: summary of execution `{id}` has {what}"))
+    };
+    let execution_id = doc
+        .get_str("executionId")
+        .map_err(|_| broken("no executionId"))?
+        .to_owned();
+    let status = doc
+        .get_str("status")
+        .ok()
+        .and_then(ExecutionStatus::parse)
+        .ok_or_else(|| broken("no known status"))?;
+    let started_at = doc
+        .get_datetime("startedAt")
+        .map_err(|_| broken("no startedAt"))?;
+    Ok(ExecutionSummary {
+        execution_id,
+        conversation_id: doc.get_str("conversationId").ok().map(str::to_owned),
+        status,
+        started_at: chrono_time(*started_at),
+        ended_at: doc.get_datetime("endedAt").ok().map(|at| chrono_time(*at)),
+        event_count: number(doc, "eventCount").unwrap_or(0),
+        last_seq: number(doc, "lastSeq").unwrap_or(0),
+    })
+}
+
+/// True when every write error of an insert says "already stored" and the
+/// write concern was met: then every event of the batch is durable.
+fn is_only_duplicates(err: &DriverError) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::InsertMany(insert) => insert_only_duplicates(insert),
+        _ => false,
+    }
+}
+
+fn insert_only_duplicates(insert: &InsertManyError) -> bool {
+    insert.write_concern_error.is_none()
+        && insert
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().all(|e| e.code == DUPLICATE_KEY))
+}
+
+fn is_duplicate_key(err: &DriverError) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// What went wrong, in a line: the driver's own `Display` adds labels, the
+/// raw server reply and, for a batch insert, every write error.
+fn describe(err: &DriverError) -> String {
+    match err.kind.as_ref() {
+        ErrorKind::InsertMany(insert) => describe_insert_many(insert),
+        kind => kind.to_string(),
+    }
+}
+
+fn describe_insert_many(insert: &InsertManyError) -> String {
+    if let Some(concern) = &insert.write_concern_error {
+        return format!("write concern not met: {}", concern.message);
+    }
+    let errors = insert.write_errors.as_deref().unwrap_or_default();
+    match errors.iter().find(|e| e.code != DUPLICATE_KEY) {
+        Some(first) => format!(
+            "{} events refused; first: error {}: {}",
+            errors.len(),
+            first.code,
+            first.message
+        ),
+        None => "insert failed".to_owned(),
+    }
+}
+
+/// The user name and password of a connection string, in every form they
+/// might show up in an error, so that no message carries them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// Finds the credentials the way the driver does: everything before the
+    /// last `@` ahead of the options, split at the first `:`.
+    fn from_uri(uri: &str) -> Secrets {
+        let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+        let before_options = after_scheme.split('?').next().unwrap_or_default();
+        let Some((user_info, _)) = before_options.rsplit_once('@') else {
+            return Secrets::default();
+        };
+        let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
+        let mut secrets: Vec<String> = [user_info, user, password]
+            .into_iter()
+            .flat_map(|raw| [raw.to_owned(), percent_decode(raw)])
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        // Longest first, so that a part never spoils the masking of the whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
+        Secrets(secrets)
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        self.0.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret.as_str(), "***")
+        })
+    }
+
+    /// A store error for a failed driver call, credentials masked.
+    fn error(&self, doing: &str, err: &DriverError) -> StoreError {
+        StoreError::new(self.scrub(&format!("mongodb: {doing}: {}", describe(err))))
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The execution status an `orchestration-complete` sets; none means success.
+fn run_status(status: Option<RunStatus>) -> ExecutionStatus {
+    match status {
+        None | Some(RunStatus::Success) => ExecutionStatus::Success,
+        Some(RunStatus::Failed) => ExecutionStatus::Failed,
+        Some(RunStatus::Partial) => ExecutionStatus::Partial,
+    }
+}
+
+/// The name a unit enum has on the wire, e.g. `revision-requested`.
+fn wire_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// A published event always has its timestamp; the fallback only keeps the
+/// summary sane if one ever does not.
+fn event_time(event: &AgentEvent) -> DateTime<Utc> {
+    event.timestamp.unwrap_or_else(Utc::now)
+}
+
+/// BSON dates hold milliseconds, which is also the precision of the stored
+/// JSON text; both truncate the same way.
+fn bson_time(at: DateTime<Utc>) -> BsonDateTime {
+    BsonDateTime::from_millis(at.timestamp_millis())
+}
+
+fn chrono_time(at: BsonDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
+}
+
+/// The instant `age` ago, or `None` when that is before any representable time.
+fn cutoff_before_now(age: Duration) -> Option<DateTime<Utc>> {
+    Utc::now().checked_sub_signed(TimeDelta::from_std(age).ok()?)
+}
+
+/// Seqs and counts as BSON's `Int64`; beyond its range they saturate, which
+/// for a bound means "everything" or "nothing", as intended.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A non-negative whole number, whichever numeric type the server chose.
+fn number(doc: &Document, field: &str) -> Option<u64> {
+    match doc.get(field)? {
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        Bson::Double(n) if *n >= 0.0 && n.fract() == 0.0 => Some(*n as u64),
+        _ => None,
+    }
+}
+
+fn float(value: &Bson) -> Option<f64> {
+    match value {
+        Bson::Double(n) => Some(*n),
+        Bson::Int32(n) => Some(f64::from(*n)),
+        Bson::Int64(n) => Some(*n as f64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{
+        OrchestrationComplete, QualityCheck, ReviewStatus, ReviewVerdict, ToolResult,
+    };
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn stored(value: serde_json::Value, seq: u64, time: &str) -> Arc<PublishedEvent> {
+        let mut event = AgentEvent::from_producer_json(value).unwrap();
+        event.seq = Some(seq);
+        event.timestamp = Some(at(time));
+        PublishedEvent::new(event)
+    }
+
+    #[test]
+    fn event_document_keeps_the_exact_event_and_the_fields_queries_need() {
+        let published = stored(
+            json!({"type":"quality-check","executionId":"e1","conversationId":"c1",
+                   "qualityScore":87,"department":"story","agentId":"a1",
+                   "metadata":{"inputTokens":18446744073709551615u64}}),
+            7,
+            "2025-10-01T12:00:00.123Z",
+        );
+        let doc = event_document(&published.event, published.seq).unwrap();
+        assert_eq!(doc.get_i64("seq").unwrap(), 7);
+        assert_eq!(doc.get_str("type").unwrap(), "quality-check");
+        assert_eq!(doc.get_str("agentId").unwrap(), "a1");
+        assert_eq!(doc.get_str("department").unwrap(), "story");
+        assert_eq!(doc.get_str("conversationId").unwrap(), "c1");
+        assert_eq!(doc.get_f64("qualityScore").unwrap(), 87.0);
+        assert_eq!(
+            doc.get_datetime("timestamp").unwrap().timestamp_millis(),
+            at("2025-10-01T12:00:00.123Z").timestamp_millis()
+        );
+        assert_eq!(event_from_document(&doc).unwrap(), published.event);
+    }
+
+    #[test]
+    fn event_document_copies_tool_success_and_review_status() {
+        let result = AgentEvent::new(
+            "e1",
+            ToolResult {
+                agent_id: "a".into(),
+                tool_name: "t".into(),
+                success: Some(false),
+                ..Default::default()
+            },
+        );
+        let doc = event_document(&result, 1).unwrap();
+        assert!(!doc.get_bool("success").unwrap());
+        assert!(doc.get("agentId").is_some() && doc.get("department").is_none());
+
+        let review = AgentEvent::new(
+            "e1",
+            ReviewStatus {
+                department: "d".into(),
+                status: ReviewVerdict::RevisionRequested,
+                agent_id: None,
+                specialist_id: None,
+                feedback: None,
+                quality_score: None,
+            },
+        );
+        let doc = event_document(&review, 2).unwrap();
+        assert_eq!(doc.get_str("status").unwrap(), "revision-requested");
+        assert!(doc.get("agentId").is_none());
+    }
+
+    #[test]
+    fn a_seq_beyond_int64_is_refused_not_wrapped() {
+        let event = AgentEvent::new("e1", QualityCheck::default());
+        assert!(event_document(&event, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn events_filter_has_every_condition_asked_for() {
+        let query = EventQuery {
+            execution_id: "e1".into(),
+            after_seq: 3,
+            before_seq: Some(10),
+            types: Some(vec![EventType::ToolCall, EventType::ToolResult]),
+            agent_id: Some("a1".into()),
+            department: Some("story".into()),
+            limit: 5,
+        };
+        assert_eq!(
+            events_filter(&query),
+            doc! {
+                "executionId": "e1",
+                "seq": { "$gt": 3_i64, "$lt": 10_i64 },
+                "type": { "$in": ["tool-call", "tool-result"] },
+                "agentId": "a1",
+                "department": "story",
+            }
+        );
+        let plain = EventQuery::after("e1", u64::MAX, 5);
+        assert_eq!(
+            events_filter(&plain),
+            doc! { "executionId": "e1", "seq": { "$gt": i64::MAX } }
+        );
+    }
+
+    #[test]
+    fn executions_cursor_means_strictly_after_in_descending_order() {
+        let started = at("2025-10-01T12:00:00Z");
+        let query = ExecutionQuery {
+            conversation_id: Some("c1".into()),
+            status: Some(ExecutionStatus::Failed),
+            before: Some((started, "e5".into())),
+            limit: 10,
+        };
+        let t = BsonDateTime::from_millis(started.timestamp_millis());
+        assert_eq!(
+            executions_filter(&query),
+            doc! {
+                "conversationId": "c1",
+                "status": "failed",
+                "$or": [
+                    { "startedAt": { "$lt": t } },
+                    { "startedAt": t, "executionId": { "$lt": "e5" } },
+                ],
+            }
+        );
+        assert_eq!(executions_filter(&ExecutionQuery::default()), doc! {});
+    }
+
+    #[test]
+    fn a_batch_without_completion_only_starts_a_new_summary_as_running() {
+        let events = [
+            stored(
+                json!({"type":"agent-start","executionId":"e1","agentId":"a","department":"story"}),
+                2,
+                "2025-10-01T12:00:02Z",
+            ),
+            stored(
+                json!({"type":"orchestration-start","executionId":"e1","conversationId":"c1"}),
+                1,
+                "2025-10-01T12:00:01Z",
+            ),
+            stored(
+                json!({"type":"department-start","executionId":"e2","department":"art"}),
+                1,
+                "2025-10-01T13:00:00Z",
+            ),
+        ];
+        let batches = summarize(&events);
+        assert_eq!(batches.len(), 2);
+        let e1 = &batches["e1"];
+        assert_eq!(e1.started_at, at("2025-10-01T12:00:01Z"));
+        assert_eq!(e1.last_event_at, at("2025-10-01T12:00:02Z"));
+        assert_eq!(e1.last_seq, 2);
+        assert_eq!(e1.conversation_id.as_deref(), Some("c1"));
+        assert_eq!(
+            summary_update(e1, 2),
+            doc! {
+                "$min": { "startedAt": bson_time(at("2025-10-01T12:00:01Z")) },
+                "$max": {
+                    "lastEventAt": bson_time(at("2025-10-01T12:00:02Z")),
+                    "lastSeq": 2_i64,
+                    "eventCount": 2_i64,
+                },
+                "$setOnInsert": { "status": "running" },
+                "$set": { "conversationId": "c1" },
+                "$addToSet": { "departments": { "$each": ["story"] } },
+            }
+        );
+    }
+
+    #[test]
+    fn a_completion_sets_status_and_end_and_the_latest_one_wins() {
+        let events = [
+            stored(
+                json!({"type":"orchestration-complete","executionId":"e1","status":"failed"}),
+                8,
+                "2025-10-01T12:00:08Z",
+            ),
+            stored(
+                json!({"type":"orchestration-complete","executionId":"e1"}),
+                9,
+                "2025-10-01T12:00:09Z",
+            ),
+        ];
+        let batch = &summarize(&events)["e1"];
+        let update = summary_update(batch, 9);
+        assert_eq!(
+            update.get_document("$set").unwrap(),
+            &doc! { "status": "success", "endedAt": bson_time(at("2025-10-01T12:00:09Z")) }
+        );
+        assert!(update.get("$setOnInsert").is_none());
+        assert!(update.get("$addToSet").is_none());
+        assert_eq!(
+            run_status(OrchestrationComplete::default().status),
+            ExecutionStatus::Success
+        );
+    }
+
+    #[test]
+    fn stats_pipeline_starts_on_the_execution_index() {
+        let pipeline = stats_pipeline("e1");
+        assert_eq!(pipeline[0], doc! { "$match": { "executionId": "e1" } });
+        let facet = pipeline[1].get_document("$facet").unwrap();
+        let names: Vec<&str> = facet.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "byType",
+                "byAgent",
+                "byDepartment",
+                "toolFailures",
+                "quality",
+                "reviews"
+            ]
+        );
+        let by_agent: Vec<&Document> = facet
+            .get_array("byAgent")
+            .unwrap()
+            .iter()
+            .filter_map(Bson::as_document)
+            .collect();
+        assert_eq!(
+            by_agent,
+            [
+                &doc! { "$match": { "agentId": { "$type": "string" } } },
+                &doc! { "$group": { "_id": "$agentId", "n": { "$sum": 1 } } },
+            ]
+        );
+    }
+
+    #[test]
+    fn indexes_name_the_fields_they_cover() {
+        let agent = partial_index("agentId");
+        assert_eq!(
+            agent.keys,
+            doc! { "executionId": 1, "agentId": 1, "seq": 1 }
+        );
+        assert_eq!(
+            agent.options.unwrap().partial_filter_expression,
+            Some(doc! { "agentId": { "$exists": true } })
+        );
+        let unique = &event_indexes()[0];
+        assert_eq!(unique.keys, doc! { "executionId": 1, "seq": 1 });
+        assert_eq!(unique.options.as_ref().unwrap().unique, Some(true));
+    }
+
+    fn summary() -> ExecutionSummary {
+        ExecutionSummary {
+            execution_id: "e1".into(),
+            conversation_id: None,
+            status: ExecutionStatus::Success,
+            started_at: at("2025-10-01T12:00:00Z"),
+            ended_at: Some(at("2025-10-01T12:00:01.500Z")),
+            event_count: 6,
+            last_seq: 6,
+        }
+    }
+
+    #[test]
+    fn stats_are_read_from_the_facets() {
+        let facets = doc! {
+            "byType": [ { "_id": "tool-call", "n": 2 }, { "_id": "tool-result", "n": 2_i64 } ],
+            "byAgent": [ { "_id": "a1", "n": 4 } ],
+            "byDepartment": [],
+            "toolFailures": [ { "n": 1 } ],
+            "quality": [ { "_id": "story", "n": 2, "min": 60.0, "avg": 70.0, "max": 80 } ],
+            "reviews": [ { "_id": "approved", "n": 1 } ],
+        };
+        let stats = stats_from_facets(summary(), &facets);
+        assert_eq!(stats.duration_ms, Some(1500));
+        assert_eq!(stats.tool_calls, 2);
+        assert_eq!(stats.tool_failures, 1);
+        assert_eq!(stats.by_type["tool-result"], 2);
+        assert_eq!(stats.by_agent["a1"], 4);
+        assert!(stats.by_department.is_empty());
+        assert_eq!(stats.reviews["approved"], 1);
+        assert_eq!(
+            stats.quality_by_department["story"],
+            ScoreSummary {
+                count: 2,
+                min: 60.0,
+                avg: 70.0,
+                max: 80.0
+            }
+        );
+        let empty = stats_from_facets(summary(), &Document::new());
+        assert_eq!((empty.tool_calls, empty.tool_failures), (0, 0));
+    }
+
+    #[test]
+    fn summary_documents_read_back() {
+        let expected = summary();
+        let doc = doc! {
+            "executionId": "e1",
+            "status": "success",
+            "startedAt": bson_time(expected.started_at),
+            "endedAt": bson_time(expected.ended_at.unwrap()),
+            "eventCount": 6_i64,
+            "lastSeq": 6_i64,
+        };
+        assert_eq!(summary_from_document(&doc).unwrap(), expected);
+        let bad = doc! { "executionId": "e1", "status": "lost" };
+        assert!(summary_from_document(&bad)
+            .unwrap_err()
+            .message
+            .contains("e1"));
+    }
+
+    #[test]
+    fn only_duplicate_write_errors_count_as_stored() {
+        let insert =
+            |doc: Document| -> InsertManyError { mongodb::bson::from_document(doc).unwrap() };
+        let duplicates = insert(doc! {
+            "writeErrors": [ { "index": 0, "code": 11000, "errmsg": "E11000 duplicate key" } ],
+        });
+        assert!(insert_only_duplicates(&duplicates));
+        let mixed = insert(doc! {
+            "writeErrors": [
+                { "index": 0, "code": 11000, "errmsg": "dup" },
+                { "index": 1, "code": 121, "errmsg": "validation failed" },
+            ],
+        });
+        assert!(!insert_only_duplicates(&mixed));
+        assert_eq!(
+            describe_insert_many(&mixed),
+            "2 events refused; first: error 121: validation failed"
+        );
+        let unconfirmed = insert(doc! {
+            "writeErrors": [ { "index": 0, "code": 11000, "errmsg": "dup" } ],
+            "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out" },
+        });
+        assert!(!insert_only_duplicates(&unconfirmed));
+    }
+
+    #[test]
+    fn credentials_never_survive_in_messages() {
+        let secrets =
+            Secrets::from_uri("mongodb://ad%40min:s3cr%3At@db1:27017,db2/app?authSource=x@y");
+        let text = "auth failed for ad@min with s3cr:t via ad%40min:s3cr%3At@db1";
+        let scrubbed = secrets.scrub(text);
+        for secret in ["ad@min", "s3cr:t", "ad%40min", "s3cr%3At"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("db1"));
+        assert_eq!(
+            Secrets::from_uri("mongodb://localhost:27017"),
+            Secrets::default()
+        );
+        assert_eq!(secrets.scrub("no secret here"), "no secret here");
+    }
+
+    #[tokio::test]
+    async fn a_missing_server_fails_fast_without_showing_credentials() {
+        // Nothing listens on port 1; the URI's own timeout keeps the test short.
+        let uri = "mongodb://broker:hunter2@127.0.0.1:1/?serverSelectionTimeoutMS=300";
+        let started = std::time::Instant::now();
+        let err = connect(uri, "agent_events_test")
+            .await
+            .err()
+            .expect("no server");
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err
+            .message
+            .starts_with("mongodb: creating the agentEvents indexes"));
+        assert!(!err.message.contains("hunter2") && !err.message.contains("broker:"));
+
+        let err = connect("mongodb://u:p@host:notaport", "db")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.message.starts_with("mongodb: reading MONGODB_URI"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numbers_read_whatever_type_the_server_chose() {
+        let doc = doc! { "a": 1, "b": 2_i64, "c": 3.0, "d": -1, "e": 1.5, "f": "x" };
+        let read: Vec<Option<u64>> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .map(|f| number(&doc, f))
+            .collect();
+        assert_eq!(read, [Some(1), Some(2), Some(3), None, None, None, None]);
+        assert_eq!(to_i64(u64::MAX), i64::MAX);
+    }
+}

@@ -1,0 +1,830 @@
+//! SQLite backend: the embedded default store, one file under `DATA_DIR`.
+//!
+//! Why threads of its own: rusqlite blocks, and a commit with
+//! `synchronous=FULL` waits for the disk, so no actor may run it. The store
+//! owns two threads, each with its own connection: a writer, through which
+//! every change goes in the order it was asked for, and a reader, which WAL
+//! lets read while the writer commits. A call sends a job over a channel and
+//! returns a future of the job's answer.
+
+use super::{
+    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, Retention,
+    ScoreSummary, Store, StoreError, StoreFuture,
+};
+use crate::event::{format_timestamp, AgentEvent, EventKind, RunStatus};
+use crate::protocol::PublishedEvent;
+use chrono::{DateTime, TimeDelta, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Transaction, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Version of [`SCHEMA`], kept in `PRAGMA user_version`; a file written by a
+/// newer broker is refused rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a connection waits for a lock another process holds (a second
+/// broker on the same `DATA_DIR`, a backup tool) before the operation fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tables. `events.body` is the event's own JSON, which reads rebuild it
+/// from; the other columns are copies of what queries filter on. `executions`
+/// is the summary `append` keeps in step, so listing executions never scans events.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    execution_id    TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    type            TEXT NOT NULL,
+    agent_id        TEXT,
+    department      TEXT,
+    conversation_id TEXT,
+    timestamp       TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id    TEXT PRIMARY KEY,
+    conversation_id TEXT,
+    status          TEXT NOT NULL,
+    started_at      TEXT NOT NULL,
+    ended_at        TEXT,
+    event_count     INTEGER NOT NULL,
+    last_seq        INTEGER NOT NULL,
+    last_event_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_start
+    ON executions (started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_conversation
+    ON executions (conversation_id, started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_status
+    ON executions (status, started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_last_event
+    ON executions (last_event_at);
+CREATE TABLE IF NOT EXISTS health (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+);
+";
+
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
+    (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Counts one newly stored event into its execution's summary. Run only when
+/// the event's row was actually inserted, so a repeated append counts nothing.
+/// Status and end change only with an `orchestration-complete` (the one event
+/// that carries an `ended_at`); the first conversation named is kept.
+const COUNT_EVENT_IN: &str = "INSERT INTO executions
+    (execution_id, conversation_id, status, started_at, ended_at, event_count, last_seq, last_event_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?4)
+    ON CONFLICT (execution_id) DO UPDATE SET
+        conversation_id = COALESCE(executions.conversation_id, excluded.conversation_id),
+        status = CASE WHEN excluded.ended_at IS NULL THEN executions.status ELSE excluded.status END,
+        started_at = MIN(executions.started_at, excluded.started_at),
+        ended_at = COALESCE(excluded.ended_at, executions.ended_at),
+        event_count = executions.event_count + 1,
+        last_seq = MAX(executions.last_seq, excluded.last_seq),
+        last_event_at = MAX(executions.last_event_at, excluded.last_event_at)";
+
+const SUMMARY_COLUMNS: &str =
+    "execution_id, conversation_id, status, started_at, ended_at, event_count, last_seq";
+
+/// The list order of `executions`; retention by count keeps the head of it.
+const NEWEST_FIRST: &str = "ORDER BY started_at DESC, execution_id DESC";
+
+const COUNT_BY_TYPE: &str =
+    "SELECT type, COUNT(*) FROM events WHERE execution_id = ?1 GROUP BY type";
+const COUNT_BY_AGENT: &str = "SELECT agent_id, COUNT(*) FROM events
+    WHERE execution_id = ?1 AND agent_id IS NOT NULL GROUP BY agent_id";
+const COUNT_BY_DEPARTMENT: &str = "SELECT department, COUNT(*) FROM events
+    WHERE execution_id = ?1 AND department IS NOT NULL GROUP BY department";
+const COUNT_BY_REVIEW_STATUS: &str = "SELECT json_extract(body, '$.status'), COUNT(*) FROM events
+    WHERE execution_id = ?1 AND type = 'review-status' GROUP BY 1";
+/// JSON `false` reads back from `json_extract` as 0; an absent `success` is not a failure.
+const COUNT_TOOL_FAILURES: &str = "SELECT COUNT(*) FROM events
+    WHERE execution_id = ?1 AND type = 'tool-result' AND json_extract(body, '$.success') = 0";
+const QUALITY_BY_DEPARTMENT: &str =
+    "SELECT department, COUNT(score), MIN(score), AVG(score), MAX(score)
+    FROM (SELECT department, json_extract(body, '$.qualityScore') AS score FROM events
+          WHERE execution_id = ?1 AND type = 'quality-check' AND department IS NOT NULL)
+    WHERE score IS NOT NULL GROUP BY department";
+
+/// The SQLite store: a file, a writer thread and a reader thread.
+///
+/// Dropping it ends both threads, after they finish the jobs already sent to
+/// them (so an append whose future was dropped still lands): the drop waits
+/// for that, which is what a graceful shutdown wants, and is brief otherwise.
+pub struct SqliteStore {
+    // Field order is drop order: the writer finishes its queue first.
+    writer: Worker,
+    reader: Worker,
+}
+
+impl SqliteStore {
+    /// Opens (or creates, with its parent directories) the database at `path`,
+    /// in WAL mode with `synchronous=FULL`, and starts its threads.
+    ///
+    /// It blocks on the file while it sets up: call it at startup, not from an actor.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let store = Self::start(path).map_err(|failure| {
+            StoreError::new(format!(
+                "sqlite: cannot open {}: {}",
+                path.display(),
+                failure.0
+            ))
+        })?;
+        log::info!("sqlite store open at {}", path.display());
+        Ok(store)
+    }
+
+    fn start(path: &Path) -> Result<SqliteStore, Failure> {
+        create_parent_dir(path)?;
+        // The writer first: it creates the file and the schema the reader expects.
+        let writer = open_writer(path)?;
+        let reader = open_reader(path)?;
+        Ok(SqliteStore {
+            writer: Worker::spawn("sqlite-writer", writer)?,
+            reader: Worker::spawn("sqlite-reader", reader)?,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()> {
+        if events.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        self.writer.run("append", move |conn| append(conn, &events))
+    }
+
+    fn last_seq(&self, execution_id: &str) -> StoreFuture<u64> {
+        let execution_id = execution_id.to_owned();
+        self.reader.run("last_seq", move |conn| {
+            let last = conn
+                .prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?
+                .query_row([&execution_id], |row| row.get(0))
+                .optional()?;
+            Ok(last.unwrap_or(0))
+        })
+    }
+
+    fn events(&self, query: EventQuery) -> StoreFuture<Vec<AgentEvent>> {
+        self.reader
+            .run("events", move |conn| read_events(conn, &query))
+    }
+
+    fn execution_stats(&self, execution_id: &str) -> StoreFuture<Option<ExecutionStats>> {
+        let execution_id = execution_id.to_owned();
+        self.reader.run("execution_stats", move |conn| {
+            execution_stats(conn, &execution_id)
+        })
+    }
+
+    fn executions(&self, query: ExecutionQuery) -> StoreFuture<Vec<ExecutionSummary>> {
+        self.reader
+            .run("executions", move |conn| list_executions(conn, &query))
+    }
+
+    fn apply_retention(&self, policy: Retention) -> StoreFuture<u64> {
+        let now = Utc::now();
+        self.writer.run("apply_retention", move |conn| {
+            apply_retention(conn, policy, now)
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<()> {
+        // A real write through the writer, not a read: "writable enough to
+        // take events" means the lock, the WAL append and the fsync all work.
+        // One tiny commit per health check is cheap next to the event traffic.
+        self.writer.run("ping", |conn| {
+            conn.prepare_cached(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )?
+            .execute([format_timestamp(Utc::now())])?;
+            Ok(())
+        })
+    }
+}
+
+/// Why a job failed, before the operation's name is put in front of it.
+struct Failure(String);
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+impl Failure {
+    fn into_error(self, operation: &str) -> StoreError {
+        StoreError::new(format!("sqlite {operation}: {}", self.0))
+    }
+}
+
+/// Work for a thread: runs on its connection and sends its own answer.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// One thread that owns one connection and runs jobs on it, one at a time,
+/// in the order they were sent.
+struct Worker {
+    name: &'static str,
+    // An unbounded queue: sending never blocks the actor that asks. Bounding
+    // what is in flight is the caller's business.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(name: &'static str, mut conn: Connection) -> Result<Worker, Failure> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // Ends when every sender is gone, after the queued jobs ran.
+                for job in queue {
+                    // A bug in one job must not take the store down with it:
+                    // its caller gets an error (the reply is dropped) and the
+                    // next job runs; an open transaction rolled back on unwind.
+                    if panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                        log::error!("{name}: a job panicked; its caller gets an error");
+                    }
+                }
+                log::debug!("{name}: stopped");
+            })
+            .map_err(|e| Failure(format!("cannot start the {name} thread: {e}")))?;
+        Ok(Worker {
+            name,
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends `job` now and returns the future of its answer.
+    fn run<T, F>(&self, operation: &'static str, job: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have dropped the future; the work is done anyway.
+            let _ = reply.send(job(conn));
+        });
+        // Sent at the call, not at the first poll, so that jobs run in the
+        // order they were asked for: a producer's batches stay in order.
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        let name = self.name;
+        Box::pin(async move {
+            let stopped =
+                || StoreError::new(format!("sqlite {operation}: the {name} thread has stopped"));
+            if !sent {
+                return Err(stopped());
+            }
+            match answer.await {
+                Ok(result) => result.map_err(|failure| failure.into_error(operation)),
+                Err(_) => Err(stopped()),
+            }
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop; joining waits for the
+        // jobs already queued, so their writes are committed, not lost.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("{}: the thread panicked", self.name);
+            }
+        }
+    }
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), Failure> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
+fn open_writer(path: &Path) -> Result<Connection, Failure> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Failure(format!(
+            "cannot switch to WAL mode (journal_mode is {mode})"
+        )));
+    }
+    // FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power
+    // loss, and a 202 promises the events are kept. Batching by the caller
+    // makes it one fsync per batch, not per event.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    create_schema(&mut conn)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Failure> {
+    // Read-write flags with `query_only`, rather than a read-only open: a
+    // read-only connection to a WAL database has conditions on the `-shm`
+    // file that a read-write one does not.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+fn create_schema(conn: &mut Connection) -> Result<(), Failure> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Failure(format!(
+            "schema version {version} is newer than this broker's ({SCHEMA_VERSION}); \
+             run a newer broker or use another DATA_DIR"
+        )));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// An event as its `events` row, and what it adds to its execution's summary.
+struct EventRow<'a> {
+    execution_id: &'a str,
+    seq: i64,
+    event_type: &'static str,
+    agent_id: Option<&'a str>,
+    department: Option<&'a str>,
+    conversation_id: Option<&'a str>,
+    timestamp: String,
+    body: String,
+    /// `running`, or how the execution ended when this is its `orchestration-complete`.
+    status: ExecutionStatus,
+    ended_at: Option<String>,
+}
+
+impl<'a> EventRow<'a> {
+    fn of(published: &'a PublishedEvent) -> Result<EventRow<'a>, Failure> {
+        let event = &published.event;
+        let named = || format!("event {}/{}", event.execution_id, published.seq);
+        let timestamp = event
+            .timestamp
+            .map(format_timestamp)
+            .ok_or_else(|| Failure(format!("{} has no timestamp", named())))?;
+        let body = serde_json::to_string(event)
+            .map_err(|e| Failure(format!("{} does not serialize: {e}", named())))?;
+        let seq = i64::try_from(published.seq)
+            .map_err(|_| Failure(format!("{}: seq is too large", named())))?;
+        let (status, ended_at) = match &event.kind {
+            EventKind::OrchestrationComplete(complete) => {
+                (ended_status(complete.status), Some(timestamp.clone()))
+            }
+            _ => (ExecutionStatus::Running, None),
+        };
+        Ok(EventRow {
+            execution_id: &event.execution_id,
+            seq,
+            event_type: event.event_type().as_str(),
+            agent_id: event.agent_id(),
+            department: event.department(),
+            conversation_id: event.conversation_id.as_deref(),
+            timestamp,
+            body,
+            status,
+            ended_at,
+        })
+    }
+}
+
+/// The status an `orchestration-complete` gives its execution; none means success.
+fn ended_status(status: Option<RunStatus>) -> ExecutionStatus {
+    match status {
+        None | Some(RunStatus::Success) => ExecutionStatus::Success,
+        Some(RunStatus::Failed) => ExecutionStatus::Failed,
+        Some(RunStatus::Partial) => ExecutionStatus::Partial,
+    }
+}
+
+fn append(conn: &mut Connection, events: &[Arc<PublishedEvent>]) -> Result<(), Failure> {
+    // IMMEDIATE takes the write lock up front, where busy_timeout applies,
+    // instead of failing halfway if another process holds it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
+        let mut count_event_in = tx.prepare_cached(COUNT_EVENT_IN)?;
+        for published in events {
+            let row = EventRow::of(published)?;
+            let inserted = insert_event.execute(params![
+                row.execution_id,
+                row.seq,
+                row.event_type,
+                row.agent_id,
+                row.department,
+                row.conversation_id,
+                row.timestamp,
+                row.body,
+            ])?;
+            if inserted == 1 {
+                count_event_in.execute(params![
+                    row.execution_id,
+                    row.conversation_id,
+                    row.status.as_str(),
+                    row.timestamp,
+                    row.ended_at,
+                    row.seq,
+                ])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A WHERE clause built from the filters a query sets, with its parameters
+/// in the order of its `?`s.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    args: Vec<SqlValue>,
+}
+
+impl Conditions {
+    fn add(&mut self, clause: impl Into<String>, args: impl IntoIterator<Item = SqlValue>) {
+        self.clauses.push(clause.into());
+        self.args.extend(args);
+    }
+
+    fn add_if<T: Into<SqlValue>>(&mut self, clause: &str, value: Option<T>) {
+        if let Some(value) = value {
+            self.add(clause, [value.into()]);
+        }
+    }
+
+    /// True when every clause holds (and when there is none).
+    fn all(&self) -> String {
+        self.joined("AND", "TRUE")
+    }
+
+    /// True when any clause holds (never when there is none).
+    fn any(&self) -> String {
+        self.joined("OR", "FALSE")
+    }
+
+    fn joined(&self, operator: &str, when_empty: &str) -> String {
+        if self.clauses.is_empty() {
+            return when_empty.to_owned();
+        }
+        self.clauses
+            .iter()
+            .map(|clause| format!("({clause})"))
+            .collect::<Vec<_>>()
+            .join(&format!(" {operator} "))
+    }
+}
+
+/// A `u64` (a seq, a count, a limit) as SQLite's `i64`; beyond it means "no bound".
+fn sql_int(value: impl TryInto<i64>) -> SqlValue {
+    SqlValue::Integer(value.try_into().unwrap_or(i64::MAX))
+}
+
+fn text(value: &str) -> SqlValue {
+    SqlValue::Text(value.to_owned())
+}
+
+fn read_events(conn: &mut Connection, query: &EventQuery) -> Result<Vec<AgentEvent>, Failure> {
+    let mut conditions = Conditions::default();
+    conditions.add("execution_id = ?", [text(&query.execution_id)]);
+    conditions.add("seq > ?", [sql_int(query.after_seq)]);
+    conditions.add_if("seq < ?", query.before_seq.map(sql_int));
+    if let Some(types) = &query.types {
+        // An empty list is `IN ()`, which SQLite reads as "none of them".
+        let marks = vec!["?"; types.len()].join(", ");
+        conditions.add(
+            format!("type IN ({marks})"),
+            types.iter().map(|t| text(t.as_str())),
+        );
+    }
+    conditions.add_if("agent_id = ?", query.agent_id.as_deref().map(text));
+    conditions.add_if("department = ?", query.department.as_deref().map(text));
+    conditions.args.push(sql_int(query.limit));
+    let sql = format!(
+        "SELECT seq, body FROM events WHERE {} ORDER BY seq LIMIT ?",
+        conditions.all()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(conditions.args), |row| {
+        Ok((row.get::<_, u64>(0)?, row.get::<_, String>(1)?))
+    })?;
+    rows.map(|row| {
+        let (seq, body) = row?;
+        rebuild_event(&query.execution_id, seq, &body)
+    })
+    .collect()
+}
+
+/// The event a row's body holds; a body that does not read back is an error, not a panic.
+fn rebuild_event(execution_id: &str, seq: u64, body: &str) -> Result<AgentEvent, Failure> {
+    let unreadable = |why: String| {
+        Failure(format!(
+            "stored event {execution_id}/{seq} is unreadable: {why}"
+        ))
+    };
+    let value = serde_json::from_str(body).map_err(|e| unreadable(e.to_string()))?;
+    AgentEvent::from_stored_json(value).map_err(|e| unreadable(e.to_string()))
+}
+
+/// An `executions` row as stored, before its text is checked.
+struct SummaryRow {
+    execution_id: String,
+    conversation_id: Option<String>,
+    status: String,
+    started_at: String,
+    ended_at: Option<String>,
+    event_count: u64,
+    last_seq: u64,
+}
+
+impl SummaryRow {
+    /// Reads the columns of [`SUMMARY_COLUMNS`].
+    fn read(row: &Row<'_>) -> rusqlite::Result<SummaryRow> {
+        Ok(SummaryRow {
+            execution_id: row.get(0)?,
+            conversation_id: row.get(1)?,
+            status: row.get(2)?,
+            started_at: row.get(3)?,
+            ended_at: row.get(4)?,
+            event_count: row.get(5)?,
+            last_seq: row.get(6)?,
+        })
+    }
+
+    fn into_summary(self) -> Result<ExecutionSummary, Failure> {
+        let status = ExecutionStatus::parse(&self.status).ok_or_else(|| {
+            Failure(format!(
+                "execution {} has an unknown status `{}`",
+                self.execution_id, self.status
+            ))
+        })?;
+        Ok(ExecutionSummary {
+            started_at: parse_timestamp(&self.started_at)?,
+            ended_at: self.ended_at.as_deref().map(parse_timestamp).transpose()?,
+            execution_id: self.execution_id,
+            conversation_id: self.conversation_id,
+            status,
+            event_count: self.event_count,
+            last_seq: self.last_seq,
+        })
+    }
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, Failure> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| Failure(format!("stored timestamp `{text}` is not RFC 3339")))
+}
+
+fn list_executions(
+    conn: &mut Connection,
+    query: &ExecutionQuery,
+) -> Result<Vec<ExecutionSummary>, Failure> {
+    let mut conditions = Conditions::default();
+    conditions.add_if(
+        "conversation_id = ?",
+        query.conversation_id.as_deref().map(text),
+    );
+    conditions.add_if("status = ?", query.status.map(|s| text(s.as_str())));
+    if let Some((started_at, execution_id)) = &query.before {
+        // A row value, so that the index on (started_at, execution_id) serves it.
+        conditions.add(
+            "(started_at, execution_id) < (?, ?)",
+            [text(&format_timestamp(*started_at)), text(execution_id)],
+        );
+    }
+    conditions.args.push(sql_int(query.limit));
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM executions WHERE {} {NEWEST_FIRST} LIMIT ?",
+        conditions.all()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(conditions.args), SummaryRow::read)?;
+    rows.map(|row| row?.into_summary()).collect()
+}
+
+fn execution_stats(
+    conn: &mut Connection,
+    execution_id: &str,
+) -> Result<Option<ExecutionStats>, Failure> {
+    // One read transaction, so that every figure comes from the same commit.
+    let tx = conn.transaction()?;
+    let row = tx
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM executions WHERE execution_id = ?1"
+        ))?
+        .query_row([execution_id], SummaryRow::read)
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let summary = row.into_summary()?;
+    let by_type = count_by(&tx, COUNT_BY_TYPE, execution_id)?;
+    let tool_failures = tx
+        .prepare_cached(COUNT_TOOL_FAILURES)?
+        .query_row([execution_id], |row| row.get(0))?;
+    Ok(Some(ExecutionStats {
+        duration_ms: summary
+            .ended_at
+            .map(|ended| (ended - summary.started_at).num_milliseconds()),
+        tool_calls: by_type.get("tool-call").copied().unwrap_or(0),
+        by_agent: count_by(&tx, COUNT_BY_AGENT, execution_id)?,
+        by_department: count_by(&tx, COUNT_BY_DEPARTMENT, execution_id)?,
+        quality_by_department: quality_by_department(&tx, execution_id)?,
+        reviews: count_by(&tx, COUNT_BY_REVIEW_STATUS, execution_id)?,
+        by_type,
+        tool_failures,
+        summary,
+    }))
+}
+
+/// Runs a `SELECT key, COUNT(*) … GROUP BY key` for one execution.
+fn count_by(
+    tx: &Transaction<'_>,
+    sql: &str,
+    execution_id: &str,
+) -> Result<BTreeMap<String, u64>, Failure> {
+    let mut statement = tx.prepare_cached(sql)?;
+    let rows = statement.query_map([execution_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn quality_by_department(
+    tx: &Transaction<'_>,
+    execution_id: &str,
+) -> Result<BTreeMap<String, ScoreSummary>, Failure> {
+    let mut statement = tx.prepare_cached(QUALITY_BY_DEPARTMENT)?;
+    let rows = statement.query_map([execution_id], |row| {
+        let scores = ScoreSummary {
+            count: row.get(1)?,
+            min: row.get(2)?,
+            avg: row.get(3)?,
+            max: row.get(4)?,
+        };
+        Ok((row.get(0)?, scores))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn apply_retention(
+    conn: &mut Connection,
+    policy: Retention,
+    now: DateTime<Utc>,
+) -> Result<u64, Failure> {
+    // Which executions go, as one condition on `executions`; both deletes
+    // below use it, inside one transaction, so they agree on the set.
+    let mut doomed = Conditions::default();
+    let cutoff = policy
+        .max_age
+        .and_then(|age| TimeDelta::from_std(age).ok())
+        .and_then(|age| now.checked_sub_signed(age));
+    doomed.add_if(
+        "last_event_at < ?",
+        cutoff.map(|at| text(&format_timestamp(at))),
+    );
+    if let Some(keep) = policy.max_executions {
+        doomed.add(
+            format!(
+                "execution_id IN (SELECT execution_id FROM executions {NEWEST_FIRST} LIMIT -1 OFFSET ?)"
+            ),
+            [sql_int(keep)],
+        );
+    }
+    if doomed.clauses.is_empty() {
+        return Ok(0);
+    }
+    let condition = doomed.any();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        &format!(
+            "DELETE FROM events WHERE execution_id IN (SELECT execution_id FROM executions WHERE {condition})"
+        ),
+        params_from_iter(doomed.args.iter()),
+    )?;
+    let removed = tx.execute(
+        &format!("DELETE FROM executions WHERE {condition}"),
+        params_from_iter(doomed.args.iter()),
+    )?;
+    tx.commit()?;
+    if removed > 0 {
+        log::debug!("sqlite retention removed {removed} executions");
+    }
+    Ok(removed as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AgentStart;
+
+    fn agent_start(execution_id: &str, seq: u64) -> Arc<PublishedEvent> {
+        let mut event = AgentEvent::new(
+            execution_id,
+            AgentStart {
+                agent_id: "writer".into(),
+                ..Default::default()
+            },
+        );
+        event.seq = Some(seq);
+        event.timestamp = Some(Utc::now());
+        PublishedEvent::new(event)
+    }
+
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_corrupt_body_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.append(vec![agent_start("e", 1)]).await.unwrap();
+        raw(&path)
+            .execute("UPDATE events SET body = '{not json' WHERE seq = 1", [])
+            .unwrap();
+        let error = store
+            .events(EventQuery::after("e", 0, 10))
+            .await
+            .unwrap_err();
+        assert!(error.message.contains("e/1 is unreadable"), "{error}");
+        raw(&path)
+            .execute(
+                "UPDATE events SET body = '{\"type\":\"nope\"}' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        assert!(store.events(EventQuery::after("e", 0, 10)).await.is_err());
+    }
+
+    #[actix_rt::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        drop(SqliteStore::open(&path).unwrap());
+        raw(&path)
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let error = SqliteStore::open(&path).err().expect("refused");
+        assert!(error.message.contains("newer than this broker"), "{error}");
+    }
+
+    #[actix_rt::test]
+    async fn open_creates_parent_directories_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.ping().await.unwrap();
+        let conn = raw(&path);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[actix_rt::test]
+    async fn dropping_the_store_finishes_the_appends_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // Futures dropped unpolled: the jobs were sent at the call.
+        for seq in 1..=50 {
+            drop(store.append(vec![agent_start("e", seq)]));
+        }
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.last_seq("e").await.unwrap(), 50);
+    }
+}

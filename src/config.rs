@@ -1,0 +1,249 @@
+//! Settings: `config/default.toml`, then `--config FILE`, then environment
+//! variables, which win (PROTOCOL.md 5).
+//!
+//! The defaults file is compiled into the binary, so the broker runs from any
+//! directory, and it is also the documentation of every key: a key that is
+//! not in it does not exist, and a `--config` file naming one is refused.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// The documented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Keys PROTOCOL.md names, read from variables of their own short names.
+const SHORT_ENV: [&str; 5] = [
+    "ws_port",
+    "bind_addr",
+    "data_dir",
+    "mongodb_uri",
+    "redis_url",
+];
+
+/// Every setting of the broker; `config/default.toml` documents each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // each field is documented in config/default.toml
+pub struct Config {
+    pub ws_port: u16,
+    pub bind_addr: String,
+    pub data_dir: PathBuf,
+    pub mongodb_uri: String,
+    pub mongodb_database: String,
+    pub persist_batch_max: usize,
+    pub persist_batch_ms: u64,
+    pub persist_backlog_max: usize,
+    pub retention_max_age_secs: u64,
+    pub retention_max_executions: u64,
+    pub retention_interval_secs: u64,
+    pub redis_url: String,
+    pub buffer_size: usize,
+    pub max_buffered_executions: usize,
+    pub execution_idle_secs: u64,
+    pub max_event_bytes: usize,
+    pub max_replay_events: usize,
+    pub max_batch_events: usize,
+    pub max_body_bytes: usize,
+    pub heartbeat_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub max_subscriptions: usize,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub session_queue_bytes: usize,
+    pub close_timeout_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub demo_pace_ms: u64,
+}
+
+/// A setting that could not be used, with where it came from.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    if SHORT_ENV.contains(&key) {
+        key.to_uppercase()
+    } else {
+        format!("AGENT_EVENTS_{}", key.to_uppercase())
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], reading variables through `env` (so tests need not touch the process).
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = DEFAULTS
+            .parse()
+            .map_err(|e| ConfigError(format!("built-in defaults: {e}")))?;
+        if let Some(path) = file {
+            merge_file(&mut table, path)?;
+        }
+        apply_env(&mut table, env)?;
+        let config: Config = Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError(format!("settings: {e}")))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("client_timeout_ms", self.client_timeout_ms),
+            ("max_subscriptions", self.max_subscriptions as u64),
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("session_queue_bytes", self.session_queue_bytes as u64),
+            ("max_event_bytes", self.max_event_bytes as u64),
+            ("max_batch_events", self.max_batch_events as u64),
+            ("persist_batch_max", self.persist_batch_max as u64),
+            ("persist_backlog_max", self.persist_backlog_max as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError(format!("{key} must be greater than 0")));
+        }
+        if self.max_frame_bytes < self.max_message_bytes {
+            return Err(ConfigError(
+                "max_frame_bytes must be at least max_message_bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The MongoDB URI, if MongoDB is the store.
+    pub fn mongodb_uri(&self) -> Option<&str> {
+        Some(self.mongodb_uri.as_str()).filter(|uri| !uri.is_empty())
+    }
+
+    /// The Redis URL, if this node joins a cluster.
+    pub fn redis_url(&self) -> Option<&str> {
+        Some(self.redis_url.as_str()).filter(|url| !url.is_empty())
+    }
+}
+
+fn merge_file(table: &mut Table, path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    let overrides: Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    for (key, value) in overrides {
+        if !table.contains_key(&key) {
+            return Err(ConfigError(format!(
+                "--config {}: unknown setting `{key}` (see config/default.toml)",
+                path.display()
+            )));
+        }
+        table.insert(key, value);
+    }
+    Ok(())
+}
+
+/// Replaces each key whose variable is set, parsed as the default's type.
+fn apply_env(table: &mut Table, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for (key, value) in table.iter_mut() {
+        let name = env_name(key);
+        let Some(text) = env(&name) else { continue };
+        *value = match value {
+            Value::Integer(_) => text
+                .trim()
+                .parse::<i64>()
+                .map(Value::Integer)
+                .map_err(|_| ConfigError(format!("{name}={text}: expected a whole number")))?,
+            Value::Boolean(_) => text
+                .trim()
+                .parse::<bool>()
+                .map(Value::Boolean)
+                .map_err(|_| ConfigError(format!("{name}={text}: expected true or false")))?,
+            _ => Value::String(text),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with(file, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_protocols() {
+        let config = load(&[], None).unwrap();
+        assert_eq!(config.ws_port, 3001);
+        assert_eq!(config.bind_addr, "127.0.0.1");
+        assert_eq!(config.buffer_size, 100);
+        assert_eq!(config.heartbeat_interval_ms, 30_000);
+        assert_eq!(config.client_timeout_ms, 60_000);
+        assert_eq!(config.mongodb_uri(), None);
+        assert_eq!(config.redis_url(), None);
+    }
+
+    #[test]
+    fn env_wins_over_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("ae-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "ws_port = 4000\nbuffer_size = 7\n").unwrap();
+        let config = load(
+            &[("WS_PORT", "5000"), ("AGENT_EVENTS_MAX_SUBSCRIPTIONS", "3")],
+            Some(&file),
+        )
+        .unwrap();
+        assert_eq!(config.ws_port, 5000);
+        assert_eq!(config.buffer_size, 7);
+        assert_eq!(config.max_subscriptions, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_name() {
+        let err = load(&[("WS_PORT", "lots")], None).unwrap_err().to_string();
+        assert!(err.contains("WS_PORT=lots"), "{err}");
+        let err = load(&[("AGENT_EVENTS_MAX_SUBSCRIPTIONS", "0")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_subscriptions"), "{err}");
+        let dir = std::env::temp_dir().join(format!("ae-config-typo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "ws_prot = 1\n").unwrap();
+        let err = load(&[], Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("unknown setting `ws_prot`"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_default_key_is_documented_with_its_variable() {
+        let table: Table = DEFAULTS.parse().unwrap();
+        for key in table.keys() {
+            assert!(
+                DEFAULTS.contains(&format!("({})", env_name(key))),
+                "{key} lacks its variable in default.toml"
+            );
+        }
+    }
+}

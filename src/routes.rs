@@ -1,0 +1,461 @@
+//! HTTP routes (PROTOCOL.md 3) and the WebSocket upgrade at `/` and `/ws`.
+//!
+//! Every error leaves as `{"error":{"code":…,"message":…}}` with a stable
+//! code from [`ErrorCode`], plus `field`, `rule` and `index` when one event of
+//! a batch is at fault, so a producer can fix exactly that.
+
+use crate::api_doc;
+use crate::server::Broker;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use agent_events_actors::emitter::{Ingest, IngestError};
+use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
+use agent_events_actors::protocol::ErrorCode;
+use agent_events_actors::session;
+use agent_events_actors::store::{EventQuery, ExecutionQuery, ExecutionStatus, StoreError};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::fmt;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(root))
+        .route("/ws", web::get().to(websocket))
+        .route("/api/events", web::post().to(ingest))
+        .route("/api/executions", web::get().to(list_executions))
+        .route(
+            "/api/executions/{id}/events",
+            web::get().to(execution_events),
+        )
+        .route("/api/executions/{id}/stats", web::get().to(execution_stats))
+        .route("/api/ws", web::get().to(protocol_doc))
+        .route("/health", web::get().to(health))
+        .route("/admin/stats", web::get().to(admin_stats))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// An HTTP error with its stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+    validation: Option<ValidationError>,
+    index: Option<usize>,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status = match code {
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            validation: None,
+            index: None,
+        }
+    }
+
+    fn invalid_event(index: usize, validation: ValidationError) -> Self {
+        let code = match validation.rule {
+            agent_events_actors::event::Rule::TooLarge => ErrorCode::PayloadTooLarge,
+            _ => ErrorCode::InvalidEvent,
+        };
+        ApiError {
+            index: Some(index),
+            message: format!("event {index}: {validation}"),
+            validation: Some(validation),
+            ..ApiError::new(code, "")
+        }
+    }
+
+    fn store(err: StoreError) -> Self {
+        ApiError::new(
+            ErrorCode::StoreUnavailable,
+            format!("the store cannot answer: {err}"),
+        )
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        ApiError {
+            index: err.index,
+            validation: err.validation,
+            ..ApiError::new(err.code, err.message)
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(validation) = &self.validation {
+            error["field"] = json!(validation.field);
+            error["rule"] = json!(validation.rule.as_str());
+        }
+        if let Some(index) = self.index {
+            error["index"] = json!(index);
+        }
+        HttpResponse::build(self.status).json(json!({ "error": error }))
+    }
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// `/`: the seed's WebSocket endpoint; a plain browser visit gets a pointer.
+async fn root(
+    req: HttpRequest,
+    body: web::Payload,
+    broker: web::Data<Broker>,
+) -> actix_web::Result<HttpResponse> {
+    if is_websocket_upgrade(&req) {
+        return session::upgrade(&req, body, broker.session_deps.clone());
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(
+        "agent-events broker\n\nWebSocket: ws://HOST/ (or /ws); send {\"type\":\"subscribe\",\"executionId\":\"…\"}\n\
+         Protocol: GET /api/ws   Health: GET /health   Stats: GET /admin/stats\n",
+    ))
+}
+
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    broker: web::Data<Broker>,
+) -> actix_web::Result<HttpResponse> {
+    session::upgrade(&req, body, broker.session_deps.clone())
+}
+
+fn is_websocket_upgrade(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `POST /api/events`: one event or an array; 202 once stored.
+async fn ingest(body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
+    let bytes = read_body(body, broker.config.max_body_bytes).await;
+    let events = bytes
+        .and_then(|bytes| parse_events(&bytes, &broker))
+        .inspect_err(|err| {
+            // Refusals past this point are counted by the Emitter.
+            broker
+                .metrics
+                .events_rejected
+                .with_label_values(&[err.code.as_str()])
+                .inc();
+        })?;
+    let receipt = broker
+        .emitter
+        .send(Ingest(events.clone()))
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the broker is stopping"))??;
+    let accepted = receipt.durable().await?;
+    let listed: Vec<Value> = events
+        .iter()
+        .zip(&accepted)
+        .map(|(event, a)| json!({"executionId": event.execution_id, "seq": a.seq}))
+        .collect();
+    Ok(HttpResponse::Accepted().json(json!({"accepted": accepted.len(), "events": listed})))
+}
+
+/// Reads the body up to `limit` bytes, answering 413 past it without reading on.
+async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("bodies are limited to {limit} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// One event or an array of them; each checked for size, then every rule.
+fn parse_events(bytes: &[u8], broker: &Broker) -> Result<Vec<AgentEvent>, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the body is not UTF-8"))?;
+    let bad_json =
+        |e: serde_json::Error| ApiError::new(ErrorCode::BadJson, format!("not JSON: {e}"));
+    let raws: Vec<Box<RawValue>> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).map_err(bad_json)?
+    } else {
+        vec![serde_json::from_str(text).map_err(bad_json)?]
+    };
+    let max_batch = broker.config.max_batch_events;
+    if raws.len() > max_batch {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("{} events in one request; at most {max_batch}", raws.len()),
+        ));
+    }
+    if raws.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "no events in the array",
+        ));
+    }
+    raws.iter()
+        .enumerate()
+        .map(|(index, raw)| parse_event(index, raw, broker.config.max_event_bytes))
+        .collect()
+}
+
+fn parse_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<AgentEvent, ApiError> {
+    if raw.get().len() > max_bytes {
+        let too_large = ValidationError {
+            field: String::new(),
+            rule: agent_events_actors::event::Rule::TooLarge,
+            message: format!("events are limited to {max_bytes} bytes"),
+        };
+        return Err(ApiError::invalid_event(index, too_large));
+    }
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| ApiError::new(ErrorCode::BadJson, e.to_string()))?;
+    AgentEvent::from_producer_json(value).map_err(|v| ApiError::invalid_event(index, v))
+}
+
+/// Query of `GET /api/executions/{id}/events`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventsParams {
+    after_seq: Option<u64>,
+    types: Option<String>,
+    agent_id: Option<String>,
+    department: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most events or executions one page returns.
+const MAX_PAGE: usize = 1000;
+/// A page's size when the query does not say.
+const DEFAULT_PAGE: usize = 100;
+
+fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        0 => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "limit must be at least 1",
+        )),
+        n => Ok(n.min(MAX_PAGE)),
+    }
+}
+
+fn parse_types(types: Option<&str>) -> Result<Option<Vec<EventType>>, ApiError> {
+    let Some(types) = types else { return Ok(None) };
+    types
+        .split(',')
+        .map(|name| {
+            EventType::parse(name.trim()).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("types: `{name}` is not an event type"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// `GET /api/executions/{id}/events`: stored events in seq order, a page at a time.
+async fn execution_events(
+    req: HttpRequest,
+    path: web::Path<String>,
+    broker: web::Data<Broker>,
+) -> ApiResult {
+    let params: EventsParams = query(&req)?;
+    let limit = page_size(params.limit)?;
+    let execution_id = path.into_inner();
+    let query = EventQuery {
+        execution_id: execution_id.clone(),
+        after_seq: params.after_seq.unwrap_or(0),
+        before_seq: None,
+        types: parse_types(params.types.as_deref())?,
+        agent_id: params.agent_id,
+        department: params.department,
+        limit,
+    };
+    let events = broker.store.events(query).await.map_err(ApiError::store)?;
+    // A full page may have more behind it: the cursor is the last seq seen.
+    let next_after_seq = events
+        .last()
+        .filter(|_| events.len() == limit)
+        .and_then(|e| e.seq);
+    Ok(HttpResponse::Ok().json(json!({
+        "executionId": execution_id,
+        "events": events,
+        "nextAfterSeq": next_after_seq,
+    })))
+}
+
+/// `GET /api/executions/{id}/stats`.
+async fn execution_stats(path: web::Path<String>, broker: web::Data<Broker>) -> ApiResult {
+    let execution_id = path.into_inner();
+    match broker
+        .store
+        .execution_stats(&execution_id)
+        .await
+        .map_err(ApiError::store)?
+    {
+        Some(stats) => Ok(HttpResponse::Ok().json(stats)),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no stored event for execution `{execution_id}`"),
+        )),
+    }
+}
+
+/// Query of `GET /api/executions`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExecutionsParams {
+    conversation_id: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/executions`: newest first, a page at a time.
+async fn list_executions(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+    let params: ExecutionsParams = query(&req)?;
+    let limit = page_size(params.limit)?;
+    let status = params
+        .status
+        .map(|s| {
+            ExecutionStatus::parse(&s).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    "status must be running, success, failed or partial",
+                )
+            })
+        })
+        .transpose()?;
+    let query = ExecutionQuery {
+        conversation_id: params.conversation_id,
+        status,
+        before: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    };
+    let executions = broker
+        .store
+        .executions(query)
+        .await
+        .map_err(ApiError::store)?;
+    let next_cursor = executions
+        .last()
+        .filter(|_| executions.len() == limit)
+        .map(|e| encode_cursor(e.started_at, &e.execution_id));
+    Ok(HttpResponse::Ok().json(json!({"executions": executions, "nextCursor": next_cursor})))
+}
+
+/// A position in the executions list: `<started_at in ms>_<execution id>`.
+fn encode_cursor(started_at: DateTime<Utc>, execution_id: &str) -> String {
+    format!("{}_{execution_id}", started_at.timestamp_millis())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    let bad = || ApiError::new(ErrorCode::BadRequest, "cursor is not one this API returned");
+    let (millis, id) = cursor.split_once('_').ok_or_else(bad)?;
+    let millis: i64 = millis.parse().map_err(|_| bad())?;
+    let at = DateTime::from_timestamp_millis(millis).ok_or_else(bad)?;
+    Ok((at, id.to_owned()))
+}
+
+/// `GET /api/ws`: the protocol, machine-readable.
+async fn protocol_doc() -> HttpResponse {
+    HttpResponse::Ok().json(api_doc::protocol())
+}
+
+/// `GET /health`: 200 while serving (`ok` or `degraded`, with why).
+async fn health(broker: web::Data<Broker>) -> HttpResponse {
+    let failing = broker.backlog.failing();
+    let store = json!({
+        "backend": broker.store.name(),
+        "state": if failing.is_some() { "failing" } else { "ok" },
+        "error": failing,
+        "backlog": broker.backlog.len(),
+    });
+    let status = if failing.is_some() { "degraded" } else { "ok" };
+    HttpResponse::Ok().json(json!({
+        "status": status,
+        "uptimeSecs": broker.started_at.elapsed().as_secs(),
+        "store": store,
+        "redis": {"state": "disabled"},
+    }))
+}
+
+/// `GET /admin/stats`: connections, subscriptions, events in and out, drops.
+async fn admin_stats(broker: web::Data<Broker>) -> HttpResponse {
+    let mut stats = broker.metrics.snapshot();
+    stats["storeBacklog"] = json!(broker.backlog.len());
+    stats["uptimeSecs"] = json!(broker.started_at.elapsed().as_secs());
+    stats["now"] = json!(format_timestamp(Utc::now()));
+    HttpResponse::Ok().json(stats)
+}
+
+/// `GET /metrics`: the same figures as Prometheus text.
+async fn metrics(broker: web::Data<Broker>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(broker.metrics.prometheus_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_with_underscores_in_ids() {
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let cursor = encode_cursor(at, "exec_1:a");
+        assert_eq!(decode_cursor(&cursor).unwrap(), (at, "exec_1:a".to_owned()));
+        assert!(decode_cursor("nonsense").is_err());
+    }
+
+    #[test]
+    fn types_are_parsed_or_refused() {
+        assert_eq!(
+            parse_types(Some("tool-call, tool-result")).unwrap(),
+            Some(vec![EventType::ToolCall, EventType::ToolResult])
+        );
+        assert_eq!(
+            parse_types(Some("tool-call,nope")).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(page_size(Some(5000)).unwrap(), MAX_PAGE);
+        assert!(page_size(Some(0)).is_err());
+    }
+}

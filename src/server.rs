@@ -1,0 +1,247 @@
+//! Start-up and shutdown: opens the store, starts the actors, serves HTTP and
+//! WebSocket on one port, and stops gracefully on SIGINT/SIGTERM.
+//!
+//! # Shutdown, as a designed path
+//! 1. The Emitter stops accepting: producers get 503 `shutting-down`.
+//! 2. The Persister flushes: everything accepted is stored (or the deadline
+//!    passes and the failure is logged), and waiting producers get their 202.
+//! 3. The Registry tells every Session to close. A Session's mailbox holds
+//!    every event published before that message, so each client receives
+//!    everything accepted, then a close frame 1001.
+//! 4. Once the sessions are gone (or the deadline passes), the HTTP server
+//!    stops, and the process exits 0.
+
+use crate::config::Config;
+use crate::routes;
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use agent_events_actors::demo::{self, DemoConfig};
+use agent_events_actors::emitter::{Emitter, EmitterConfig, StopAccepting, Storage};
+use agent_events_actors::history::History;
+use agent_events_actors::metrics::Metrics;
+use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
+use agent_events_actors::registry::{CloseAll, Registry};
+use agent_events_actors::session::{SessionConfig, SessionDeps};
+use agent_events_actors::store::mongo;
+use agent_events_actors::store::sqlite::SqliteStore;
+use agent_events_actors::store::{Retention, Store};
+use agent_events_actors::EmitterHandle;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything the routes need: the actors, the store and the figures.
+#[derive(Clone)]
+pub struct Broker {
+    /// Settings in force.
+    pub config: Arc<Config>,
+    /// The way in for events.
+    pub emitter: Addr<Emitter>,
+    /// Subscriptions and fan-out.
+    pub registry: Addr<Registry>,
+    /// Writes to the store.
+    pub persister: Addr<Persister>,
+    /// The store, for queries.
+    pub store: Arc<dyn Store>,
+    /// Accepted but not yet stored.
+    pub backlog: Arc<Backlog>,
+    /// Shared figures.
+    pub metrics: Metrics,
+    /// What each new WebSocket session gets.
+    pub session_deps: SessionDeps,
+    /// When the broker started.
+    pub started_at: Instant,
+}
+
+impl Broker {
+    /// Starts the actors around `store`.
+    fn start(config: Config, store: Arc<dyn Store>) -> Broker {
+        let metrics = Metrics::new();
+        let backlog = Backlog::new(config.persist_backlog_max);
+        let persister = Persister::new(
+            store.clone(),
+            persister_config(&config),
+            backlog.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let registry = Registry::new(metrics.clone()).start();
+        let storage = Storage {
+            store: store.clone(),
+            persister: persister.clone(),
+            backlog: backlog.clone(),
+        };
+        let emitter = Emitter::new(
+            emitter_config(&config),
+            registry.clone(),
+            Some(storage),
+            metrics.clone(),
+        )
+        .start();
+        let session_deps = SessionDeps {
+            config: session_config(&config),
+            registry: registry.clone(),
+            history: History::new(
+                emitter.clone(),
+                Some(store.clone()),
+                config.max_replay_events,
+            ),
+            metrics: metrics.clone(),
+        };
+        Broker {
+            config: Arc::new(config),
+            emitter,
+            registry,
+            persister,
+            store,
+            backlog,
+            metrics,
+            session_deps,
+            started_at: Instant::now(),
+        }
+    }
+
+    /// Steps 1–3 of the module documentation, then waits for the sessions.
+    async fn shutdown(&self) {
+        let deadline = Duration::from_millis(self.config.shutdown_timeout_ms);
+        log::info!("shutting down: no new events; delivering and storing what was accepted");
+        let _ = self.emitter.send(StopAccepting).await;
+        match self.persister.send(Flush { deadline }).await {
+            Ok(Ok(())) => log::info!("every accepted event is stored"),
+            Ok(Err(err)) => log::error!("shutdown: events not stored: {err}"),
+            Err(_) => log::error!("shutdown: the persister is gone"),
+        }
+        let sessions = self.registry.send(CloseAll).await.unwrap_or(0);
+        log::info!("closing {sessions} client connections");
+        let started = Instant::now();
+        while self.metrics.connections.get() > 0 && started.elapsed() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs retention now and then, if a policy is set.
+    fn schedule_retention(&self) {
+        let policy = Retention {
+            max_age: Some(Duration::from_secs(self.config.retention_max_age_secs))
+                .filter(|d| !d.is_zero()),
+            max_executions: Some(self.config.retention_max_executions).filter(|n| *n > 0),
+        };
+        if policy.max_age.is_none() && policy.max_executions.is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        let every = Duration::from_secs(self.config.retention_interval_secs.max(1));
+        actix_web::rt::spawn(async move {
+            loop {
+                match store.apply_retention(policy).await {
+                    Ok(0) => {}
+                    Ok(removed) => log::info!("retention removed {removed} executions"),
+                    Err(err) => log::warn!("retention failed: {err}"),
+                }
+                actix_web::rt::time::sleep(every).await;
+            }
+        });
+    }
+}
+
+fn emitter_config(config: &Config) -> EmitterConfig {
+    EmitterConfig {
+        buffer_size: config.buffer_size,
+        max_buffered_executions: config.max_buffered_executions,
+        execution_idle: Duration::from_secs(config.execution_idle_secs),
+        max_event_bytes: config.max_event_bytes,
+    }
+}
+
+fn persister_config(config: &Config) -> PersisterConfig {
+    PersisterConfig {
+        batch_max: config.persist_batch_max,
+        batch_delay: Duration::from_millis(config.persist_batch_ms),
+        backlog_max: config.persist_backlog_max,
+    }
+}
+
+fn session_config(config: &Config) -> SessionConfig {
+    SessionConfig {
+        heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+        client_timeout: Duration::from_millis(config.client_timeout_ms),
+        max_subscriptions: config.max_subscriptions,
+        max_message_bytes: config.max_message_bytes,
+        max_frame_bytes: config.max_frame_bytes,
+        queue_bytes: config.session_queue_bytes,
+        close_timeout: Duration::from_millis(config.close_timeout_ms),
+    }
+}
+
+/// SQLite under `data_dir`, or MongoDB when `mongodb_uri` is set.
+async fn open_store(config: &Config) -> io::Result<Arc<dyn Store>> {
+    if let Some(uri) = config.mongodb_uri() {
+        let store = mongo::connect(uri, &config.mongodb_database)
+            .await
+            .map_err(|e| io::Error::other(format!("MongoDB: {e}")))?;
+        log::info!("store: MongoDB database `{}`", config.mongodb_database);
+        return Ok(Arc::new(store));
+    }
+    let path = config.data_dir.join("events.db");
+    let store = SqliteStore::open(&path)
+        .map_err(|e| io::Error::other(format!("SQLite {}: {e}", path.display())))?;
+    log::info!("store: SQLite at {}", path.display());
+    Ok(Arc::new(store))
+}
+
+/// Runs the broker until a signal has stopped it gracefully.
+pub async fn run(config: Config, demo: bool) -> io::Result<()> {
+    if config.redis_url().is_some() {
+        log::warn!("REDIS_URL is set but cluster mode is not available in this build; running as a single node");
+    }
+    let store = open_store(&config).await?;
+    let broker = Broker::start(config, store);
+    broker.schedule_retention();
+    let state = web::Data::new(broker.clone());
+    let max_body = broker.config.max_body_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(routes::configure)
+    })
+    // Signals are ours: actix's own handling would stop the server before
+    // the sessions have delivered what was accepted.
+    .disable_signals()
+    .shutdown_timeout(broker.config.shutdown_timeout_ms.div_ceil(1000))
+    .bind((broker.config.bind_addr.as_str(), broker.config.ws_port))?;
+    for addr in server.addrs() {
+        log::info!("agent-events listening on http://{addr}");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    if demo {
+        let pace = Duration::from_millis(broker.config.demo_pace_ms);
+        demo::start(
+            EmitterHandle::new(broker.emitter.clone()),
+            DemoConfig {
+                pace,
+                ..DemoConfig::default()
+            },
+        );
+        log::info!(
+            "demo running: subscribe with {{\"type\":\"subscribe\",\"conversationId\":\"demo\"}}"
+        );
+    }
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        broker.shutdown().await;
+        handle.stop(true).await;
+    });
+    server.await
+}
+
+async fn wait_for_signal() {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => log::info!("SIGTERM received"),
+        _ = interrupt.recv() => log::info!("SIGINT received"),
+    }
+}

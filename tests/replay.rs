@@ -1,0 +1,252 @@
+//! Replay with `fromSeq`, through the real binary: a subscriber gets every
+//! event after its position exactly once and in order, then the live ones,
+//! even while producers keep posting at the very moment it subscribes (the
+//! replay/live seam); a position at the head replays nothing; and a position
+//! the broker can no longer serve is refused rather than answered with a hole.
+
+mod common;
+
+use common::{assert_delivered, event, seqs, thinking, Broker, Client};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Subscribes to `execution` from `from_seq`; returns the `replayed` count.
+async fn subscribe_from(client: &mut Client, execution: &str, from_seq: u64) -> u64 {
+    let answer = client
+        .subscribe(json!({"executionId": execution, "fromSeq": from_seq}))
+        .await;
+    answer["replayed"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("subscribed without a replayed count: {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_seq_replays_the_missed_events_then_goes_live() {
+    let broker = Broker::start().await;
+    let posted: Vec<Value> = (1..=10).map(|n| thinking("exec-r", n)).collect();
+    for (i, e) in posted.iter().enumerate() {
+        assert_eq!(broker.post_event(e).await, i as u64 + 1);
+    }
+
+    let mut client = broker.connect().await;
+    assert_eq!(subscribe_from(&mut client, "exec-r", 4).await, 6);
+    for seq in 5..=10 {
+        assert_delivered(
+            &posted[seq as usize - 1],
+            &client.next_event_body().await,
+            seq,
+        );
+    }
+    client.ping().await; // nothing more was replayed
+
+    let live = thinking("exec-r", 11);
+    assert_eq!(broker.post_event(&live).await, 11);
+    assert_delivered(&live, &client.next_event_body().await, 11);
+
+    // fromSeq 0 is "everything".
+    let mut everything = broker.connect().await;
+    assert_eq!(subscribe_from(&mut everything, "exec-r", 0).await, 11);
+    assert_eq!(
+        seqs(&everything.events(11).await),
+        (1..=11).collect::<Vec<_>>()
+    );
+    everything.ping().await;
+
+    let stats = broker.stats().await;
+    assert_eq!(stats["replayed"], 6 + 11, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_honours_the_filter_and_counts_what_it_sends() {
+    let broker = Broker::start().await;
+    for n in 0..6 {
+        let e = if n % 2 == 0 {
+            event(
+                "agent-start",
+                "exec-rf",
+                json!({"agentId": format!("agent-{n}")}),
+            )
+        } else {
+            thinking("exec-rf", n)
+        };
+        broker.post_event(&e).await;
+    }
+    let mut client = broker.connect().await;
+    let answer = client
+        .subscribe(json!({"executionId": "exec-rf", "fromSeq": 0, "types": ["agent-start"]}))
+        .await;
+    assert_eq!(answer["replayed"], 3, "{answer}");
+    let replayed = client.events(3).await;
+    assert_eq!(seqs(&replayed), vec![1, 3, 5]);
+    assert!(replayed.iter().all(|e| e["type"] == "agent-start"));
+    client.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_seq_at_the_head_replays_nothing_then_goes_live() {
+    let broker = Broker::start().await;
+    for n in 1..=5 {
+        broker.post_event(&thinking("exec-h", n)).await;
+    }
+    let mut client = broker.connect().await;
+    assert_eq!(subscribe_from(&mut client, "exec-h", 5).await, 0);
+    client.ping().await;
+    for n in 6..=7 {
+        broker.post_event(&thinking("exec-h", n)).await;
+    }
+    assert_eq!(seqs(&client.events(2).await), vec![6, 7]);
+    client.ping().await;
+}
+
+/// Producers post to one execution without pause; clients subscribe with
+/// `fromSeq` at chosen points while they do. Each must get every seq after
+/// its position once, in order, up to the last event posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_seam_between_replay_and_live_loses_and_repeats_nothing() {
+    const EXECUTION: &str = "exec-seam";
+    // (progress to wait for, how far behind it to subscribe): always inside
+    // the default 100-event buffer, with room for the producers to run on.
+    const POINTS: [(u64, u64); 6] = [(10, 10), (30, 0), (60, 1), (100, 5), (150, 25), (200, 50)];
+    let broker = Arc::new(Broker::start().await);
+    let (progress_tx, progress_rx) = watch::channel(0u64);
+    let progress_tx = Arc::new(progress_tx);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Clients connect first, so that only the subscribe itself races the producers.
+    let mut clients = Vec::new();
+    for _ in POINTS {
+        clients.push(broker.connect().await);
+    }
+
+    let mut producers = Vec::new();
+    for producer in 0..2u64 {
+        let (broker, progress_tx, stop) = (broker.clone(), progress_tx.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut e = thinking(EXECUTION, n);
+                e["metadata"] = json!({"producer": producer, "n": n});
+                let seq = broker.post_event(&e).await;
+                progress_tx.send_modify(|p| *p = (*p).max(seq));
+                n += 1;
+            }
+        }));
+    }
+
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (mut client, (at, behind)) in clients.into_iter().zip(POINTS) {
+        let mut progress = progress_rx.clone();
+        let subscribed_tx = subscribed_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let now = *progress.wait_for(|p| *p >= at).await.unwrap();
+            let from = now.saturating_sub(behind);
+            let replayed = subscribe_from(&mut client, EXECUTION, from).await;
+            subscribed_tx.send(()).unwrap();
+            let mut got = Vec::new();
+            loop {
+                let e = client.next_event_body().await;
+                let end = e["metadata"]["end"] == true;
+                got.push(e);
+                if end {
+                    break;
+                }
+            }
+            (from, replayed, got, client)
+        }));
+    }
+    drop(subscribed_tx);
+    for _ in POINTS {
+        subscribed_rx
+            .recv()
+            .await
+            .expect("a reader failed before subscribing");
+    }
+    // Every client is subscribed: let the producers run on a little, then stop them.
+    let at_last_subscribe = *progress_rx.borrow();
+    progress_rx
+        .clone()
+        .wait_for(|p| *p >= at_last_subscribe + 30)
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let mut end = thinking(EXECUTION, 0);
+    end["metadata"] = json!({"end": true});
+    let last = broker.post_event(&end).await;
+    assert_eq!(
+        last,
+        *progress_rx.borrow() + 1,
+        "the end marker follows every accepted event"
+    );
+
+    for reader in readers {
+        let (from, replayed, got, mut client) = reader.await.unwrap();
+        let want: Vec<u64> = (from + 1..=last).collect();
+        let got_seqs = seqs(&got);
+        assert!(
+            got_seqs == want,
+            "fromSeq {from}: expected seqs {}..={last} once each in order, got {} events: {}",
+            from + 1,
+            got_seqs.len(),
+            describe_gaps(&got_seqs, from)
+        );
+        assert!(
+            replayed <= last - from,
+            "fromSeq {from}: replayed {replayed} > {}",
+            last - from
+        );
+        client.ping().await;
+    }
+}
+
+/// Where a list of seqs (which should be `from+1, from+2, …`) goes wrong.
+fn describe_gaps(got: &[u64], from: u64) -> String {
+    let mut expected = from + 1;
+    for (i, seq) in got.iter().enumerate() {
+        if *seq != expected {
+            let window = &got[i.saturating_sub(3)..(i + 3).min(got.len())];
+            return format!("at index {i} expected {expected}, got {seq} (around: {window:?})");
+        }
+        expected += 1;
+    }
+    format!("no wrong seq; it stops at {}", expected - 1)
+}
+
+/// With a 5-event buffer, 20 events, and `fromSeq` 2: the broker either
+/// replays 3..=20 completely (from its store) or refuses with
+/// `replay-unavailable`; it never delivers a run with a hole in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_that_cannot_be_served_is_refused_not_holed() {
+    let broker = Broker::builder().setting("BUFFER_SIZE", 5).start().await;
+    for n in 1..=20 {
+        broker.post_event(&thinking("exec-old", n)).await;
+    }
+    let mut client = broker.connect().await;
+    client
+        .send_json(&json!({"type": "subscribe", "executionId": "exec-old", "fromSeq": 2}))
+        .await;
+    let answer = client.next_json().await;
+    match answer["type"].as_str() {
+        Some("error") => {
+            assert_eq!(answer["code"], "replay-unavailable", "{answer}");
+            assert_eq!(
+                answer["executionId"], "exec-old",
+                "the error names the execution: {answer}"
+            );
+            client.ping().await;
+            // Not subscribed: a plain subscribe is still possible.
+            client.subscribe_execution("exec-old").await;
+        }
+        Some("subscribed") => {
+            assert_eq!(answer["replayed"], 18, "{answer}");
+            assert_eq!(seqs(&client.events(18).await), (3..=20).collect::<Vec<_>>());
+            client.ping().await;
+        }
+        _ => panic!("expected subscribed or replay-unavailable, got {answer}"),
+    }
+}
