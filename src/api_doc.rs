@@ -82,6 +82,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_lists_every_error_code() {
+        let readme = include_str!("../README.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", code.as_str())),
+                "README.md lacks {code:?}"
+            );
+        }
+    }
+
+    #[test]
     fn lists_every_type_and_code() {
         let doc = protocol();
         assert_eq!(doc["eventTypes"].as_array().unwrap().len(), 11);

@@ -35,6 +35,7 @@ pub struct Config {
     pub persist_batch_max: usize,
     pub persist_batch_ms: u64,
     pub persist_backlog_max: usize,
+    pub sqlite_busy_timeout_ms: u64,
     pub retention_max_age_secs: u64,
     pub retention_max_executions: u64,
     pub retention_interval_secs: u64,
@@ -114,6 +115,7 @@ impl Config {
             ("max_batch_events", self.max_batch_events as u64),
             ("persist_batch_max", self.persist_batch_max as u64),
             ("persist_backlog_max", self.persist_backlog_max as u64),
+            ("demo_pace_ms", self.demo_pace_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
@@ -234,6 +236,16 @@ mod tests {
         let err = load(&[], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("unknown setting `ws_prot`"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_variable() {
+        let readme = include_str!("../README.md");
+        let table: Table = DEFAULTS.parse().unwrap();
+        for key in table.keys() {
+            let row = format!("| `{key}` | `{}` |", env_name(key));
+            assert!(readme.contains(&row), "README.md lacks the row of {key}");
+        }
     }
 
     #[test]

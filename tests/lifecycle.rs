@@ -2,13 +2,13 @@
 //! client connected and drops a silent one (`heartbeat-timeout`, 4001); a
 //! client too slow to read is closed (`slow-consumer`, 4000) without
 //! disturbing a reading client of the same execution; and SIGTERM / SIGINT
-//! deliver every accepted event, close clients with 1001 and exit 0.
+//! deliver every accepted event, refuse producers with 503 while draining,
+//! close clients with 1001 and exit 0.
 
 mod common;
 
 use common::{seqs, thinking, Broker, Client, Frame};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,12 +65,10 @@ async fn the_heartbeat_keeps_readers_and_drops_silent_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_is_closed_without_disturbing_others() {
     const EXECUTION: &str = "exec-slow";
-    let broker = Arc::new(
-        Broker::builder()
-            .setting("SESSION_QUEUE_BYTES", 65536)
-            .start()
-            .await,
-    );
+    let broker = Broker::builder()
+        .setting("SESSION_QUEUE_BYTES", 65536)
+        .start()
+        .await;
     // A small receive buffer, so the broker's writes stall soon.
     let mut slow = broker.connect_small_buffer(8192).await;
     slow.subscribe_execution(EXECUTION).await;
@@ -90,25 +88,7 @@ async fn a_slow_consumer_is_closed_without_disturbing_others() {
         }
     });
 
-    let blob = "x".repeat(30_000);
-    let mut posted = 0u64;
-    loop {
-        // Four events of 30 KB, then a look at the counter.
-        for _ in 0..4 {
-            let mut e = thinking(EXECUTION, posted);
-            e["metadata"] = json!({"n": posted, "blob": blob});
-            posted += 1;
-            assert_eq!(broker.post_event(&e).await, posted);
-        }
-        let stats = broker.stats().await;
-        if stats["drops"]["slow-consumer"].as_u64() >= Some(1) {
-            break;
-        }
-        assert!(
-            posted < 2000,
-            "{posted} events of 30 KB and the stalled client is still not dropped: {stats}"
-        );
-    }
+    post_until_slow_consumer(&broker, EXECUTION).await;
 
     // The slow client reads now: whatever was in flight, then the verdict.
     let (messages, code) = slow.until_close().await;
@@ -135,7 +115,7 @@ async fn a_slow_consumer_is_closed_without_disturbing_others() {
     );
 
     // The reading client got everything, in order.
-    let mut end = thinking(EXECUTION, posted);
+    let mut end = thinking(EXECUTION, 0);
     end["metadata"] = json!({"end": true});
     let last_seq = broker.post_event(&end).await;
     let (got, mut reader) = reading.await.unwrap();
@@ -154,6 +134,31 @@ async fn a_slow_consumer_is_closed_without_disturbing_others() {
     broker
         .wait_for_stats("1 connection left", |s| s["connections"] == 1)
         .await;
+}
+
+/// Posts 30 KB events to `execution` until `/admin/stats` counts one
+/// slow-consumer drop; returns how many were posted. A stalled client of
+/// `execution` must exist.
+async fn post_until_slow_consumer(broker: &Broker, execution: &str) -> u64 {
+    let blob = "x".repeat(30_000);
+    let mut posted = 0u64;
+    loop {
+        // Four events of 30 KB, then a look at the counter.
+        for _ in 0..4 {
+            let mut e = thinking(execution, posted);
+            e["metadata"] = json!({"n": posted, "blob": blob});
+            posted += 1;
+            assert_eq!(broker.post_event(&e).await, posted);
+        }
+        let stats = broker.stats().await;
+        if stats["drops"]["slow-consumer"].as_u64() >= Some(1) {
+            return posted;
+        }
+        assert!(
+            posted < 2000,
+            "{posted} events of 30 KB and the stalled client is still not dropped: {stats}"
+        );
+    }
 }
 
 /// Subscribes, posts `count` events, signals; every event must arrive before a 1001 close, and the process must exit 0.
@@ -206,4 +211,41 @@ async fn sigterm_delivers_everything_accepted_then_closes_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_gracefully_too() {
     stops_gracefully_on(libc::SIGINT, 5).await;
+}
+
+/// While the broker drains, producers are refused with 503 `shutting-down`.
+/// A stalled slow consumer keeps its connection (and so the drain) open
+/// until it reads, which holds the broker in that state long enough to see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_get_503_while_the_broker_drains() {
+    let mut broker = Broker::builder()
+        .setting("SESSION_QUEUE_BYTES", 65536)
+        .start()
+        .await;
+    let mut stalled = broker.connect_small_buffer(8192).await;
+    stalled.subscribe_execution("exec-drain").await;
+    stalled.mute();
+    post_until_slow_consumer(&broker, "exec-drain").await;
+
+    broker.signal(libc::SIGTERM);
+    // Until the broker has handled the signal, posts may still be accepted.
+    let mut accepted = 0;
+    let (status, answer) = loop {
+        let (status, answer) = broker.post(&thinking("exec-late", accepted)).await;
+        if status != 202 {
+            break (status, answer);
+        }
+        accepted += 1;
+        assert!(
+            accepted < 1000,
+            "still accepting {accepted} posts after SIGTERM"
+        );
+    };
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "shutting-down", "{answer}");
+
+    let (_, code) = stalled.until_close().await;
+    assert!(code.is_some(), "the stalled client gets a close frame");
+    let status = broker.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
 }

@@ -334,15 +334,17 @@ impl Emitter {
                         .and_then(|s| s.conversation_id.as_deref())
                 });
             match known {
-                Some(existing) if existing != conversation => return Err(IngestError::at(
-                    index,
-                    ErrorCode::ConversationMismatch,
-                    None,
-                    format!(
+                Some(existing) if existing != conversation => {
+                    return Err(IngestError::at(
+                        index,
+                        ErrorCode::ConversationMismatch,
+                        None,
+                        format!(
                         "execution `{}` belongs to conversation `{existing}`, not `{conversation}`",
                         event.execution_id
                     ),
-                )),
+                    ))
+                }
                 _ => {
                     claimed.insert(&event.execution_id, conversation);
                 }

@@ -100,19 +100,7 @@ impl EmitterHandle {
     }
 
     /// `agent-start`: an agent begins.
-    pub fn agent_start(
-        &self,
-        execution_id: &str,
-        agent_id: &str,
-        department: Option<&str>,
-        prompt: Option<&str>,
-    ) {
-        let fields = AgentStart {
-            agent_id: agent_id.into(),
-            department: department.map(Into::into),
-            prompt: prompt.map(Into::into),
-            ..Default::default()
-        };
+    pub fn agent_start(&self, execution_id: &str, fields: AgentStart) {
         self.fire(execution_id, fields);
     }
 

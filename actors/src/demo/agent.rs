@@ -1,8 +1,10 @@
 //! The Agent actor: one specialist of one department in one execution, which
 //! thinks, calls tools and drafts its deliverable, and revises it on request.
 
-use super::{millis_since, rounded, Department, Execution, Prng, Specialist, Tally, Trouble};
-use crate::event::{AgentComplete, AgentEvent, ToolResult};
+use super::{
+    display_name, millis_since, rounded, Department, Execution, Prng, Specialist, Tally, Trouble,
+};
+use crate::event::{AgentComplete, AgentEvent, AgentStart, ToolResult};
 use actix::prelude::*;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -315,7 +317,13 @@ impl Script {
     async fn play(self, execution: Execution, agent_id: String, department: &str) -> AgentReport {
         let started = Instant::now();
         let (emitter, id) = (&execution.emitter, execution.id.as_str());
-        emitter.agent_start(id, &agent_id, Some(department), Some(&self.prompt));
+        let start = AgentStart {
+            agent_name: Some(display_name(&agent_id)),
+            agent_id: agent_id.clone(),
+            department: Some(department.into()),
+            prompt: Some(self.prompt.clone()),
+        };
+        emitter.agent_start(id, start);
         for step in self.steps {
             execution.pause(1).await;
             match step {

@@ -9,7 +9,7 @@
 use super::agent::{Agent, AgentReport, PerformTask, ReviseWork};
 use super::{mean, millis_since, rounded, score, Department, Execution, Prng, Specialist};
 use super::{Tally, Trouble};
-use crate::event::{AgentComplete, DepartmentComplete, DepartmentStart, QualityCheck};
+use crate::event::{AgentComplete, AgentStart, DepartmentComplete, DepartmentStart, QualityCheck};
 use crate::event::{ReviewStatus, ReviewVerdict};
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -166,7 +166,13 @@ impl Office {
             },
         );
         let prompt = format!("Coordinate the {} for: {brief}", department.name);
-        emitter.agent_start(id, head, Some(department.key), Some(&prompt));
+        let start = AgentStart {
+            agent_id: head.into(),
+            agent_name: Some(format!("{} Head", department.name)),
+            department: Some(department.key.into()),
+            prompt: Some(prompt),
+        };
+        emitter.agent_start(id, start);
         self.execution.pause(1).await;
         let roles: Vec<&str> = team.iter().map(|a| a.specialist.role).collect();
         let plan = format!("Relevance {relevance:.2}: assigning {}", roles.join(", "));

@@ -15,8 +15,9 @@
 //! much as the happy one, so the demo never leaves them to chance.
 //!
 //! Each actor draws its random choices before it plays them back at the
-//! configured pace, from a [`Prng`] forked off [`DemoConfig::seed`]: the same
-//! seed gives the same executions, whatever the timing.
+//! configured pace, from a generator forked off [`DemoConfig::seed`]: the same
+//! seed gives the same executions in the same order, and only the interleaving
+//! of concurrent work varies with timing.
 
 mod agent;
 mod department_head;
@@ -488,8 +489,40 @@ pub(crate) struct Trouble {
     pub weak_draft: bool,
 }
 
+/// A person-readable name from an agent ID: `story-plot-architect-001` → `Plot Architect`.
+pub(crate) fn display_name(agent_id: &str) -> String {
+    let words: Vec<&str> = agent_id.split('-').collect();
+    // Drop the department prefix and the numeric suffix the demo's IDs carry.
+    let core = match words.as_slice() {
+        [_, middle @ .., last]
+            if last.chars().all(|c| c.is_ascii_digit()) && !middle.is_empty() =>
+        {
+            middle
+        }
+        all => all,
+    };
+    core.iter()
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn display_names_read_well() {
+        assert_eq!(
+            super::display_name("story-plot-architect-001"),
+            "Plot Architect"
+        );
+        assert_eq!(super::display_name("editor"), "Editor");
+    }
+
     use super::*;
 
     #[test]

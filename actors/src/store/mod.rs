@@ -104,7 +104,7 @@ pub struct EventQuery {
     pub after_seq: u64,
     /// Only events with `seq < before_seq`, when set (replay reads up to the buffer).
     pub before_seq: Option<u64>,
-    /// Only these types, when set.
+    /// Only these types, when set (an empty list matches nothing, as in a `Filter`).
     pub types: Option<Vec<EventType>>,
     /// Only events whose `agentId` is this, when set.
     pub agent_id: Option<String>,

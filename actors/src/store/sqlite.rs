@@ -29,9 +29,10 @@ use tokio::sync::oneshot;
 /// newer broker is refused rather than misread.
 const SCHEMA_VERSION: i64 = 1;
 
-/// How long a connection waits for a lock another process holds (a second
-/// broker on the same `DATA_DIR`, a backup tool) before the operation fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection waits, by default, for a lock another process holds
+/// (a second broker on the same `DATA_DIR`, a backup tool) before the
+/// operation fails and the Persister retries it.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tables. `events.body` is the event's own JSON, which reads rebuild it
 /// from; the other columns are copies of what queries filter on. `executions`
@@ -132,22 +133,27 @@ impl SqliteStore {
     ///
     /// It blocks on the file while it sets up: call it at startup, not from an actor.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let store = Self::start(path).map_err(|failure| {
+        Self::open_with(path, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// As [`SqliteStore::open`], waiting at most `busy_timeout` for a lock.
+    pub fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+        let store = Self::start(path, busy_timeout).map_err(|failure| {
             StoreError::new(format!(
                 "sqlite: cannot open {}: {}",
                 path.display(),
                 failure.0
             ))
         })?;
-        log::info!("sqlite store open at {}", path.display());
+        log::debug!("sqlite store open at {}", path.display());
         Ok(store)
     }
 
-    fn start(path: &Path) -> Result<SqliteStore, Failure> {
+    fn start(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, Failure> {
         create_parent_dir(path)?;
         // The writer first: it creates the file and the schema the reader expects.
-        let writer = open_writer(path)?;
-        let reader = open_reader(path)?;
+        let writer = open_writer(path, busy_timeout)?;
+        let reader = open_reader(path, busy_timeout)?;
         Ok(SqliteStore {
             writer: Worker::spawn("sqlite-writer", writer)?,
             reader: Worker::spawn("sqlite-reader", reader)?,
@@ -323,9 +329,9 @@ fn create_parent_dir(path: &Path) -> Result<(), Failure> {
     }
 }
 
-fn open_writer(path: &Path) -> Result<Connection, Failure> {
+fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, Failure> {
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -341,7 +347,7 @@ fn open_writer(path: &Path) -> Result<Connection, Failure> {
     Ok(conn)
 }
 
-fn open_reader(path: &Path) -> Result<Connection, Failure> {
+fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, Failure> {
     // Read-write flags with `query_only`, rather than a read-only open: a
     // read-only connection to a WAL database has conditions on the `-shm`
     // file that a read-write one does not.
@@ -349,7 +355,7 @@ fn open_reader(path: &Path) -> Result<Connection, Failure> {
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "query_only", true)?;
     Ok(conn)
 }
