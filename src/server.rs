@@ -183,8 +183,9 @@ async fn open_store(config: &Config) -> io::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     let path = config.data_dir.join("events.db");
-    let store = SqliteStore::open(&path)
-        .map_err(|e| io::Error::other(format!("SQLite {}: {e}", path.display())))?;
+    let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
+    let store =
+        SqliteStore::open_with(&path, busy_timeout).map_err(|e| io::Error::other(e.to_string()))?;
     log::info!("store: SQLite at {}", path.display());
     Ok(Arc::new(store))
 }
