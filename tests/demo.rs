@@ -8,15 +8,30 @@ mod common;
 use common::{seqs, Broker, TYPES};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long to wait for one complete demo execution.
 const WHOLE_RUN: Duration = Duration::from_secs(90);
 
+/// Whether `id` is `demo-<unix secs>-<n>` with the seconds within a day of now.
 fn is_demo_id(id: &str) -> bool {
-    let mut parts = id.splitn(3, '-');
-    parts.next() == Some("demo")
-        && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let parts: Vec<&str> = id.split('-').collect();
+    let [prefix, secs, n] = parts[..] else {
+        return false;
+    };
+    let number = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    prefix == "demo"
+        && number(n).is_some()
+        && number(secs).is_some_and(|secs| secs.abs_diff(now) < 86_400)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::protocol::{PublishedEvent, Target};
-use crate::session::{Deliver, Registered, Session, Shutdown};
+use crate::session::{Deliver, Registered, Shutdown};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,14 +27,43 @@ use std::sync::Arc;
 /// A session's number, unique in this process.
 pub type SessionId = u64;
 
+/// How the Registry reaches a subscriber: any actor that takes these three
+/// messages (a WebSocket Session, a Server-Sent Events stream) can subscribe.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// Events for it.
+    pub deliver: Recipient<Deliver>,
+    /// Its registrations taking effect.
+    pub registered: Recipient<Registered>,
+    /// The broker stopping.
+    pub shutdown: Recipient<Shutdown>,
+}
+
+impl Subscriber {
+    /// The three recipients of one actor.
+    pub fn of<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<Deliver> + Handler<Registered> + Handler<Shutdown>,
+        A::Context: actix::dev::ToEnvelope<A, Deliver>
+            + actix::dev::ToEnvelope<A, Registered>
+            + actix::dev::ToEnvelope<A, Shutdown>,
+    {
+        Subscriber {
+            deliver: addr.clone().recipient(),
+            registered: addr.clone().recipient(),
+            shutdown: addr.clone().recipient(),
+        }
+    }
+}
+
 /// A new connection; the Registry can now reach it for shutdown.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
     /// The session.
     pub session: SessionId,
-    /// Its address.
-    pub addr: Addr<Session>,
+    /// How to reach it.
+    pub subscriber: Subscriber,
 }
 
 /// A connection is gone: forget it and all its subscriptions.
@@ -78,7 +107,7 @@ pub struct Publish(pub Vec<Arc<PublishedEvent>>);
 #[rtype(result = "usize")]
 pub struct CloseAll;
 
-struct Subscriber {
+struct Subscription {
     session: SessionId,
     filter: Filter,
 }
@@ -86,9 +115,9 @@ struct Subscriber {
 /// The Registry actor; see the module documentation.
 pub struct Registry {
     metrics: Metrics,
-    sessions: HashMap<SessionId, Addr<Session>>,
-    by_execution: HashMap<Arc<str>, Vec<Subscriber>>,
-    by_conversation: HashMap<Arc<str>, Vec<Subscriber>>,
+    sessions: HashMap<SessionId, Subscriber>,
+    by_execution: HashMap<Arc<str>, Vec<Subscription>>,
+    by_conversation: HashMap<Arc<str>, Vec<Subscription>>,
 }
 
 impl Registry {
@@ -102,7 +131,10 @@ impl Registry {
         }
     }
 
-    fn index_of(&mut self, target: &Target) -> (&mut HashMap<Arc<str>, Vec<Subscriber>>, Arc<str>) {
+    fn index_of(
+        &mut self,
+        target: &Target,
+    ) -> (&mut HashMap<Arc<str>, Vec<Subscription>>, Arc<str>) {
         match target {
             Target::Execution(id) => (&mut self.by_execution, id.clone()),
             Target::Conversation(id) => (&mut self.by_conversation, id.clone()),
@@ -153,7 +185,7 @@ impl Handler<Connect> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
-        self.sessions.insert(msg.session, msg.addr);
+        self.sessions.insert(msg.session, msg.subscriber);
     }
 }
 
@@ -175,15 +207,19 @@ impl Handler<Subscribe> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        let Some(addr) = self.sessions.get(&msg.session).cloned() else {
+        let Some(registered) = self
+            .sessions
+            .get(&msg.session)
+            .map(|s| s.registered.clone())
+        else {
             return; // the session is already gone
         };
         let (index, key) = self.index_of(&msg.target);
-        index.entry(key).or_default().push(Subscriber {
+        index.entry(key).or_default().push(Subscription {
             session: msg.session,
             filter: msg.filter,
         });
-        addr.do_send(Registered(msg.target));
+        registered.do_send(Registered(msg.target));
     }
 }
 
@@ -201,7 +237,7 @@ impl Handler<Publish> for Registry {
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
         for (session, events) in self.route(&msg.0) {
             match self.sessions.get(&session) {
-                Some(addr) => addr.do_send(Deliver(events)),
+                Some(subscriber) => subscriber.deliver.do_send(Deliver(events)),
                 None => self.metrics.drop("session-gone", events.len() as u64),
             }
         }
@@ -212,8 +248,8 @@ impl Handler<CloseAll> for Registry {
     type Result = usize;
 
     fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
-        for addr in self.sessions.values() {
-            addr.do_send(Shutdown);
+        for subscriber in self.sessions.values() {
+            subscriber.shutdown.do_send(Shutdown);
         }
         self.sessions.len()
     }
@@ -258,7 +294,7 @@ mod tests {
         index
             .entry(key)
             .or_default()
-            .push(Subscriber { session, filter });
+            .push(Subscription { session, filter });
     }
 
     #[test]

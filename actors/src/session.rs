@@ -172,13 +172,18 @@ pub struct Session {
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// A new subscriber's number, unique in this process (WebSocket and SSE alike).
+pub fn next_session_id() -> SessionId {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Session {
     fn start(
         transport: actix_ws::Session,
         stream: AggregatedMessageStream,
         deps: SessionDeps,
     ) -> Addr<Session> {
-        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let id = next_session_id();
         Session::create(move |ctx| {
             ctx.add_stream(stream);
             Session {
@@ -593,7 +598,7 @@ impl Actor for Session {
         self.deps.metrics.connections.inc();
         self.deps.registry.do_send(registry::Connect {
             session: self.id,
-            addr: ctx.address(),
+            subscriber: registry::Subscriber::of(&ctx.address()),
         });
         self.send_text(connected_frame(&self.client_id));
         ctx.run_interval(self.deps.config.heartbeat_interval, |session, ctx| {

@@ -361,6 +361,13 @@ impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
+            // Reap it (briefly) so that it writes nothing into the directory removed below.
+            for _ in 0..200 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         if std::thread::panicking() {
             eprintln!("--- broker on port {} wrote:\n{}", self.port, self.output());
