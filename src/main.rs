@@ -5,8 +5,10 @@
 
 mod api_doc;
 mod config;
+mod monitor;
 mod routes;
 mod server;
+mod sse;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

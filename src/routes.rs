@@ -4,8 +4,8 @@
 //! code from [`ErrorCode`], plus `field`, `rule` and `index` when one event of
 //! a batch is at fault, so a producer can fix exactly that.
 
-use crate::api_doc;
 use crate::server::Broker;
+use crate::{api_doc, monitor, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use agent_events_actors::emitter::{Ingest, IngestError};
@@ -34,7 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/ws", web::get().to(protocol_doc))
         .route("/health", web::get().to(health))
         .route("/admin/stats", web::get().to(admin_stats))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(monitor::configure)
+        .configure(sse::configure);
 }
 
 /// An HTTP error with its stable code.
@@ -124,7 +126,7 @@ impl ResponseError for ApiError {
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-/// `/`: the seed's WebSocket endpoint; a plain browser visit gets a pointer.
+/// `/`: the seed's WebSocket endpoint; a plain browser visit gets the monitor.
 async fn root(
     req: HttpRequest,
     body: web::Payload,
@@ -133,10 +135,7 @@ async fn root(
     if is_websocket_upgrade(&req) {
         return session::upgrade(&req, body, broker.session_deps.clone());
     }
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(
-        "agent-events broker\n\nWebSocket: ws://HOST/ (or /ws); send {\"type\":\"subscribe\",\"executionId\":\"…\"}\n\
-         Protocol: GET /api/ws   Health: GET /health   Stats: GET /admin/stats\n",
-    ))
+    Ok(monitor::index())
 }
 
 async fn websocket(
