@@ -48,7 +48,7 @@ const READY: &str = "listening on http://127.0.0.1:";
 
 // ---------------------------------------------------------------- the broker
 
-/// How to start a broker: settings (`AGENT_EVENTS_<KEY>`), other env, arguments.
+/// How to start a broker: settings (`AGENT_EVENTS_<KEY>`) and arguments.
 #[derive(Default)]
 pub struct BrokerBuilder {
     env: Vec<(String, String)>,
