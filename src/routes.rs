@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use agent_events_actors::emitter::{Ingest, IngestError};
 use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
 use agent_events_actors::protocol::ErrorCode;
+use agent_events_actors::redis_subscriber::ClusterView;
 use agent_events_actors::session;
 use agent_events_actors::store::{EventQuery, ExecutionQuery, ExecutionStatus, StoreError};
 use chrono::{DateTime, Utc};
@@ -407,12 +408,21 @@ async fn health(broker: web::Data<Broker>) -> HttpResponse {
         "error": failing,
         "backlog": broker.backlog.len(),
     });
-    let status = if failing.is_some() { "degraded" } else { "ok" };
+    let redis_failing = broker.cluster.as_ref().and_then(|c| c.health.failing());
+    let redis = match &broker.cluster {
+        None => json!({"state": "disabled"}),
+        Some(cluster) => json!({
+            "state": if redis_failing.is_some() { "failing" } else { "ok" },
+            "error": redis_failing,
+            "nodeId": cluster.node_id,
+        }),
+    };
+    let degraded = failing.is_some() || redis_failing.is_some();
     HttpResponse::Ok().json(json!({
-        "status": status,
+        "status": if degraded { "degraded" } else { "ok" },
         "uptimeSecs": broker.started_at.elapsed().as_secs(),
         "store": store,
-        "redis": {"state": "disabled"},
+        "redis": redis,
     }))
 }
 
@@ -422,6 +432,15 @@ async fn admin_stats(broker: web::Data<Broker>) -> HttpResponse {
     stats["storeBacklog"] = json!(broker.backlog.len());
     stats["uptimeSecs"] = json!(broker.started_at.elapsed().as_secs());
     stats["now"] = json!(format_timestamp(Utc::now()));
+    if let Some(cluster) = &broker.cluster {
+        let nodes = cluster
+            .subscriber
+            .send(ClusterView)
+            .await
+            .unwrap_or_default();
+        stats["node"] = json!(cluster.node_id);
+        stats["clusterNodes"] = json!(nodes);
+    }
     HttpResponse::Ok().json(stats)
 }
 

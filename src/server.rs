@@ -20,6 +20,8 @@ use agent_events_actors::emitter::{Emitter, EmitterConfig, StopAccepting, Storag
 use agent_events_actors::history::History;
 use agent_events_actors::metrics::Metrics;
 use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
+use agent_events_actors::redis_sequencer::{ClusterKeys, RedisSequencer};
+use agent_events_actors::redis_subscriber::{RedisHealth, RedisSubscriber, SubscriberConfig};
 use agent_events_actors::registry::{CloseAll, Registry};
 use agent_events_actors::session::{SessionConfig, SessionDeps};
 use agent_events_actors::store::mongo;
@@ -27,6 +29,7 @@ use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{Retention, Store};
 use agent_events_actors::EmitterHandle;
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,11 +54,29 @@ pub struct Broker {
     pub session_deps: SessionDeps,
     /// When the broker started.
     pub started_at: Instant,
+    /// In cluster mode, this node's Redis-subscriber and its link's state.
+    pub cluster: Option<Cluster>,
+}
+
+/// This node's part of the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Reads the cluster's stream; also answers the cluster view.
+    pub subscriber: Addr<RedisSubscriber>,
+    /// Whether Redis is reachable.
+    pub health: Arc<RedisHealth>,
+    /// This node's name.
+    pub node_id: String,
 }
 
 impl Broker {
-    /// Starts the actors around `store`.
-    fn start(config: Config, store: Arc<dyn Store>) -> Broker {
+    /// Starts the actors around `store`; joins the cluster when `redis` is given.
+    fn start(
+        config: Config,
+        store: Arc<dyn Store>,
+        redis: Option<redis::Client>,
+        local: SocketAddr,
+    ) -> Broker {
         let metrics = Metrics::new();
         let backlog = Backlog::new(config.persist_backlog_max);
         let persister = Persister::new(
@@ -71,13 +92,48 @@ impl Broker {
             persister: persister.clone(),
             backlog: backlog.clone(),
         };
-        let emitter = Emitter::new(
+        let node_id = node_id(&config, local);
+        let keys = ClusterKeys::new(&config.redis_key_prefix);
+        let mut emitter = Emitter::new(
             emitter_config(&config),
             registry.clone(),
             Some(storage),
             metrics.clone(),
-        )
-        .start();
+        );
+        if let Some(client) = &redis {
+            let sequencer = RedisSequencer::new(
+                client.clone(),
+                keys.clone(),
+                &node_id,
+                config.redis_stream_max_len,
+            );
+            emitter = emitter.with_sequencer(sequencer);
+        }
+        let emitter = emitter.start();
+        let cluster = redis.map(|client| {
+            let health = Arc::new(RedisHealth::default());
+            let subscriber_config = SubscriberConfig {
+                node_id: node_id.clone(),
+                advertised: local.to_string(),
+                keys,
+                prefix: config.redis_key_prefix.clone(),
+            };
+            let subscriber = RedisSubscriber::new(
+                client,
+                subscriber_config,
+                emitter.clone(),
+                Some(store.clone()),
+                metrics.clone(),
+                health.clone(),
+            )
+            .start();
+            log::info!("cluster mode: node {node_id}");
+            Cluster {
+                subscriber,
+                health,
+                node_id,
+            }
+        });
         let session_deps = SessionDeps {
             config: session_config(&config),
             registry: registry.clone(),
@@ -98,6 +154,7 @@ impl Broker {
             metrics,
             session_deps,
             started_at: Instant::now(),
+            cluster,
         }
     }
 
@@ -141,6 +198,15 @@ impl Broker {
                 actix_web::rt::time::sleep(every).await;
             }
         });
+    }
+}
+
+/// The configured node name, or `ADDR:PORT-PID`: unique on one machine and readable.
+fn node_id(config: &Config, local: SocketAddr) -> String {
+    if config.node_id.is_empty() {
+        format!("{local}-{}", std::process::id())
+    } else {
+        config.node_id.clone()
     }
 }
 
@@ -192,11 +258,16 @@ async fn open_store(config: &Config) -> io::Result<Arc<dyn Store>> {
 
 /// Runs the broker until a signal has stopped it gracefully.
 pub async fn run(config: Config, demo: bool) -> io::Result<()> {
-    if config.redis_url().is_some() {
-        log::warn!("REDIS_URL is set but cluster mode is not available in this build; running as a single node");
-    }
+    let redis = config
+        .redis_url()
+        .map(redis::Client::open)
+        .transpose()
+        .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))?;
     let store = open_store(&config).await?;
-    let broker = Broker::start(config, store);
+    // Bound before the actors start, so the node can announce its real address.
+    let listener = TcpListener::bind((config.bind_addr.as_str(), config.ws_port))?;
+    let local = listener.local_addr()?;
+    let broker = Broker::start(config, store, redis, local);
     broker.schedule_retention();
     let state = web::Data::new(broker.clone());
     let max_body = broker.config.max_body_bytes;
@@ -210,7 +281,7 @@ pub async fn run(config: Config, demo: bool) -> io::Result<()> {
     // the sessions have delivered what was accepted.
     .disable_signals()
     .shutdown_timeout(broker.config.shutdown_timeout_ms.div_ceil(1000))
-    .bind((broker.config.bind_addr.as_str(), broker.config.ws_port))?;
+    .listen(listener)?;
     for addr in server.addrs() {
         log::info!("agent-events listening on http://{addr}");
     }

@@ -23,6 +23,7 @@ use crate::event::{AgentEvent, ValidationError};
 use crate::metrics::Metrics;
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
+use crate::redis_sequencer::{Draft, RedisSequencer};
 use crate::registry::{Publish, Registry};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
@@ -158,6 +159,12 @@ pub struct BufferedEvents {
     pub oldest_buffered: Option<u64>,
 }
 
+/// Events sequenced by the cluster (read from its stream by the
+/// Redis-subscriber), in seq order per execution: buffer, publish, store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
+
 /// Stop accepting events: every later `Ingest` gets `shutting-down`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -197,6 +204,8 @@ pub struct Emitter {
     config: EmitterConfig,
     registry: Addr<Registry>,
     storage: Option<Storage>,
+    /// In cluster mode, where seqs come from; `None` on a single node.
+    sequencer: Option<RedisSequencer>,
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
     accepting: bool,
@@ -214,10 +223,17 @@ impl Emitter {
             config,
             registry,
             storage,
+            sequencer: None,
             metrics,
             executions: HashMap::new(),
             accepting: true,
         }
+    }
+
+    /// Cluster mode: seqs come from Redis, and events come back through [`Sequenced`].
+    pub fn with_sequencer(mut self, sequencer: RedisSequencer) -> Self {
+        self.sequencer = Some(sequencer);
+        self
     }
 
     /// Executions of this batch whose seq counter must first come from the store.
@@ -261,26 +277,33 @@ impl Emitter {
         }
     }
 
-    /// Seeds what must be seeded (holding the mailbox), then accepts the batch.
+    /// Seeds what must be seeded, then accepts the batch: here on a single
+    /// node, through Redis in a cluster. Run as an atomic response (the
+    /// mailbox held), so no later batch can overtake this one.
     fn accept(
         &mut self,
         events: Vec<AgentEvent>,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let unseeded = self.unseeded(&events);
         let seeds = self.read_seeds(unseeded);
-        Box::pin(seeds.into_actor(self).map(move |seeds, emitter, _| {
-            let seeds = seeds.map_err(|err| {
-                IngestError::whole(
-                    ErrorCode::StoreUnavailable,
-                    format!("cannot read the last seq from the store: {err}"),
-                )
-            });
-            let result = seeds.and_then(|seeds| {
+        let accepted = seeds.into_actor(self).then(move |seeds, emitter, _| {
+            let seeded = seeds.map(|seeds| {
                 for (execution_id, last_seq) in seeds {
                     emitter.seed(execution_id, last_seq);
                 }
-                emitter.ingest(events)
             });
+            let next: ResponseActFuture<Self, Result<Receipt, IngestError>> =
+                match (seeded, emitter.sequencer.clone()) {
+                    (Err(err), _) => Box::pin(fut::ready(Err(IngestError::whole(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot read the last seq from the store: {err}"),
+                    )))),
+                    (Ok(()), None) => Box::pin(fut::ready(emitter.ingest(events))),
+                    (Ok(()), Some(sequencer)) => emitter.publish_to_cluster(events, sequencer),
+                };
+            next
+        });
+        Box::pin(accepted.map(|result, emitter, _| {
             if let Err(err) = &result {
                 emitter
                     .metrics
@@ -290,6 +313,77 @@ impl Emitter {
             }
             result
         }))
+    }
+
+    /// Cluster mode: Redis assigns the seqs; the events come back through the stream.
+    fn publish_to_cluster(
+        &mut self,
+        events: Vec<AgentEvent>,
+        sequencer: RedisSequencer,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        let drafts = match self.drafts(events) {
+            Ok(drafts) => drafts,
+            Err(err) => return Box::pin(fut::ready(Err(err))),
+        };
+        let publish = async move { sequencer.publish(&drafts).await };
+        Box::pin(
+            publish
+                .into_actor(self)
+                .map(|result, emitter, _| match result {
+                    Ok(seqs) => Ok(Receipt {
+                        accepted: seqs.into_iter().map(|seq| Accepted { seq }).collect(),
+                        durable: None,
+                    }),
+                    Err(err) => {
+                        emitter
+                            .metrics
+                            .cluster
+                            .with_label_values(&["publish-failed"])
+                            .inc();
+                        Err(IngestError::whole(
+                            ErrorCode::RedisUnavailable,
+                            format!("cannot reach Redis to sequence the events: {err}"),
+                        ))
+                    }
+                }),
+        )
+    }
+
+    /// The batch, checked, as the sequencer's drafts: stamped, with the node's floor.
+    fn drafts(&self, events: Vec<AgentEvent>) -> Result<Vec<Draft>, IngestError> {
+        self.check_batch(&events)?;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut event)| {
+                let state = self.executions.get(event.execution_id.as_str());
+                if event.conversation_id.is_none() {
+                    event.conversation_id = state.and_then(|s| s.conversation_id.clone());
+                }
+                event.timestamp.get_or_insert_with(Utc::now);
+                let body = serde_json::to_string(&event).expect("an event always serializes");
+                if body.len() > self.config.max_event_bytes + FRAME_OVERHEAD {
+                    return Err(self.too_large(index));
+                }
+                Ok(Draft {
+                    floor: state.map_or(0, |s| s.last_seq),
+                    execution_id: event.execution_id,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    fn too_large(&self, index: usize) -> IngestError {
+        IngestError::at(
+            index,
+            ErrorCode::PayloadTooLarge,
+            None,
+            format!(
+                "event is larger than the {} byte limit once serialized",
+                self.config.max_event_bytes
+            ),
+        )
     }
 
     /// Checks the whole batch before anything is sequenced, so a batch is all or nothing.
@@ -376,15 +470,7 @@ impl Emitter {
             event.timestamp.get_or_insert_with(Utc::now);
             let item = PublishedEvent::new(event);
             if item.frame.len() > self.config.max_event_bytes + FRAME_OVERHEAD {
-                return Err(IngestError::at(
-                    index,
-                    ErrorCode::PayloadTooLarge,
-                    None,
-                    format!(
-                        "event is larger than the {} byte limit once serialized",
-                        self.config.max_event_bytes
-                    ),
-                ));
+                return Err(self.too_large(index));
             }
             next_seq.insert(key, seq);
             published.push(item);
@@ -401,7 +487,7 @@ impl Emitter {
                 .executions
                 .entry(key)
                 .or_insert_with(ExecutionState::empty);
-            state.last_seq = item.seq;
+            state.last_seq = state.last_seq.max(item.seq);
             state.last_event_at = now;
             if state.conversation_id.is_none() {
                 state.conversation_id = item.event.conversation_id.clone();
@@ -428,19 +514,33 @@ impl Emitter {
     fn ingest(&mut self, events: Vec<AgentEvent>) -> Result<Receipt, IngestError> {
         self.check_batch(&events)?;
         let published = self.sequence(events)?;
-        self.commit(&published);
         let accepted = published.iter().map(|p| Accepted { seq: p.seq }).collect();
+        let durable = self.hand_on(published, true);
+        Ok(Receipt { accepted, durable })
+    }
+
+    /// Buffers sequenced events, publishes them, then stores them; with
+    /// `wait`, returns what resolves once they are durable.
+    fn hand_on(
+        &mut self,
+        published: Vec<Arc<PublishedEvent>>,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
+        self.commit(&published);
         // Live first: the Registry never waits for the store.
         self.registry.do_send(Publish(published.clone()));
-        let durable = self.storage.as_ref().map(|storage| {
+        let storage = self.storage.as_ref()?;
+        let (ack, durable) = if wait {
             let (ack, durable) = oneshot::channel();
-            storage.persister.do_send(Persist {
-                events: published,
-                ack: Some(ack),
-            });
-            durable
+            (Some(ack), Some(durable))
+        } else {
+            (None, None)
+        };
+        storage.persister.do_send(Persist {
+            events: published,
+            ack,
         });
-        Ok(Receipt { accepted, durable })
+        durable
     }
 
     /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
@@ -551,6 +651,15 @@ impl Handler<ReadBuffer> for Emitter {
             last_seq: state.last_seq,
             oldest_buffered: state.buffer.front().map(|e| e.seq),
         })
+    }
+}
+
+impl Handler<Sequenced> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
+        // A cluster 202 means "in Redis" (README): nobody waits for this store write.
+        self.hand_on(msg.0, false);
     }
 }
 

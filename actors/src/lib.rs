@@ -6,11 +6,15 @@
 //! - [`handle`]: the typed way in for Rust code ([`EmitterHandle`]).
 //! - [`emitter`]: the Emitter actor: validate, `seq`, `timestamp`, per-execution buffer.
 //! - [`persister`]: the Persister actor: group commit to the store, acks once durable.
+//! - [`redis_sequencer`]: cluster mode: `seq` assigned and the event appended in Redis, atomically.
+//! - [`redis_subscriber`]: the Redis-subscriber actor: reads the cluster's stream into this node.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
+//! - [`sse_stream`]: the SseStream actor, one per Server-Sent Events response.
 //! - [`history`]: where a `fromSeq` replay reads the events a client missed.
 //! - [`protocol`]: the WebSocket messages, error codes and close codes.
 //! - [`filter`]: subscription filters by type, agent and department.
+//! - [`ag_ui`]: how our event types map to AG-UI protocol events.
 //! - [`store`]: the store interface and its SQLite and MongoDB backends.
 //! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
 //! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
@@ -19,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ag_ui;
 pub mod demo;
 pub mod emitter;
 pub mod event;
@@ -28,8 +33,11 @@ pub mod history;
 pub mod metrics;
 pub mod persister;
 pub mod protocol;
+pub mod redis_sequencer;
+pub mod redis_subscriber;
 pub mod registry;
 pub mod session;
+pub mod sse_stream;
 pub mod store;
 
 pub use handle::EmitterHandle;

@@ -26,6 +26,24 @@ pub const DROP_REASONS: [&str; 6] = [
     "store-backlog-full",
 ];
 
+/// What happened on the cluster's stream; the `event` label of `cluster`.
+pub const CLUSTER_EVENTS: [&str; 7] = [
+    // the stream reader reconnected to Redis after a failure
+    "reconnect",
+    // an event this node had already passed on (after a reconnect or a restart)
+    "duplicate-dropped",
+    // missing seqs found in the store and passed on in order
+    "gap-filled",
+    // missing seqs nobody had: passed on with the hole, subscribers resume with fromSeq
+    "gap-unfilled",
+    // Redis came back empty: the stream was read from its start again
+    "stream-reset",
+    // an entry that could not be read as an event
+    "unreadable-entry",
+    // a producer's publish to Redis failed (503 redis-unavailable)
+    "publish-failed",
+];
+
 /// The broker's figures.
 #[derive(Clone)]
 pub struct Metrics {
@@ -56,6 +74,8 @@ pub struct Metrics {
     pub store_batches: IntCounter,
     /// Store writes that failed and were retried.
     pub store_retries: IntCounter,
+    /// Cluster stream events, by kind (see [`CLUSTER_EVENTS`]).
+    pub cluster: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -130,6 +150,12 @@ impl Metrics {
             events_stored: counter("events_stored", "Events committed to the store"),
             store_batches: counter("store_batches", "Batches committed to the store"),
             store_retries: counter("store_retries", "Store writes that failed and were retried"),
+            cluster: labelled(
+                "cluster",
+                "Cluster stream events, by kind",
+                "event",
+                &CLUSTER_EVENTS,
+            ),
             registry,
         }
     }
@@ -164,6 +190,7 @@ impl Metrics {
             "eventsRejected": by_label(&self.events_rejected, error_codes()),
             "drops": by_label(&self.drops, DROP_REASONS),
             "clientErrors": by_label(&self.client_errors, error_codes()),
+            "cluster": by_label(&self.cluster, CLUSTER_EVENTS),
         })
     }
 }

@@ -57,13 +57,15 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// No such execution (HTTP 404).
     NotFound,
+    /// Cluster mode cannot reach Redis to sequence the event; retry later.
+    RedisUnavailable,
     /// Something failed inside the broker; the message says what.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for the documentation endpoint and the README.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadRequest,
@@ -82,6 +84,7 @@ impl ErrorCode {
         ErrorCode::ConversationMismatch,
         ErrorCode::StoreUnavailable,
         ErrorCode::NotFound,
+        ErrorCode::RedisUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::ConversationMismatch => "conversation-mismatch",
             ErrorCode::StoreUnavailable => "store-unavailable",
             ErrorCode::NotFound => "not-found",
+            ErrorCode::RedisUnavailable => "redis-unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -116,7 +120,9 @@ impl ErrorCode {
             ErrorCode::SlowConsumer | ErrorCode::HeartbeatTimeout | ErrorCode::ShuttingDown => {
                 "connection closed: reconnect with backoff and resubscribe with fromSeq"
             }
-            ErrorCode::StoreUnavailable | ErrorCode::Internal => "retry later with backoff",
+            ErrorCode::StoreUnavailable | ErrorCode::RedisUnavailable | ErrorCode::Internal => {
+                "retry later with backoff"
+            }
             ErrorCode::ReplayUnavailable => {
                 "read history over HTTP, then subscribe without fromSeq"
             }

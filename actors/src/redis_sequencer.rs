@@ -1,0 +1,162 @@
+//! The cluster's sequencer: assigns `seq` in Redis and appends the event to
+//! the cluster's stream, atomically, in one Lua script.
+//!
+//! Why a script and a Stream rather than Pub/Sub (DESIGN-NOTES.md): the
+//! script makes "next seq" and "append" one step, so stream order equals seq
+//! order for every execution, whichever node produced; and a Stream keeps
+//! what it was given, so a node that lost its connection reads on from the
+//! last entry it processed instead of losing what was published meanwhile.
+//!
+//! A counter missing in Redis (a flush, a failover to a replica that lagged)
+//! must not restart an execution at 1: every call carries the node's own
+//! `floor` for the execution (the highest seq it has stored or seen), and the
+//! script never assigns a seq at or below it.
+
+use redis::aio::MultiplexedConnection;
+use redis::{Client, RedisError, Script};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `seq = max(counter, floor) + 1`, then `XADD` with it. Both keys share one
+/// hash tag, so the script also runs on Redis Cluster.
+const PUBLISH_SCRIPT: &str = r#"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local floor = tonumber(ARGV[2])
+if current < floor then current = floor end
+local seq = current + 1
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[1], 's', seq, 'b', ARGV[3], 'n', ARGV[5])
+return seq
+"#;
+
+/// Where the cluster keeps its counters and its stream.
+///
+/// Both keys share the hash tag `{agent-events}`: the script touches both, and
+/// Redis Cluster runs a script only on keys of one slot.
+#[derive(Debug, Clone)]
+pub struct ClusterKeys {
+    /// Hash of `executionId → last seq`.
+    pub counters: String,
+    /// The stream every node reads.
+    pub stream: String,
+}
+
+impl ClusterKeys {
+    /// The keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        ClusterKeys {
+            counters: format!("{prefix}:{{agent-events}}:seq"),
+            stream: format!("{prefix}:{{agent-events}}:events"),
+        }
+    }
+}
+
+/// One event to publish: its execution, the node's floor for it, and its JSON (no seq).
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The execution.
+    pub execution_id: String,
+    /// The highest seq this node knows for it.
+    pub floor: u64,
+    /// The event's JSON without `seq`.
+    pub body: String,
+}
+
+/// Publishes events through the script; cheap to clone.
+#[derive(Clone)]
+pub struct RedisSequencer {
+    client: Client,
+    keys: ClusterKeys,
+    node_id: Arc<str>,
+    stream_max_len: u64,
+    script: Script,
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+}
+
+/// How long one Redis round trip may take before the publish fails.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisSequencer {
+    /// A sequencer for the Redis at `client`, publishing as `node_id`.
+    pub fn new(client: Client, keys: ClusterKeys, node_id: &str, stream_max_len: u64) -> Self {
+        RedisSequencer {
+            client,
+            keys,
+            node_id: node_id.into(),
+            stream_max_len,
+            script: Script::new(PUBLISH_SCRIPT),
+            connection: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let cached = self.connection.lock().expect("sequencer lock").clone();
+        if let Some(connection) = cached {
+            return Ok(connection);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_connection_timeout(CONNECT_TIMEOUT);
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.script
+            .prepare_invoke()
+            .load_async(&mut connection)
+            .await?;
+        *self.connection.lock().expect("sequencer lock") = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn forget_connection(&self) {
+        *self.connection.lock().expect("sequencer lock") = None;
+    }
+
+    /// Publishes the drafts in order, in one round trip; returns their seqs.
+    ///
+    /// A cached connection that Redis dropped (a restart, `CLIENT KILL`) fails
+    /// at once, before anything is sent: that failure, and a script Redis
+    /// forgot, are retried once on a fresh connection. Any other failure is
+    /// returned: retrying after a timeout could publish an event twice.
+    pub async fn publish(&self, drafts: &[Draft]) -> Result<Vec<u64>, RedisError> {
+        match self.try_publish(drafts).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::NoScriptError || err.is_connection_dropped() =>
+            {
+                self.forget_connection();
+                let retried = self.try_publish(drafts).await;
+                if retried.is_err() {
+                    self.forget_connection();
+                }
+                retried
+            }
+            Err(err) => {
+                self.forget_connection();
+                Err(err)
+            }
+            ok => ok,
+        }
+    }
+
+    async fn try_publish(&self, drafts: &[Draft]) -> Result<Vec<u64>, RedisError> {
+        let mut connection = self.connect().await?;
+        let mut pipeline = redis::pipe();
+        for draft in drafts {
+            pipeline
+                .cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(2)
+                .arg(&self.keys.counters)
+                .arg(&self.keys.stream)
+                .arg(&draft.execution_id)
+                .arg(draft.floor)
+                .arg(&draft.body)
+                .arg(self.stream_max_len)
+                .arg(&*self.node_id);
+        }
+        pipeline.query_async(&mut connection).await
+    }
+}

@@ -1,0 +1,484 @@
+//! The Redis-subscriber actor: reads the cluster's stream and hands every
+//! event, once and in seq order, to this node's Emitter, which buffers,
+//! publishes to the Registry and stores it exactly as it does a local event.
+//!
+//! # One delivery path
+//! Every node, the origin included, learns of an event only from the stream,
+//! so every node's subscribers see the same events in the same order.
+//!
+//! # Exactly once, in order
+//! A reader task reads with `XREAD BLOCK` from the last stream ID it handed
+//! over. After a disconnect it reconnects with exponential backoff and reads
+//! on from that ID: nothing published meanwhile is skipped. If Redis came back
+//! empty (restart without persistence, flush), the stream's IDs start over
+//! below ours; the reader notices and reads from the start again. Per
+//! execution this actor keeps the last seq it passed on: a seq at or below it
+//! is a duplicate and is dropped; a jump is a gap, filled from the store when
+//! the store has the missing events (a shared MongoDB), else passed on and
+//! counted. Every one of these is counted in `/admin/stats`.
+
+use crate::emitter::{Emitter, Sequenced};
+use crate::event::AgentEvent;
+use crate::metrics::Metrics;
+use crate::protocol::PublishedEvent;
+use crate::redis_sequencer::ClusterKeys;
+use crate::store::{EventQuery, Store};
+use actix::prelude::*;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, Client, RedisError, Value as RedisValue};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The state of this node's link to Redis, for `/health`.
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    state: Mutex<Option<String>>,
+}
+
+impl RedisHealth {
+    /// `None` while connected; the last error while not.
+    pub fn failing(&self) -> Option<String> {
+        self.state.lock().expect("redis health lock").clone()
+    }
+
+    fn set(&self, error: Option<String>) {
+        *self.state.lock().expect("redis health lock") = error;
+    }
+}
+
+/// How the subscriber reads and announces.
+#[derive(Debug, Clone)]
+pub struct SubscriberConfig {
+    /// This node's name in the cluster.
+    pub node_id: String,
+    /// The address clients reach this node at, for the cluster view.
+    pub advertised: String,
+    /// Where the stream is.
+    pub keys: ClusterKeys,
+    /// Key prefix of node announcements.
+    pub prefix: String,
+}
+
+/// Entries read from the stream, in stream order; answered once handed on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StreamEntries(pub Vec<StreamId>);
+
+/// The nodes of the cluster as they last announced themselves.
+#[derive(Message)]
+#[rtype(result = "Vec<Value>")]
+pub struct ClusterView;
+
+/// The Redis-subscriber actor; see the module documentation.
+pub struct RedisSubscriber {
+    client: Client,
+    config: SubscriberConfig,
+    emitter: Addr<Emitter>,
+    store: Option<Arc<dyn Store>>,
+    metrics: Metrics,
+    health: Arc<RedisHealth>,
+    last_seq: HashMap<String, (u64, Instant)>,
+    started_at: Instant,
+}
+
+/// First reconnect after this; doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Reconnects never wait longer than this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one `XREAD` blocks; also bounds how late a shutdown is noticed.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Entries read at once.
+const READ_COUNT: usize = 512;
+/// How often the node announces itself, and how long an announcement lives.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+const ANNOUNCE_TTL_SECS: u64 = 15;
+/// Executions idle this long are forgotten (the store seeds them again).
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+impl RedisSubscriber {
+    /// A subscriber feeding `emitter`, filling gaps from `store`.
+    pub fn new(
+        client: Client,
+        config: SubscriberConfig,
+        emitter: Addr<Emitter>,
+        store: Option<Arc<dyn Store>>,
+        metrics: Metrics,
+        health: Arc<RedisHealth>,
+    ) -> Self {
+        RedisSubscriber {
+            client,
+            config,
+            emitter,
+            store,
+            metrics,
+            health,
+            last_seq: HashMap::new(),
+            started_at: Instant::now(),
+        }
+    }
+
+    fn count(&self, what: &str, n: u64) {
+        self.metrics.cluster.with_label_values(&[what]).inc_by(n);
+    }
+
+    /// Parses entries into events; an unreadable entry is logged, counted and skipped.
+    fn parse(&self, entries: Vec<StreamId>) -> Vec<AgentEvent> {
+        entries
+            .into_iter()
+            .filter_map(|entry| match parse_entry(&entry) {
+                Ok(event) => Some(event),
+                Err(why) => {
+                    log::error!("stream entry {} unreadable: {why}", entry.id);
+                    self.count("unreadable-entry", 1);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The highest stored seq of executions this actor does not track yet.
+    fn seeds(
+        &self,
+        events: &[AgentEvent],
+    ) -> impl std::future::Future<Output = Vec<(String, u64)>> {
+        let mut unknown: Vec<String> = events
+            .iter()
+            .filter(|e| !self.last_seq.contains_key(&e.execution_id))
+            .map(|e| e.execution_id.clone())
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        let store = self.store.clone();
+        async move {
+            let mut seeds = Vec::new();
+            for execution_id in unknown {
+                let last = match &store {
+                    Some(store) => store.last_seq(&execution_id).await.unwrap_or(0),
+                    None => 0,
+                };
+                seeds.push((execution_id, last));
+            }
+            seeds
+        }
+    }
+
+    /// Drops duplicates, finds gaps; returns the events to pass on and the gaps to fill.
+    fn order(&mut self, events: Vec<AgentEvent>) -> (Vec<AgentEvent>, Vec<Gap>) {
+        let now = Instant::now();
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut gaps = Vec::new();
+        for event in events {
+            let seq = event.seq.unwrap_or(0);
+            let entry = self
+                .last_seq
+                .entry(event.execution_id.clone())
+                .or_insert((0, now));
+            if seq <= entry.0 {
+                self.metrics
+                    .cluster
+                    .with_label_values(&["duplicate-dropped"])
+                    .inc();
+                continue;
+            }
+            if seq > entry.0 + 1 {
+                gaps.push(Gap {
+                    execution_id: event.execution_id.clone(),
+                    after: entry.0,
+                    before: seq,
+                    position: fresh.len(),
+                });
+            }
+            *entry = (seq, now);
+            fresh.push(event);
+        }
+        (fresh, gaps)
+    }
+
+    fn forget_idle(&mut self) {
+        self.last_seq
+            .retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
+    }
+
+    fn announce(&self) -> impl std::future::Future<Output = ()> {
+        let client = self.client.clone();
+        let key = format!("{}:node:{}", self.config.prefix, self.config.node_id);
+        let body = json!({
+            "nodeId": self.config.node_id,
+            "address": self.config.advertised,
+            "connections": self.metrics.connections.get(),
+            "subscriptions": self.metrics.subscriptions.get(),
+            "eventsIn": self.metrics.events_in.get(),
+            "eventsOut": self.metrics.deliveries.get(),
+            "uptimeSecs": self.started_at.elapsed().as_secs(),
+        })
+        .to_string();
+        async move {
+            let set = async {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                connection
+                    .set_ex::<_, _, ()>(key, body, ANNOUNCE_TTL_SECS)
+                    .await
+            };
+            if let Err(err) = set.await {
+                log::debug!("cannot announce this node: {err}");
+            }
+        }
+    }
+}
+
+/// Events missing between two seqs of an execution.
+struct Gap {
+    execution_id: String,
+    after: u64,
+    before: u64,
+    /// Where in the batch the filled events go.
+    position: usize,
+}
+
+/// Reads the missing events from the store; `None` unless it has all of them.
+async fn fill(store: Option<Arc<dyn Store>>, gap: &Gap) -> Option<Vec<AgentEvent>> {
+    let store = store?;
+    let wanted = (gap.before - gap.after - 1) as usize;
+    let mut query = EventQuery::after(gap.execution_id.clone(), gap.after, wanted);
+    query.before_seq = Some(gap.before);
+    let events = store.events(query).await.ok()?;
+    (events.len() == wanted).then_some(events)
+}
+
+fn parse_entry(entry: &StreamId) -> Result<AgentEvent, String> {
+    let field = |name: &str| -> Result<String, String> {
+        match entry.map.get(name) {
+            Some(RedisValue::BulkString(bytes)) => {
+                String::from_utf8(bytes.clone()).map_err(|e| e.to_string())
+            }
+            Some(RedisValue::SimpleString(text)) => Ok(text.clone()),
+            Some(RedisValue::Int(n)) => Ok(n.to_string()),
+            _ => Err(format!("field `{name}` missing")),
+        }
+    };
+    let seq: u64 = field("s")?
+        .parse()
+        .map_err(|_| "seq is not a number".to_owned())?;
+    let body: Value = serde_json::from_str(&field("b")?).map_err(|e| e.to_string())?;
+    let mut event = AgentEvent::from_stored_json(body).map_err(|e| e.to_string())?;
+    event.seq = Some(seq);
+    Ok(event)
+}
+
+impl Actor for RedisSubscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let reader = read_stream(
+            self.client.clone(),
+            self.config.keys.stream.clone(),
+            ctx.address(),
+            self.metrics.clone(),
+            self.health.clone(),
+        );
+        ctx.spawn(reader.into_actor(self));
+        ctx.run_interval(ANNOUNCE_EVERY, |subscriber, ctx| {
+            subscriber.forget_idle();
+            ctx.spawn(subscriber.announce().into_actor(subscriber));
+        });
+        ctx.spawn(self.announce().into_actor(self));
+    }
+}
+
+impl Handler<StreamEntries> for RedisSubscriber {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: StreamEntries, _: &mut Self::Context) -> Self::Result {
+        let events = self.parse(msg.0);
+        let seeds = self.seeds(&events);
+        Box::pin(
+            seeds
+                .into_actor(self)
+                .then(move |seeds, subscriber, _| {
+                    let now = Instant::now();
+                    for (execution_id, last) in seeds {
+                        subscriber
+                            .last_seq
+                            .entry(execution_id)
+                            .or_insert((last, now));
+                    }
+                    let (fresh, gaps) = subscriber.order(events);
+                    let store = subscriber.store.clone();
+                    async move {
+                        let mut filled = Vec::new();
+                        for gap in &gaps {
+                            filled.push(fill(store.clone(), gap).await);
+                        }
+                        (fresh, gaps, filled)
+                    }
+                    .into_actor(subscriber)
+                })
+                .map(|(fresh, gaps, filled), subscriber, _| {
+                    let mut batch = Vec::with_capacity(fresh.len());
+                    let mut gaps = gaps.into_iter().zip(filled).peekable();
+                    for (position, event) in fresh.into_iter().enumerate() {
+                        while let Some((_, filled)) =
+                            gaps.next_if(|(gap, _)| gap.position == position)
+                        {
+                            match filled {
+                                Some(events) => {
+                                    subscriber.count("gap-filled", 1);
+                                    batch.extend(events.into_iter().map(PublishedEvent::new));
+                                }
+                                None => subscriber.count("gap-unfilled", 1),
+                            }
+                        }
+                        batch.push(PublishedEvent::new(event));
+                    }
+                    if !batch.is_empty() {
+                        subscriber.emitter.do_send(Sequenced(batch));
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<ClusterView> for RedisSubscriber {
+    type Result = ResponseFuture<Vec<Value>>;
+
+    fn handle(&mut self, _: ClusterView, _: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        let pattern = format!("{}:node:*", self.config.prefix);
+        Box::pin(async move { read_nodes(client, pattern).await.unwrap_or_default() })
+    }
+}
+
+async fn read_nodes(client: Client, pattern: String) -> Result<Vec<Value>, RedisError> {
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut connection)
+        .await?;
+    let mut nodes = Vec::with_capacity(keys.len());
+    for key in keys {
+        let body: Option<String> = connection.get(&key).await?;
+        if let Some(node) = body.and_then(|b| serde_json::from_str(&b).ok()) {
+            nodes.push(node);
+        }
+    }
+    Ok(nodes)
+}
+
+/// A stream ID as numbers, so IDs compare correctly (`"10-0" > "9-0"`).
+fn id_parts(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// The reader task: connects, checks the stream did not start over, reads on
+/// from the last ID handed over, and reconnects with backoff after a failure.
+async fn read_stream(
+    client: Client,
+    stream: String,
+    subscriber: Addr<RedisSubscriber>,
+    metrics: Metrics,
+    health: Arc<RedisHealth>,
+) {
+    let mut last_id = "0-0".to_owned();
+    let mut failures: u32 = 0;
+    loop {
+        let error = match connect_reader(&client).await {
+            Ok(mut connection) => {
+                if failures > 0 {
+                    log::info!("Redis is back; reading the stream on from {last_id}");
+                    metrics.cluster.with_label_values(&["reconnect"]).inc();
+                }
+                failures = 0;
+                health.set(None);
+                read_until_error(
+                    &mut connection,
+                    &stream,
+                    &mut last_id,
+                    &subscriber,
+                    &metrics,
+                )
+                .await
+            }
+            Err(err) => err,
+        };
+        if !subscriber.connected() {
+            return;
+        }
+        failures += 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_BACKOFF);
+        log::warn!("Redis stream read failed ({error}); retry {failures} in {backoff:?}");
+        health.set(Some(error.to_string()));
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn connect_reader(client: &Client) -> Result<MultiplexedConnection, RedisError> {
+    // The response timeout must outlast a blocking read.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(BLOCK * 3)
+        .set_connection_timeout(Duration::from_secs(2));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+async fn read_until_error(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    last_id: &mut String,
+    subscriber: &Addr<RedisSubscriber>,
+    metrics: &Metrics,
+) -> RedisError {
+    if let Err(err) = restart_if_stream_reset(connection, stream, last_id, metrics).await {
+        return err;
+    }
+    let options = StreamReadOptions::default()
+        .block(BLOCK.as_millis() as usize)
+        .count(READ_COUNT);
+    loop {
+        let reply: Option<StreamReadReply> = match connection
+            .xread_options(&[stream], &[last_id.as_str()], &options)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(err) => return err,
+        };
+        let entries: Vec<StreamId> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        let Some(newest) = entries.last().map(|e| e.id.clone()) else {
+            continue;
+        };
+        if subscriber.send(StreamEntries(entries)).await.is_err() {
+            return RedisError::from((redis::ErrorKind::IoError, "the subscriber stopped"));
+        }
+        *last_id = newest;
+    }
+}
+
+/// After Redis lost its data the stream's IDs start over, below the last one
+/// this node read: read from the start again (seq dedup drops what was seen).
+async fn restart_if_stream_reset(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    last_id: &mut String,
+    metrics: &Metrics,
+) -> Result<(), RedisError> {
+    let newest: redis::streams::StreamRangeReply =
+        connection.xrevrange_count(stream, "+", "-", 1).await?;
+    let newest = newest.ids;
+    let newest_id = newest.first().map_or((0, 0), |e| id_parts(&e.id));
+    if newest_id < id_parts(last_id) {
+        log::warn!("the Redis stream starts over below {last_id}: reading it from the start");
+        metrics.cluster.with_label_values(&["stream-reset"]).inc();
+        *last_id = "0-0".to_owned();
+    }
+    Ok(())
+}

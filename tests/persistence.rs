@@ -1,0 +1,1536 @@
+//! Persistence of the real binary, over real sockets: `seq` continues after
+//! a restart; a replay older than the in-memory buffer is served from the
+//! store without a hole or a repeat while producers post at the seam; the
+//! history, stats and executions APIs answer from the store with every
+//! filter and cursor; every event that got a 202 survives `kill -9`; a
+//! graceful stop stores everything it accepted; retention removes whole
+//! executions from every HTTP API.
+//!
+//! Tests that restart a broker on the same `DATA_DIR` use [`Node`] below,
+//! since the shared harness gives each broker a directory of its own and
+//! removes it when the broker is dropped.
+
+mod common;
+
+use common::{assert_delivered, event, same_instant, seqs, thinking, Broker};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// How long one awaited answer or message may take.
+const STEP: Duration = Duration::from_secs(10);
+
+/// How long a broker may take to say it listens, or to exit.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The line the broker writes to stderr once it listens.
+const READY: &str = "listening on http://127.0.0.1:";
+
+// ------------------------------------------------- a restartable broker
+
+/// A data directory that outlives the brokers of one test; removed on drop.
+/// Declare it before the [`Node`]s so that they are dropped (killed) first.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> DataDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "agent-events-persist-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create the data dir");
+        DataDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One run of the broker on a [`DataDir`]; SIGKILLed on drop if still running.
+struct Node {
+    child: Option<Child>,
+    pid: u32,
+    port: u16,
+    http: reqwest::Client,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Node {
+    /// Starts the broker on `dir` with `AGENT_EVENTS_<key>` settings; waits until it listens.
+    async fn start(dir: &DataDir, settings: &[(&str, &str)]) -> Node {
+        let bin = common::bin();
+        let mut command = Command::new(&bin);
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("WS_PORT", "0")
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", dir.path())
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_URL")
+            .env_remove("MONGODB_URI")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in settings {
+            command.env(format!("AGENT_EVENTS_{key}"), value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let pid = child.id().expect("a running child has a pid");
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(drain(
+            child.stderr.take().unwrap(),
+            log.clone(),
+            Some(ready_tx),
+        ));
+        tokio::spawn(drain(child.stdout.take().unwrap(), log.clone(), None));
+        let port = match tokio::time::timeout(STARTUP, ready_rx).await {
+            Ok(Ok(port)) => port,
+            _ => {
+                let _ = child.start_kill();
+                panic!(
+                    "the broker never said `{READY}PORT`; its output:\n{}",
+                    tail(&log)
+                )
+            }
+        };
+        Node {
+            child: Some(child),
+            pid,
+            port,
+            http: reqwest::Client::new(),
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// POSTs `body` to `/api/events`: (status, JSON body), or why no answer came.
+    async fn try_post(&self, body: &Value) -> Result<(u16, Value), String> {
+        let request = self
+            .http
+            .post(self.url("/api/events"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let response = tokio::time::timeout(STEP, request.send())
+            .await
+            .map_err(|_| "POST timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let answer = response.json().await.map_err(|e| e.to_string())?;
+        Ok((status, answer))
+    }
+
+    /// POSTs events that must be accepted; returns the `(executionId, seq)` of each.
+    async fn post_ok(&self, body: &Value) -> Vec<(String, u64)> {
+        let (status, answer) = self
+            .try_post(body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {body}: {e}\n{}", self.output()));
+        assert_eq!(status, 202, "POST {body} answered {answer}");
+        accepted(&answer)
+    }
+
+    /// POSTs one event that must be accepted; returns its seq.
+    async fn post_event(&self, event: &Value) -> u64 {
+        let accepted = self.post_ok(event).await;
+        assert_eq!(accepted.len(), 1, "{accepted:?}");
+        accepted[0].1
+    }
+
+    async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = tokio::time::timeout(STEP, self.http.get(self.url(path)).send())
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} timed out"))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
+        (status, body)
+    }
+
+    async fn ws(&self) -> WsClient {
+        WsClient::connect(self.port).await
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with the pid of our own child, which we have not reaped.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid);
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("the broker was already reaped");
+        match tokio::time::timeout(STARTUP, child.wait()).await {
+            Ok(status) => {
+                self.child = None;
+                status.expect("wait for the broker")
+            }
+            Err(_) => panic!(
+                "the broker did not exit within {STARTUP:?}; its output:\n{}",
+                self.output()
+            ),
+        }
+    }
+
+    /// `kill -9`, and waits until the process is gone.
+    async fn kill_9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let status = self.wait_exit().await;
+        assert_eq!(status.code(), None, "killed by a signal: {status:?}");
+    }
+
+    /// SIGTERM; the broker must exit 0.
+    async fn stop_gracefully(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {status:?}; output:\n{}",
+            self.output()
+        );
+    }
+
+    fn output(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+            // Reap it (briefly) so that it writes nothing into a directory about to go.
+            for _ in 0..200 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- broker on port {} wrote:\n{}", self.port, self.output());
+        }
+    }
+}
+
+/// Reads a pipe into the log; sends the port once the ready line shows.
+async fn drain(
+    pipe: impl AsyncRead + Unpin,
+    log: Arc<Mutex<VecDeque<String>>>,
+    mut ready: Option<tokio::sync::oneshot::Sender<u16>>,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        match reader.read_until(b'\n', &mut bytes).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+        if let Some(at) = line.find(READY).filter(|_| ready.is_some()) {
+            let digits: String = line[at + READY.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(port) = digits.parse::<u16>() {
+                let _ = ready.take().unwrap().send(port);
+            }
+        }
+        let mut log = log.lock().unwrap();
+        if log.len() == 400 {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+}
+
+fn tail(log: &Mutex<VecDeque<String>>) -> String {
+    let log = log.lock().unwrap();
+    log.iter().cloned().collect::<Vec<_>>().join("\n")
+}
+
+/// The `(executionId, seq)` pairs of a 202 body.
+fn accepted(answer: &Value) -> Vec<(String, u64)> {
+    answer["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {answer}"))
+        .iter()
+        .map(|a| {
+            (
+                a["executionId"].as_str().unwrap().to_owned(),
+                a["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+// ------------------------------------------------- a small WebSocket client
+
+/// A WebSocket client for [`Node`]s (the shared `Client` comes only from the shared `Broker`).
+struct WsClient {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl WsClient {
+    async fn connect(port: u16) -> WsClient {
+        let tcp = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .expect("TCP connect timed out")
+            .expect("TCP connect");
+        let url = format!("ws://127.0.0.1:{port}/");
+        let (ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::client_async(&url, tcp))
+            .await
+            .expect("WebSocket handshake timed out")
+            .expect("WebSocket handshake");
+        let mut client = WsClient { ws };
+        let hello = client.next().await.expect("a connected message");
+        assert_eq!(hello["type"], "connected", "{hello}");
+        client
+    }
+
+    async fn send(&mut self, message: Value) {
+        tokio::time::timeout(
+            STEP,
+            self.ws.send(Message::Text(message.to_string().into())),
+        )
+        .await
+        .expect("WebSocket send timed out")
+        .expect("WebSocket send");
+    }
+
+    /// The next JSON message, or `None` once the connection closes (the close code then).
+    async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
+        loop {
+            let frame = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("nothing received within the step");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("a JSON message"))
+                }
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Binary(_))) => panic!("a binary frame from the broker"),
+                None | Some(Err(_)) => return Err(None),
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<Value> {
+        self.next_or_close().await.ok()
+    }
+
+    /// Subscribes with `fromSeq`; must be answered `subscribed`; returns `replayed`.
+    async fn subscribe_from(&mut self, execution: &str, from_seq: u64) -> u64 {
+        self.send(json!({"type": "subscribe", "executionId": execution, "fromSeq": from_seq}))
+            .await;
+        let answer = self.next().await.expect("an answer to subscribe");
+        assert_eq!(answer["type"], "subscribed", "{answer}");
+        answer["replayed"].as_u64().expect("a replayed count")
+    }
+
+    /// The bodies of the next `count` messages, which must be events.
+    async fn events(&mut self, count: usize) -> Vec<Value> {
+        let mut events = Vec::with_capacity(count);
+        for _ in 0..count {
+            let message = self.next().await.expect("an event");
+            assert_eq!(message["type"], "event", "{message}");
+            events.push(message["event"].clone());
+        }
+        events
+    }
+
+    /// The very next message must be the `pong`: nothing else was waiting.
+    async fn ping(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        assert_eq!(self.next().await, Some(json!({"type": "pong"})));
+    }
+}
+
+// ------------------------------------------------- history through HTTP
+
+/// Reads the HTTP API the same way on a shared [`Broker`] and on a [`Node`].
+trait Api {
+    async fn get(&self, path: &str) -> (u16, Value);
+}
+
+impl Api for Node {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_json(path).await
+    }
+}
+
+impl Api for Broker {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_json(path).await
+    }
+}
+
+/// One page of `GET /api/executions/{id}/events?{query}`: its events and `nextAfterSeq`.
+async fn events_page(api: &impl Api, execution: &str, query: &str) -> (Vec<Value>, Option<u64>) {
+    let path = format!("/api/executions/{execution}/events?{query}");
+    let (status, page) = api.get(&path).await;
+    assert_eq!(status, 200, "GET {path}: {page}");
+    assert_eq!(page["executionId"], execution, "{page}");
+    let events = page["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path}: no events array: {page}"))
+        .clone();
+    let next = &page["nextAfterSeq"];
+    assert!(
+        next.is_null() || next.is_u64(),
+        "nextAfterSeq is a seq or null: {page}"
+    );
+    (events, next.as_u64())
+}
+
+/// Every stored event of `execution` matching `filter` (a query string
+/// without `afterSeq`), read page by page through `nextAfterSeq`.
+async fn all_events(api: &impl Api, execution: &str, filter: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    for _ in 0..10_000 {
+        let query = format!("{filter}&afterSeq={after}");
+        let (page, next) = events_page(api, execution, &query).await;
+        events.extend(page);
+        match next {
+            Some(next) => {
+                assert!(
+                    next > after,
+                    "nextAfterSeq {next} does not move past {after}"
+                );
+                after = next;
+            }
+            None => return events,
+        }
+    }
+    panic!("paging through {execution} never ended");
+}
+
+/// `2025-10-01T12:00:00.000Z` plus `ms` milliseconds.
+fn at(ms: u64) -> String {
+    let (s, ms) = (ms / 1000, ms % 1000);
+    format!("2025-10-01T12:{:02}:{:02}.{ms:03}Z", s / 60 % 60, s % 60)
+}
+
+/// `event(kind, execution, fields)` stamped with [`at`]`(ms)`.
+fn timed(kind: &str, execution: &str, ms: u64, fields: Value) -> Value {
+    let mut e = event(kind, execution, fields);
+    e["timestamp"] = at(ms).into();
+    e
+}
+
+// ------------------------------------------------- restarts
+
+/// The counter of an execution comes back from the store: after a graceful
+/// restart, single events and batches continue at the next seq, a new
+/// execution starts at 1, the history holds both runs without a seq twice,
+/// and a replay reaching before the restart is served from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_continues_where_it_stopped_after_a_restart() {
+    let dir = DataDir::new();
+    let mut first = Node::start(&dir, &[]).await;
+    for n in 1..=5 {
+        assert_eq!(first.post_event(&thinking("exec-a", n)).await, n);
+    }
+    let both = json!([thinking("exec-b", 1), thinking("exec-b", 2)]);
+    assert_eq!(
+        first.post_ok(&both).await,
+        vec![("exec-b".into(), 1), ("exec-b".into(), 2)]
+    );
+    first.stop_gracefully().await;
+
+    let second = Node::start(&dir, &[]).await;
+    assert_eq!(second.post_event(&thinking("exec-a", 6)).await, 6);
+    let mixed = json!([
+        thinking("exec-b", 3),
+        thinking("exec-a", 7),
+        thinking("exec-new", 1),
+        thinking("exec-a", 8)
+    ]);
+    assert_eq!(
+        second.post_ok(&mixed).await,
+        vec![
+            ("exec-b".into(), 3),
+            ("exec-a".into(), 7),
+            ("exec-new".into(), 1),
+            ("exec-a".into(), 8)
+        ]
+    );
+
+    // `thinking(…, n)` carries n: event n of each execution must be the one posted as n.
+    for (execution, last) in [("exec-a", 8), ("exec-b", 3), ("exec-new", 1)] {
+        let stored = all_events(&second, execution, "").await;
+        assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>(), "{execution}");
+        for (n, e) in (1..).zip(&stored) {
+            assert_delivered(&thinking(execution, n), e, n);
+        }
+    }
+
+    // This run's buffer holds only 6..=8 of exec-a; 1..=5 come from the store.
+    let mut client = second.ws().await;
+    assert_eq!(client.subscribe_from("exec-a", 0).await, 8);
+    let replayed = client.events(8).await;
+    assert_eq!(seqs(&replayed), (1..=8).collect::<Vec<_>>());
+    for (n, e) in (1..).zip(&replayed) {
+        assert_delivered(&thinking("exec-a", n), e, n);
+    }
+    client.ping().await;
+}
+
+/// `kill -9` while producers are still posting, right after a burst of
+/// 202s: after a restart on the same `DATA_DIR`, every acknowledged event is
+/// stored under the seq it was given, each execution's stored seqs run
+/// 1..=N without a hole, and new events continue at N+1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_event_survives_kill_9() {
+    const EXECUTIONS: [&str; 3] = ["exec-k0", "exec-k1", "exec-k2"];
+    /// Acknowledged events to wait for before the kill.
+    const BURST: u64 = 600;
+    let dir = DataDir::new();
+    let mut node = Node::start(&dir, &[]).await;
+    let node_port = node.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked_tx, acked_rx) = watch::channel(0u64);
+    let acked_tx = Arc::new(acked_tx);
+    // (execution, seq) -> the metadata of the event posted and acknowledged under it.
+    let acknowledged = Arc::new(Mutex::new(BTreeMap::<(String, u64), Value>::new()));
+
+    let mut producers = Vec::new();
+    for producer in 0..4u64 {
+        let (stop, acked_tx, acknowledged) = (stop.clone(), acked_tx.clone(), acknowledged.clone());
+        producers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{node_port}/api/events");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Odd producers send batches of 10 over the three executions, even ones single events.
+                let size = if producer % 2 == 1 { 10 } else { 1 };
+                let batch: Vec<Value> = (0..size)
+                    .map(|i| {
+                        let execution = EXECUTIONS[((n + i) % 3) as usize];
+                        let mut e = thinking(execution, n + i);
+                        e["metadata"] = json!({"producer": producer, "n": n + i});
+                        e
+                    })
+                    .collect();
+                n += size;
+                let response = http.post(&url).json(&batch).send().await;
+                // Once the broker is killed, requests fail: that is the end of this producer.
+                let Ok(response) = response else { return };
+                let status = response.status().as_u16();
+                let Ok(answer) = response.json::<Value>().await else {
+                    return;
+                };
+                assert_eq!(
+                    status, 202,
+                    "before the kill every POST is accepted: {answer}"
+                );
+                let given = accepted(&answer);
+                assert_eq!(given.len(), batch.len(), "{answer}");
+                let mut acknowledged = acknowledged.lock().unwrap();
+                for (key, e) in given.into_iter().zip(&batch) {
+                    assert_eq!(key.0, e["executionId"], "{answer}");
+                    let previous = acknowledged.insert(key.clone(), e["metadata"].clone());
+                    assert!(previous.is_none(), "{key:?} acknowledged twice");
+                }
+                acked_tx.send_modify(|count| *count += size);
+            }
+        }));
+    }
+
+    let mut progress = acked_rx.clone();
+    tokio::time::timeout(STARTUP, progress.wait_for(|count| *count >= BURST))
+        .await
+        .expect("the producers never reached the burst")
+        .expect("the producers are alive");
+    node.kill_9().await;
+    stop.store(true, Ordering::Relaxed);
+    for producer in producers {
+        tokio::time::timeout(STEP, producer)
+            .await
+            .expect("a producer hangs after the kill")
+            .expect("a producer failed");
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() as u64 >= BURST);
+
+    let node = Node::start(&dir, &[]).await;
+    for execution in EXECUTIONS {
+        let stored = all_events(&node, execution, "limit=1000").await;
+        let stored_seqs = seqs(&stored);
+        let last = stored_seqs.len() as u64;
+        assert_eq!(
+            stored_seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "{execution}: stored seqs have a hole"
+        );
+        let mine: Vec<(u64, &Value)> = acknowledged
+            .iter()
+            .filter(|((e, _), _)| e == execution)
+            .map(|((_, seq), metadata)| (*seq, metadata))
+            .collect();
+        let highest_acked = mine.last().map_or(0, |(seq, _)| *seq);
+        assert!(
+            last >= highest_acked,
+            "{execution}: seq {highest_acked} got a 202 but the store stops at {last}"
+        );
+        for (seq, metadata) in mine {
+            assert_eq!(
+                &stored[seq as usize - 1]["metadata"],
+                metadata,
+                "{execution}/{seq} is not the event acknowledged under that seq"
+            );
+        }
+        assert_eq!(
+            node.post_event(&thinking(execution, 0)).await,
+            last + 1,
+            "{execution} continues after what was stored"
+        );
+    }
+}
+
+/// SIGTERM while producers wait for their 202 (a 2 s batch delay keeps
+/// their events accepted but unstored): the broker stores everything it
+/// accepted, answers the waiting producers 202, refuses later ones, exits 0;
+/// after a restart every event a live subscriber saw and every 202 is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_stores_everything_accepted() {
+    const PRODUCERS: u64 = 4;
+    const BATCH: u64 = 5;
+    let dir = DataDir::new();
+    let mut node = Node::start(&dir, &[("PERSIST_BATCH_MS", "2000")]).await;
+    let mut subscriber = node.ws().await;
+    subscriber
+        .send(json!({"type": "subscribe", "conversationId": "conv-g"}))
+        .await;
+    assert_eq!(subscriber.next().await.unwrap()["type"], "subscribed");
+
+    let signalled = Arc::new(AtomicBool::new(false));
+    let node_port = node.port;
+    let mut producers = Vec::new();
+    for producer in 0..PRODUCERS {
+        let signalled = signalled.clone();
+        producers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{node_port}/api/events");
+            let execution = format!("exec-g{producer}");
+            // (seqs acknowledged, how many 202s came after the signal)
+            let (mut acked, mut after_signal) = (Vec::new(), 0);
+            for round in 0..1000u64 {
+                let batch: Vec<Value> = (0..BATCH)
+                    .map(|i| {
+                        let mut e = thinking(&execution, round * BATCH + i);
+                        e["conversationId"] = "conv-g".into();
+                        e
+                    })
+                    .collect();
+                let send = http.post(&url).json(&batch).send();
+                let Ok(Ok(response)) = tokio::time::timeout(STARTUP, send).await else {
+                    return (acked, after_signal); // the server has stopped
+                };
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                if status != 202 {
+                    assert_eq!(status, 503, "{answer}");
+                    assert_eq!(answer["error"]["code"], "shutting-down", "{answer}");
+                    return (acked, after_signal);
+                }
+                if signalled.load(Ordering::SeqCst) {
+                    after_signal += 1;
+                }
+                acked.extend(accepted(&answer).into_iter().map(|(e, seq)| {
+                    assert_eq!(e, execution);
+                    seq
+                }));
+            }
+            panic!("{execution}: still accepted after 1000 rounds");
+        }));
+    }
+
+    // Every producer's first batch is live (so accepted) and waits for the batch delay.
+    let mut live: BTreeSet<(String, u64)> = BTreeSet::new();
+    while live.len() < (PRODUCERS * BATCH) as usize {
+        let message = subscriber.next().await.expect("an event");
+        assert_eq!(message["type"], "event", "{message}");
+        let e = &message["event"];
+        live.insert((
+            e["executionId"].as_str().unwrap().into(),
+            e["seq"].as_u64().unwrap(),
+        ));
+    }
+    signalled.store(true, Ordering::SeqCst);
+    node.signal(libc::SIGTERM);
+
+    // The subscriber gets whatever else was accepted, then 1001.
+    let code = loop {
+        match subscriber.next_or_close().await {
+            Ok(message) => {
+                assert_eq!(message["type"], "event", "{message}");
+                let e = &message["event"];
+                live.insert((
+                    e["executionId"].as_str().unwrap().into(),
+                    e["seq"].as_u64().unwrap(),
+                ));
+            }
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1001), "close code");
+    let status = node.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+
+    let mut acked_total = 0;
+    let mut acked_pairs = BTreeSet::new();
+    for (producer, task) in (0..PRODUCERS).zip(producers) {
+        let (acked, after_signal) = tokio::time::timeout(STEP, task)
+            .await
+            .expect("a producer hangs after the stop")
+            .expect("a producer failed");
+        assert!(
+            after_signal >= 1,
+            "producer {producer}: its waiting batch was not answered 202 during the stop"
+        );
+        acked_total += acked.len();
+        acked_pairs.extend(
+            acked
+                .into_iter()
+                .map(|seq| (format!("exec-g{producer}"), seq)),
+        );
+    }
+    assert!(acked_total >= (PRODUCERS * BATCH) as usize);
+
+    let node = Node::start(&dir, &[]).await;
+    let mut stored = BTreeSet::new();
+    for producer in 0..PRODUCERS {
+        let execution = format!("exec-g{producer}");
+        for e in all_events(&node, &execution, "limit=1000").await {
+            stored.insert((execution.clone(), e["seq"].as_u64().unwrap()));
+        }
+    }
+    let lost_live: Vec<_> = live.difference(&stored).collect();
+    assert!(
+        lost_live.is_empty(),
+        "accepted (seen live) but not stored: {lost_live:?}"
+    );
+    let lost_acked: Vec<_> = acked_pairs.difference(&stored).collect();
+    assert!(lost_acked.is_empty(), "202 but not stored: {lost_acked:?}");
+}
+
+// ------------------------------------------------- replay from the store
+
+/// With a 5-event buffer, clients subscribe with `fromSeq` far behind the
+/// head while two producers post without pause: the older part comes from
+/// the store, the newer from the buffer, then live. Each client gets every
+/// seq after its position once, in order. Each producer has at most one
+/// event not yet stored (it waits for its 202), so the store is never more
+/// than 2 events behind the head and a refusal would be a fault here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
+    const EXECUTION: &str = "exec-store-seam";
+    const BUFFER: u64 = 5;
+    // (progress to wait for, how far behind it to subscribe)
+    const POINTS: [(u64, u64); 6] = [(20, 20), (40, 30), (60, 6), (100, 5), (140, 60), (180, 120)];
+    let broker = Arc::new(
+        Broker::builder()
+            .setting("BUFFER_SIZE", BUFFER)
+            .start()
+            .await,
+    );
+    let (progress_tx, progress_rx) = watch::channel(0u64);
+    let progress_tx = Arc::new(progress_tx);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in POINTS {
+        clients.push(broker.connect().await);
+    }
+
+    let mut producers = Vec::new();
+    for producer in 0..2u64 {
+        let (broker, progress_tx, stop) = (broker.clone(), progress_tx.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut e = thinking(EXECUTION, n);
+                e["metadata"] = json!({"producer": producer, "n": n});
+                let seq = broker.post_event(&e).await;
+                progress_tx.send_modify(|p| *p = (*p).max(seq));
+                n += 1;
+            }
+        }));
+    }
+
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (mut client, (at, behind)) in clients.into_iter().zip(POINTS) {
+        let mut progress = progress_rx.clone();
+        let subscribed_tx = subscribed_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let now = *progress.wait_for(|p| *p >= at).await.unwrap();
+            let from = now.saturating_sub(behind);
+            let answer = client
+                .subscribe(json!({"executionId": EXECUTION, "fromSeq": from}))
+                .await;
+            let replayed = answer["replayed"].as_u64().expect("replayed");
+            subscribed_tx.send(()).unwrap();
+            let mut got = Vec::new();
+            loop {
+                let e = client.next_event_body().await;
+                let end = e["metadata"]["end"] == true;
+                got.push(e);
+                if end {
+                    break;
+                }
+            }
+            client.ping().await;
+            (from, behind, replayed, got)
+        }));
+    }
+    drop(subscribed_tx);
+    for _ in POINTS {
+        subscribed_rx
+            .recv()
+            .await
+            .expect("a reader failed before subscribing");
+    }
+    let at_last_subscribe = *progress_rx.borrow();
+    progress_rx
+        .clone()
+        .wait_for(|p| *p >= at_last_subscribe + 20)
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let mut end = thinking(EXECUTION, 0);
+    end["metadata"] = json!({"end": true});
+    let last = broker.post_event(&end).await;
+
+    for reader in readers {
+        let (from, behind, replayed, got) = reader.await.unwrap();
+        let got_seqs = seqs(&got);
+        assert_eq!(
+            got_seqs,
+            (from + 1..=last).collect::<Vec<_>>(),
+            "fromSeq {from}: every later seq once, in order"
+        );
+        // At subscribe time the head was at least `from + behind`; with
+        // `behind` > BUFFER, all but the last BUFFER of these came from the store.
+        assert!(
+            replayed >= behind,
+            "fromSeq {from}: replayed {replayed} < {behind}"
+        );
+    }
+    // Every event of the history matches what the live clients got.
+    let stored = all_events(broker.as_ref(), EXECUTION, "limit=1000").await;
+    assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>());
+}
+
+// ------------------------------------------------- history
+
+/// One execution of 16 events, each type and several agents and
+/// departments, queried with each filter, their combinations and paging.
+fn history_run() -> Vec<Value> {
+    let x = "exec-h";
+    vec![
+        event("orchestration-start", x, json!({"userPrompt": "a scene"})),
+        event(
+            "department-start",
+            x,
+            json!({"department": "story", "agentId": "story-head"}),
+        ),
+        event(
+            "agent-start",
+            x,
+            json!({"agentId": "writer-1", "department": "story"}),
+        ),
+        event(
+            "agent-thinking",
+            x,
+            json!({"agentId": "writer-1", "thought": "hm"}),
+        ),
+        event(
+            "tool-call",
+            x,
+            json!({"agentId": "writer-1", "toolName": "search", "toolCallId": "c1"}),
+        ),
+        event(
+            "tool-result",
+            x,
+            json!({"agentId": "writer-1", "toolName": "search", "toolCallId": "c1", "success": true}),
+        ),
+        event(
+            "agent-start",
+            x,
+            json!({"agentId": "artist-1", "department": "art"}),
+        ),
+        event(
+            "tool-call",
+            x,
+            json!({"agentId": "artist-1", "toolName": "draw", "toolCallId": "c2"}),
+        ),
+        event(
+            "tool-result",
+            x,
+            json!({"agentId": "artist-1", "toolName": "draw", "toolCallId": "c2", "success": false}),
+        ),
+        event(
+            "agent-thinking",
+            x,
+            json!({"agentId": "artist-1", "thought": "colour"}),
+        ),
+        event(
+            "quality-check",
+            x,
+            json!({"qualityScore": 80, "agentId": "writer-1", "department": "story"}),
+        ),
+        event(
+            "quality-check",
+            x,
+            json!({"qualityScore": 40, "agentId": "artist-1", "department": "art"}),
+        ),
+        event(
+            "review-status",
+            x,
+            json!({"department": "story", "status": "approved", "agentId": "story-head"}),
+        ),
+        event(
+            "agent-complete",
+            x,
+            json!({"agentId": "writer-1", "department": "story", "success": true}),
+        ),
+        event("department-complete", x, json!({"department": "story"})),
+        event("orchestration-complete", x, json!({"status": "success"})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_answers_every_filter_and_pages_with_next_after_seq() {
+    let broker = Broker::start().await;
+    let posted = history_run();
+    let answer = broker.post_ok(&Value::Array(posted.clone())).await;
+    assert_eq!(answer["accepted"], 16, "{answer}");
+    let check = |query: &'static str, want: Vec<u64>| {
+        let (broker, posted) = (&broker, &posted);
+        async move {
+            let (events, next) = events_page(broker, "exec-h", query).await;
+            assert_eq!(seqs(&events), want, "?{query}");
+            assert_eq!(next, None, "?{query}: one page only");
+            for e in &events {
+                let seq = e["seq"].as_u64().unwrap();
+                assert_delivered(&posted[seq as usize - 1], e, seq);
+            }
+        }
+    };
+    check("", (1..=16).collect()).await;
+    check("afterSeq=10", (11..=16).collect()).await;
+    check("afterSeq=16", vec![]).await;
+    check("types=tool-call,tool-result", vec![5, 6, 8, 9]).await;
+    check("types=review-status", vec![13]).await;
+    check("agentId=writer-1", vec![3, 4, 5, 6, 11, 14]).await;
+    check("agentId=story-head", vec![2, 13]).await;
+    check("department=story", vec![2, 3, 11, 13, 14, 15]).await;
+    check("department=art", vec![7, 12]).await;
+    check(
+        "types=agent-start,quality-check&department=art",
+        vec![7, 12],
+    )
+    .await;
+    check(
+        "afterSeq=4&agentId=artist-1&types=tool-call,agent-thinking",
+        vec![8, 10],
+    )
+    .await;
+    check(
+        "agentId=writer-1&department=story&types=quality-check",
+        vec![11],
+    )
+    .await;
+    check("agentId=nobody", vec![]).await;
+    // An event that names no department is excluded by a department filter.
+    check(
+        "types=orchestration-start,agent-thinking&department=story",
+        vec![],
+    )
+    .await;
+
+    // Paging: the cursor is the last seq of a full page; the last page has none.
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let (page, next) =
+            events_page(&broker, "exec-h", &format!("limit=3&afterSeq={after}")).await;
+        pages.push(seqs(&page));
+        let Some(next) = next else { break };
+        assert_eq!(
+            Some(&next),
+            pages.last().unwrap().last(),
+            "the cursor is the page's last seq"
+        );
+        after = next;
+        assert!(pages.len() < 10, "{pages:?}");
+    }
+    assert_eq!(
+        pages,
+        vec![
+            vec![1, 2, 3],
+            vec![4, 5, 6],
+            vec![7, 8, 9],
+            vec![10, 11, 12],
+            vec![13, 14, 15],
+            vec![16]
+        ]
+    );
+    // A page that ends exactly at the end still has a cursor; the next one is empty.
+    assert_eq!(
+        events_page(&broker, "exec-h", "limit=4&afterSeq=12")
+            .await
+            .1,
+        Some(16)
+    );
+    assert_eq!(
+        events_page(&broker, "exec-h", "limit=4&afterSeq=16").await,
+        (vec![], None)
+    );
+    // Paging under a filter.
+    let (page, next) = events_page(&broker, "exec-h", "agentId=writer-1&limit=4").await;
+    assert_eq!((seqs(&page), next), (vec![3, 4, 5, 6], Some(6)));
+    let (page, next) = events_page(&broker, "exec-h", "agentId=writer-1&limit=4&afterSeq=6").await;
+    assert_eq!((seqs(&page), next), (vec![11, 14], None));
+    assert_eq!(
+        seqs(&all_events(&broker, "exec-h", "types=agent-thinking,tool-call&limit=1").await),
+        vec![4, 5, 8, 10]
+    );
+
+    for bad in ["types=nope", "limit=0", "afterSeq=-1", "fromSeq=3"] {
+        let (status, body) = broker
+            .get_json(&format!("/api/executions/exec-h/events?{bad}"))
+            .await;
+        assert_eq!(status, 400, "?{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad-request", "?{bad}: {body}");
+    }
+}
+
+// ------------------------------------------------- stats
+
+/// A known execution, with timestamps, whose figures are worked out by hand below.
+fn stats_run() -> Vec<Value> {
+    let x = "exec-s";
+    let mut run = vec![
+        timed("orchestration-start", x, 0, json!({})),
+        timed(
+            "department-start",
+            x,
+            100,
+            json!({"department": "story", "agentId": "story-head"}),
+        ),
+        timed(
+            "department-start",
+            x,
+            150,
+            json!({"department": "art", "agentId": "art-head"}),
+        ),
+        timed(
+            "agent-start",
+            x,
+            200,
+            json!({"agentId": "writer-1", "department": "story"}),
+        ),
+        timed(
+            "tool-call",
+            x,
+            300,
+            json!({"agentId": "writer-1", "toolName": "search"}),
+        ),
+        timed(
+            "tool-result",
+            x,
+            400,
+            json!({"agentId": "writer-1", "toolName": "search", "success": true}),
+        ),
+        timed(
+            "tool-call",
+            x,
+            500,
+            json!({"agentId": "writer-1", "toolName": "search"}),
+        ),
+        timed(
+            "tool-result",
+            x,
+            600,
+            json!({"agentId": "writer-1", "toolName": "search", "success": false, "error": "timeout"}),
+        ),
+        timed(
+            "tool-call",
+            x,
+            700,
+            json!({"agentId": "artist-1", "toolName": "draw"}),
+        ),
+        // No `success`: not a failure.
+        timed(
+            "tool-result",
+            x,
+            800,
+            json!({"agentId": "artist-1", "toolName": "draw"}),
+        ),
+        timed(
+            "quality-check",
+            x,
+            900,
+            json!({"qualityScore": 70, "agentId": "writer-1", "department": "story"}),
+        ),
+        timed(
+            "quality-check",
+            x,
+            1000,
+            json!({"qualityScore": 95, "agentId": "writer-1", "department": "story"}),
+        ),
+        timed(
+            "quality-check",
+            x,
+            1100,
+            json!({"qualityScore": 40.5, "agentId": "artist-1", "department": "art"}),
+        ),
+        // No department: counted by type, in no department's scores.
+        timed("quality-check", x, 1200, json!({"qualityScore": 10})),
+        timed(
+            "review-status",
+            x,
+            1300,
+            json!({"department": "story", "status": "revision-requested", "agentId": "story-head"}),
+        ),
+        timed(
+            "review-status",
+            x,
+            1400,
+            json!({"department": "story", "status": "approved", "agentId": "story-head"}),
+        ),
+        timed(
+            "review-status",
+            x,
+            1500,
+            json!({"department": "art", "status": "revision-requested", "agentId": "art-head"}),
+        ),
+        timed(
+            "department-complete",
+            x,
+            1600,
+            json!({"department": "story"}),
+        ),
+        timed(
+            "orchestration-complete",
+            x,
+            5234,
+            json!({"status": "partial"}),
+        ),
+    ];
+    for e in &mut run {
+        e["conversationId"] = "conv-s".into();
+    }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_a_known_execution_are_the_figures_worked_out_by_hand() {
+    let broker = Broker::start().await;
+    // Posted in three requests: stats add up across batches.
+    let run = stats_run();
+    for part in run.chunks(7) {
+        broker.post_ok(&Value::Array(part.to_vec())).await;
+    }
+    let (status, stats) = broker.get_json("/api/executions/exec-s/stats").await;
+    assert_eq!(status, 200, "{stats}");
+
+    assert_eq!(stats["executionId"], "exec-s", "{stats}");
+    assert_eq!(stats["conversationId"], "conv-s", "{stats}");
+    assert_eq!(stats["status"], "partial", "{stats}");
+    assert_eq!(stats["eventCount"], 19, "{stats}");
+    assert_eq!(stats["lastSeq"], 19, "{stats}");
+    assert!(
+        same_instant(stats["startedAt"].as_str().unwrap(), &at(0)),
+        "{stats}"
+    );
+    assert!(
+        same_instant(stats["endedAt"].as_str().unwrap(), &at(5234)),
+        "{stats}"
+    );
+    assert_eq!(stats["durationMs"], 5234, "{stats}");
+    // 1 + 2 + 1 + 3 + 3 + 4 + 3 + 1 + 1 = 19
+    assert_eq!(
+        stats["byType"],
+        json!({"orchestration-start": 1, "department-start": 2, "agent-start": 1, "tool-call": 3,
+            "tool-result": 3, "quality-check": 4, "review-status": 3, "department-complete": 1,
+            "orchestration-complete": 1}),
+        "{stats}"
+    );
+    // story-head: 2, 15, 16; art-head: 3, 17; writer-1: 4–8, 11, 12; artist-1: 9, 10, 13.
+    assert_eq!(
+        stats["byAgent"],
+        json!({"story-head": 3, "art-head": 2, "writer-1": 7, "artist-1": 3}),
+        "{stats}"
+    );
+    // story: 2, 4, 11, 12, 15, 16, 18; art: 3, 13, 17.
+    assert_eq!(
+        stats["byDepartment"],
+        json!({"story": 7, "art": 3}),
+        "{stats}"
+    );
+    assert_eq!(stats["toolCalls"], 3, "{stats}");
+    assert_eq!(stats["toolFailures"], 1, "{stats}");
+    let quality = &stats["qualityByDepartment"];
+    assert_eq!(
+        quality
+            .as_object()
+            .map(|q| q.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["art".to_owned(), "story".to_owned()]),
+        "{stats}"
+    );
+    for (department, count, min, avg, max) in
+        [("story", 2, 70.0, 82.5, 95.0), ("art", 1, 40.5, 40.5, 40.5)]
+    {
+        let scores = &quality[department];
+        assert_eq!(scores["count"], count, "{department}: {stats}");
+        for (key, want) in [("min", min), ("avg", avg), ("max", max)] {
+            let got = scores[key].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{department} {key}: {got} != {want}: {stats}"
+            );
+        }
+    }
+    assert_eq!(
+        stats["reviews"],
+        json!({"approved": 1, "revision-requested": 2}),
+        "{stats}"
+    );
+
+    // A running execution: no end, no duration.
+    broker
+        .post_ok(&json!([
+            timed("orchestration-start", "exec-s2", 0, json!({})),
+            timed(
+                "agent-thinking",
+                "exec-s2",
+                10,
+                json!({"agentId": "a", "thought": "t"})
+            )
+        ]))
+        .await;
+    let (status, running) = broker.get_json("/api/executions/exec-s2/stats").await;
+    assert_eq!(status, 200, "{running}");
+    assert_eq!(running["status"], "running", "{running}");
+    assert!(running["endedAt"].is_null(), "{running}");
+    assert!(running["durationMs"].is_null(), "{running}");
+    assert_eq!(running["eventCount"], 2, "{running}");
+    assert_eq!(running["toolCalls"], 0, "{running}");
+    assert_eq!(running["byAgent"], json!({"a": 1}), "{running}");
+
+    let (status, missing) = broker.get_json("/api/executions/exec-none/stats").await;
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error"]["code"], "not-found", "{missing}");
+}
+
+// ------------------------------------------------- the executions list
+
+/// `GET /api/executions?{query}`, every page through `nextCursor`: the IDs in order.
+async fn list_all(api: &impl Api, query: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let mut path = format!("/api/executions?limit={limit}{query}");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "GET {path}: {page}");
+        let items = page["executions"].as_array().expect("an executions array");
+        assert!(items.len() <= limit, "GET {path}: {page}");
+        ids.extend(
+            items
+                .iter()
+                .map(|e| e["executionId"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("paging through {query} never ended: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_are_listed_newest_first_with_filters_and_cursors() {
+    let broker = Broker::start().await;
+    // (execution, conversation, start in ms, how it ended); posted out of order.
+    let runs: [(&str, Option<&str>, u64, Option<Value>); 8] = [
+        ("ex-4", Some("conv-a"), 4000, None),
+        (
+            "ex-1",
+            Some("conv-a"),
+            1000,
+            Some(json!({"status": "success"})),
+        ),
+        (
+            "ex-6b",
+            Some("conv-b"),
+            6000,
+            Some(json!({"status": "failed"})),
+        ),
+        ("ex-7", None, 7000, None),
+        (
+            "ex-3",
+            Some("conv-b"),
+            3000,
+            Some(json!({"status": "partial"})),
+        ),
+        ("ex-6a", Some("conv-a"), 6000, None),
+        ("ex-5", Some("conv-b"), 5000, Some(json!({}))),
+        (
+            "ex-2",
+            Some("conv-a"),
+            2000,
+            Some(json!({"status": "failed"})),
+        ),
+    ];
+    for (execution, conversation, start, end) in &runs {
+        let mut run = vec![
+            timed("orchestration-start", execution, *start, json!({})),
+            timed(
+                "agent-thinking",
+                execution,
+                start + 10,
+                json!({"agentId": "a", "thought": "t"}),
+            ),
+        ];
+        if let Some(end) = end {
+            run.push(timed(
+                "orchestration-complete",
+                execution,
+                start + 500,
+                end.clone(),
+            ));
+        }
+        if let Some(conversation) = conversation {
+            run[0]["conversationId"] = (*conversation).into();
+        }
+        broker.post_ok(&Value::Array(run)).await;
+    }
+
+    let (status, page) = broker.get_json("/api/executions").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page["nextCursor"].is_null(), "{page}");
+    let listed = page["executions"].as_array().unwrap();
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|e| e["executionId"].as_str().unwrap())
+        .collect();
+    // Same start (6000): the larger ID first.
+    assert_eq!(
+        ids,
+        ["ex-7", "ex-6b", "ex-6a", "ex-5", "ex-4", "ex-3", "ex-2", "ex-1"]
+    );
+    let statuses: Vec<&str> = listed
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["running", "failed", "running", "success", "running", "partial", "failed", "success"]
+    );
+    let ex3 = &listed[5];
+    assert_eq!(ex3["conversationId"], "conv-b", "{ex3}");
+    assert_eq!(ex3["eventCount"], 3, "{ex3}");
+    assert_eq!(ex3["lastSeq"], 3, "{ex3}");
+    assert!(
+        same_instant(ex3["startedAt"].as_str().unwrap(), &at(3000)),
+        "{ex3}"
+    );
+    assert!(
+        same_instant(ex3["endedAt"].as_str().unwrap(), &at(3500)),
+        "{ex3}"
+    );
+    let ex4 = &listed[4];
+    assert_eq!(ex4["eventCount"], 2, "{ex4}");
+    assert!(ex4["endedAt"].is_null(), "{ex4}");
+    // The conversation named by the first event carries over to the rest.
+    assert_eq!(ex4["conversationId"], "conv-a", "{ex4}");
+    assert!(listed[0]["conversationId"].is_null(), "{}", listed[0]);
+
+    for (query, want) in [
+        (
+            "",
+            vec![
+                "ex-7", "ex-6b", "ex-6a", "ex-5", "ex-4", "ex-3", "ex-2", "ex-1",
+            ],
+        ),
+        ("&status=running", vec!["ex-7", "ex-6a", "ex-4"]),
+        ("&status=success", vec!["ex-5", "ex-1"]),
+        ("&status=failed", vec!["ex-6b", "ex-2"]),
+        ("&status=partial", vec!["ex-3"]),
+        (
+            "&conversationId=conv-a",
+            vec!["ex-6a", "ex-4", "ex-2", "ex-1"],
+        ),
+        ("&conversationId=conv-b&status=failed", vec!["ex-6b"]),
+        (
+            "&conversationId=conv-a&status=running",
+            vec!["ex-6a", "ex-4"],
+        ),
+        ("&conversationId=conv-none", vec![]),
+    ] {
+        // Whole, and a page at a time: the cursor between ex-6b and ex-6a
+        // (the same start) must neither skip nor repeat.
+        for limit in [100, 3, 1] {
+            assert_eq!(
+                list_all(&broker, query, limit).await,
+                want,
+                "{query} limit {limit}"
+            );
+        }
+    }
+
+    for bad in [
+        "status=done",
+        "cursor=nonsense",
+        "limit=0",
+        "conversation=conv-a",
+    ] {
+        let (status, body) = broker.get_json(&format!("/api/executions?{bad}")).await;
+        assert_eq!(status, 400, "?{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad-request", "?{bad}: {body}");
+    }
+}
+
+/// Executions whose timestamps the broker fills in (several may share a
+/// millisecond): paging still lists each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_executions_with_broker_timestamps_neither_skips_nor_repeats() {
+    let broker = Broker::start().await;
+    let mut posted = Vec::new();
+    for n in 0..12 {
+        let execution = format!("ex-now-{n:02}");
+        broker.post_event(&thinking(&execution, 0)).await;
+        posted.push(execution);
+    }
+    let whole = list_all(&broker, "", 100).await;
+    let mut sorted = whole.clone();
+    sorted.sort();
+    assert_eq!(sorted, posted, "every execution once: {whole:?}");
+    for limit in [1, 2, 5] {
+        assert_eq!(list_all(&broker, "", limit).await, whole, "limit {limit}");
+    }
+}
+
+// ------------------------------------------------- retention
+
+/// With `retention_max_executions` 2, running every second: the two
+/// executions that started last stay whole; the others disappear from the
+/// list (with any filter), from history and from stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_older_executions_from_every_api() {
+    let broker = Broker::builder()
+        .setting("RETENTION_MAX_EXECUTIONS", 2)
+        .setting("RETENTION_INTERVAL_SECS", 1)
+        .start()
+        .await;
+    // Posted newest first, so that retention running between posts changes nothing in the end.
+    for (n, start) in [(4, 4000), (3, 3000), (2, 2000), (1, 1000)] {
+        let execution = format!("ex-r{n}");
+        let run: Vec<Value> = (0..3)
+            .map(|i| {
+                let mut e = timed(
+                    "agent-thinking",
+                    &execution,
+                    start + i,
+                    json!({"agentId": "a", "thought": "t"}),
+                );
+                e["conversationId"] = "conv-r".into();
+                e
+            })
+            .collect();
+        broker.post_ok(&Value::Array(run)).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = list_all(&broker, "", 100).await;
+        if listed == ["ex-r4", "ex-r3"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never brought the list down to the two newest: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for query in [
+        "&conversationId=conv-r",
+        "&status=running",
+        "&conversationId=conv-r&status=running",
+    ] {
+        assert_eq!(
+            list_all(&broker, query, 1).await,
+            ["ex-r4", "ex-r3"],
+            "{query}"
+        );
+    }
+    for gone in ["ex-r1", "ex-r2"] {
+        assert_eq!(
+            events_page(&broker, gone, "").await,
+            (vec![], None),
+            "{gone}"
+        );
+        let (status, body) = broker
+            .get_json(&format!("/api/executions/{gone}/stats"))
+            .await;
+        assert_eq!(status, 404, "{gone}: {body}");
+        assert_eq!(body["error"]["code"], "not-found", "{body}");
+    }
+    for kept in ["ex-r3", "ex-r4"] {
+        assert_eq!(
+            seqs(&events_page(&broker, kept, "").await.0),
+            vec![1, 2, 3],
+            "{kept}"
+        );
+        let (status, stats) = broker
+            .get_json(&format!("/api/executions/{kept}/stats"))
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(stats["eventCount"], 3, "{stats}");
+    }
+}
