@@ -234,9 +234,8 @@ impl Persister {
     ) {
         self.failures_in_a_row += 1;
         self.metrics.store_retries.inc();
-        let backoff = FIRST_BACKOFF
-            .saturating_mul(1 << self.failures_in_a_row.min(10))
-            .min(MAX_BACKOFF);
+        let backoff =
+            crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, self.failures_in_a_row);
         log::warn!(
             "store {} write of {} events failed ({err}); retry {} in {backoff:?}",
             self.store.name(),

@@ -408,9 +408,7 @@ async fn read_stream(
             return;
         }
         failures += 1;
-        let backoff = FIRST_BACKOFF
-            .saturating_mul(1 << failures.min(6))
-            .min(MAX_BACKOFF);
+        let backoff = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, failures);
         log::warn!("Redis stream read failed ({error}); retry {failures} in {backoff:?}");
         health.set(Some(error.to_string()));
         tokio::time::sleep(backoff).await;
