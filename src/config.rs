@@ -59,6 +59,43 @@ pub struct Config {
     pub close_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub demo_pace_ms: u64,
+    pub auth_hmac_secret: Secret,
+    pub auth_public_key_file: PathBuf,
+    pub auth_algorithm: String,
+    pub auth_timeout_ms: u64,
+    pub allowed_origins: String,
+}
+
+/// A setting that must never be printed: its `Debug` says only whether it is set.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Its length, to check a minimum without looking at it.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
 }
 
 /// A setting that could not be used, with where it came from.
@@ -134,6 +171,16 @@ impl Config {
     /// The MongoDB URI, if MongoDB is the store.
     pub fn mongodb_uri(&self) -> Option<&str> {
         Some(self.mongodb_uri.as_str()).filter(|uri| !uri.is_empty())
+    }
+
+    /// The Origins allowed to open WebSockets and call the API (`*`: any).
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The Redis URL, if this node joins a cluster.
@@ -222,6 +269,21 @@ mod tests {
         assert_eq!(config.buffer_size, 7);
         assert_eq!(config.max_subscriptions, 3);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = load(
+            &[(
+                "AGENT_EVENTS_AUTH_HMAC_SECRET",
+                "very-secret-value-0123456789abcdef",
+            )],
+            None,
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
     }
 
     #[test]

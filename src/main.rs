@@ -7,16 +7,22 @@ mod api_doc;
 mod config;
 mod monitor;
 mod routes;
+mod security;
 mod server;
 mod sse;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: agent-events [--config FILE] [--demo]
+       agent-events [--config FILE] token --role ROLE [--sub NAME] [--executions IDS] [--conversations IDS] [--ttl SECS]
 
   --config FILE  settings file (keys of config/default.toml); env vars still win
   --demo         run simulated orchestrations so events flow at once
+  token          print a token signed with auth_hmac_secret: ROLE is subscriber,
+                 producer or admin; IDS are comma-separated IDs or prefixes (team:*);
+                 --ttl defaults to 3600 seconds
   --help         this text
 
 See README.md for every setting and config/default.toml for their defaults.";
@@ -25,17 +31,23 @@ See README.md for every setting and config/default.toml for their defaults.";
 struct Args {
     config: Option<PathBuf>,
     demo: bool,
+    /// `token …`: the words after it.
+    token: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         config: None,
         demo: false,
+        token: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
             "--demo" => args.demo = true,
+            "token" => {
+                args.token = Some(words.by_ref().collect());
+            }
             "--config" => {
                 let path = words.next().ok_or("--config needs a file")?;
                 args.config = Some(path.into());
@@ -67,6 +79,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(words) = args.token {
+        return match token::mint(&config, &words) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                eprintln!("agent-events token: {problem}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = actix_web::rt::System::new().block_on(server::run(config, args.demo));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use crate::server::Broker;
 use crate::{api_doc, monitor, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use agent_events_actors::auth::{AuthError, Role};
 use agent_events_actors::emitter::{Ingest, IngestError};
 use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
 use agent_events_actors::protocol::ErrorCode;
@@ -44,20 +45,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: ErrorCode,
+    pub(crate) code: ErrorCode,
     message: String,
     validation: Option<ValidationError>,
     index: Option<usize>,
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error of `code`, with the HTTP status that code maps to.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let status = match code {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden | ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -88,6 +94,12 @@ impl ApiError {
             ErrorCode::StoreUnavailable,
             format!("the store cannot answer: {err}"),
         )
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        ApiError::new(err.code, err.message)
     }
 }
 
@@ -134,17 +146,30 @@ async fn root(
     broker: web::Data<Broker>,
 ) -> actix_web::Result<HttpResponse> {
     if is_websocket_upgrade(&req) {
-        return session::upgrade(&req, body, broker.session_deps.clone());
+        return websocket(req, body, broker).await;
     }
     Ok(monitor::index())
 }
 
+/// The upgrade: Origin first (cross-site WebSocket hijacking), then the
+/// token if the upgrade carries one (a bad one is refused before upgrading).
 async fn websocket(
     req: HttpRequest,
     body: web::Payload,
     broker: web::Data<Broker>,
 ) -> actix_web::Result<HttpResponse> {
-    session::upgrade(&req, body, broker.session_deps.clone())
+    if !broker.guard.origin_allowed(&req) {
+        let err = ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            "this Origin may not open a WebSocket here",
+        );
+        return Ok(err.error_response());
+    }
+    let grant = match broker.guard.upgrade_grant(&req) {
+        Ok(grant) => grant,
+        Err(err) => return Ok(ApiError::from(err).error_response()),
+    };
+    session::upgrade(&req, body, broker.session_deps.clone(), grant)
 }
 
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
@@ -155,10 +180,26 @@ fn is_websocket_upgrade(req: &HttpRequest) -> bool {
 }
 
 /// `POST /api/events`: one event or an array; 202 once stored.
-async fn ingest(body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
+async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
+    let grant = broker.guard.require(&req, Role::Producer)?;
     let bytes = read_body(body, broker.config.max_body_bytes).await;
     let events = bytes
         .and_then(|bytes| parse_events(&bytes, &broker))
+        .and_then(|events| {
+            let forbidden = grant
+                .as_ref()
+                .and_then(|g| events.iter().position(|e| !g.may_produce(&e.execution_id)));
+            match forbidden {
+                Some(index) => Err(ApiError {
+                    index: Some(index),
+                    ..ApiError::new(
+                        ErrorCode::Forbidden,
+                        "the token may not produce to this execution",
+                    )
+                }),
+                None => Ok(events),
+            }
+        })
         .inspect_err(|err| {
             // Refusals past this point are counted by the Emitter.
             broker
@@ -268,7 +309,8 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn parse_types(types: Option<&str>) -> Result<Option<Vec<EventType>>, ApiError> {
+/// `types=a,b` as event types; an unknown name is a `bad-request`.
+pub(crate) fn parse_types(types: Option<&str>) -> Result<Option<Vec<EventType>>, ApiError> {
     let Some(types) = types else { return Ok(None) };
     types
         .split(',')
@@ -284,7 +326,8 @@ fn parse_types(types: Option<&str>) -> Result<Option<Vec<EventType>>, ApiError> 
         .map(Some)
 }
 
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+/// The request's query string as `T`; a bad one is a `bad-request`.
+pub(crate) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
@@ -296,6 +339,7 @@ async fn execution_events(
     path: web::Path<String>,
     broker: web::Data<Broker>,
 ) -> ApiResult {
+    broker.guard.require(&req, Role::Admin)?;
     let params: EventsParams = query(&req)?;
     let limit = page_size(params.limit)?;
     let execution_id = path.into_inner();
@@ -322,7 +366,12 @@ async fn execution_events(
 }
 
 /// `GET /api/executions/{id}/stats`.
-async fn execution_stats(path: web::Path<String>, broker: web::Data<Broker>) -> ApiResult {
+async fn execution_stats(
+    req: HttpRequest,
+    path: web::Path<String>,
+    broker: web::Data<Broker>,
+) -> ApiResult {
+    broker.guard.require(&req, Role::Admin)?;
     let execution_id = path.into_inner();
     match broker
         .store
@@ -350,6 +399,7 @@ struct ExecutionsParams {
 
 /// `GET /api/executions`: newest first, a page at a time.
 async fn list_executions(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+    broker.guard.require(&req, Role::Admin)?;
     let params: ExecutionsParams = query(&req)?;
     let limit = page_size(params.limit)?;
     let status = params
@@ -427,7 +477,8 @@ async fn health(broker: web::Data<Broker>) -> HttpResponse {
 }
 
 /// `GET /admin/stats`: connections, subscriptions, events in and out, drops.
-async fn admin_stats(broker: web::Data<Broker>) -> HttpResponse {
+async fn admin_stats(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+    broker.guard.require(&req, Role::Admin)?;
     let mut stats = broker.metrics.snapshot();
     stats["storeBacklog"] = json!(broker.backlog.len());
     stats["uptimeSecs"] = json!(broker.started_at.elapsed().as_secs());
@@ -441,14 +492,15 @@ async fn admin_stats(broker: web::Data<Broker>) -> HttpResponse {
         stats["node"] = json!(cluster.node_id);
         stats["clusterNodes"] = json!(nodes);
     }
-    HttpResponse::Ok().json(stats)
+    Ok(HttpResponse::Ok().json(stats))
 }
 
 /// `GET /metrics`: the same figures as Prometheus text.
-async fn metrics(broker: web::Data<Broker>) -> HttpResponse {
-    HttpResponse::Ok()
+async fn metrics(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+    broker.guard.require(&req, Role::Admin)?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(broker.metrics.prometheus_text())
+        .body(broker.metrics.prometheus_text()))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use crate::config::Config;
 use crate::routes;
+use crate::security::Guard;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use agent_events_actors::demo::{self, DemoConfig};
@@ -56,6 +57,8 @@ pub struct Broker {
     pub started_at: Instant,
     /// In cluster mode, this node's Redis-subscriber and its link's state.
     pub cluster: Option<Cluster>,
+    /// Tokens and Origins.
+    pub guard: Guard,
 }
 
 /// This node's part of the cluster.
@@ -73,6 +76,7 @@ impl Broker {
     /// Starts the actors around `store`; joins the cluster when `redis` is given.
     fn start(
         config: Config,
+        guard: Guard,
         store: Arc<dyn Store>,
         redis: Option<redis::Client>,
         local: SocketAddr,
@@ -143,6 +147,7 @@ impl Broker {
                 config.max_replay_events,
             ),
             metrics: metrics.clone(),
+            auth: guard.verifier(),
         };
         Broker {
             config: Arc::new(config),
@@ -155,6 +160,7 @@ impl Broker {
             session_deps,
             started_at: Instant::now(),
             cluster,
+            guard,
         }
     }
 
@@ -236,6 +242,7 @@ fn session_config(config: &Config) -> SessionConfig {
         max_frame_bytes: config.max_frame_bytes,
         queue_bytes: config.session_queue_bytes,
         close_timeout: Duration::from_millis(config.close_timeout_ms),
+        auth_timeout: Duration::from_millis(config.auth_timeout_ms),
     }
 }
 
@@ -263,16 +270,18 @@ pub async fn run(config: Config, demo: bool) -> io::Result<()> {
         .map(redis::Client::open)
         .transpose()
         .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))?;
+    let guard = Guard::from_config(&config).map_err(io::Error::other)?;
     let store = open_store(&config).await?;
     // Bound before the actors start, so the node can announce its real address.
     let listener = TcpListener::bind((config.bind_addr.as_str(), config.ws_port))?;
     let local = listener.local_addr()?;
-    let broker = Broker::start(config, store, redis, local);
+    let broker = Broker::start(config, guard, store, redis, local);
     broker.schedule_retention();
     let state = web::Data::new(broker.clone());
     let max_body = broker.config.max_body_bytes;
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(state.guard.cors())
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .configure(routes::configure)

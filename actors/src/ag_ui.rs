@@ -322,7 +322,10 @@ mod tests {
             result,
             ..Default::default()
         };
-        let error = map_event(&sequenced(failed(Some(json!({"error": "out of budget"}))), 9));
+        let error = map_event(&sequenced(
+            failed(Some(json!({"error": "out of budget"}))),
+            9,
+        ));
         assert_eq!(types(&error), ["RUN_ERROR"]);
         assert_eq!(error[0]["message"], "out of budget");
         assert_eq!(error[0]["code"], "failed");
@@ -376,7 +379,9 @@ mod tests {
         );
         assert_eq!(mapped[0]["toolCallName"], "search");
         assert_eq!(mapped[1]["delta"], r#"{"q":"noir"}"#);
-        assert!(mapped.iter().all(|v| v["toolCallId"] == "exec-1/tool-call/call-1"));
+        assert!(mapped
+            .iter()
+            .all(|v| v["toolCallId"] == "exec-1/tool-call/call-1"));
         assert_eq!(mapped[0]["rawEvent"]["agentId"], "writer-1");
         assert!(mapped[1].get("rawEvent").is_none(), "raw once per event");
 
@@ -416,7 +421,10 @@ mod tests {
         assert_eq!(answered[0]["toolCallId"], "exec-1/8/tool-call");
         assert_eq!(answered[0]["content"], "timeout");
         // The same event maps to the same IDs every time.
-        assert_eq!(map_event(&sequenced(ToolCall::default(), 7))[0]["toolCallId"], "exec-1/7/tool-call");
+        assert_eq!(
+            map_event(&sequenced(ToolCall::default(), 7))[0]["toolCallId"],
+            "exec-1/7/tool-call"
+        );
     }
 
     #[test]
@@ -437,10 +445,14 @@ mod tests {
                 "REASONING_END"
             ]
         );
-        assert!(mapped.iter().all(|v| v["messageId"] == "exec-1/6/reasoning"));
+        assert!(mapped
+            .iter()
+            .all(|v| v["messageId"] == "exec-1/6/reasoning"));
         assert_eq!(mapped[1]["role"], "reasoning");
         assert_eq!(mapped[2]["delta"], "Consider the setting");
-        assert!(mapped.iter().all(|v| v["timestamp"] == 1_759_320_000_250i64));
+        assert!(mapped
+            .iter()
+            .all(|v| v["timestamp"] == 1_759_320_000_250i64));
     }
 
     #[test]
@@ -477,7 +489,10 @@ mod tests {
             assert_eq!(types(&mapped), ["CUSTOM"]);
             assert_eq!(mapped[0]["name"], event.event_type().as_str());
             assert_eq!(mapped[0]["value"], serde_json::to_value(&event).unwrap());
-            assert!(mapped[0].get("rawEvent").is_none(), "value already holds it");
+            assert!(
+                mapped[0].get("rawEvent").is_none(),
+                "value already holds it"
+            );
         }
     }
 }

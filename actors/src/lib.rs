@@ -16,6 +16,7 @@
 //! - [`filter`]: subscription filters by type, agent and department.
 //! - [`ag_ui`]: how our event types map to AG-UI protocol events.
 //! - [`store`]: the store interface and its SQLite and MongoDB backends.
+//! - [`auth`]: tokens (JWT) and what they grant.
 //! - [`backoff`]: the retry schedule the Persister and the Redis-subscriber share.
 //! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
 //! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod ag_ui;
+pub mod auth;
 pub mod backoff;
 pub mod demo;
 pub mod emitter;

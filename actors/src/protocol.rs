@@ -59,13 +59,25 @@ pub enum ErrorCode {
     NotFound,
     /// Cluster mode cannot reach Redis to sequence the event; retry later.
     RedisUnavailable,
+    /// No valid token where one is required (HTTP 401).
+    Unauthorized,
+    /// The token does not allow this (HTTP 403; WebSocket: not subscribed).
+    Forbidden,
+    /// The token expired; send a fresh one, or reconnect with one and resume.
+    TokenExpired,
+    /// The request's Origin is not allowed (cross-site WebSocket hijacking).
+    OriginNotAllowed,
+    /// Too many events or messages per second; slow down and retry.
+    RateLimited,
+    /// Too many connections in total or from this address.
+    TooManyConnections,
     /// Something failed inside the broker; the message says what.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for the documentation endpoint and the README.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadRequest,
@@ -85,6 +97,12 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::NotFound,
         ErrorCode::RedisUnavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenExpired,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyConnections,
         ErrorCode::Internal,
     ];
 
@@ -110,6 +128,12 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store-unavailable",
             ErrorCode::NotFound => "not-found",
             ErrorCode::RedisUnavailable => "redis-unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenExpired => "token-expired",
+            ErrorCode::OriginNotAllowed => "origin-not-allowed",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::Internal => "internal",
         }
     }
@@ -120,8 +144,14 @@ impl ErrorCode {
             ErrorCode::SlowConsumer | ErrorCode::HeartbeatTimeout | ErrorCode::ShuttingDown => {
                 "connection closed: reconnect with backoff and resubscribe with fromSeq"
             }
-            ErrorCode::StoreUnavailable | ErrorCode::RedisUnavailable | ErrorCode::Internal => {
-                "retry later with backoff"
+            ErrorCode::StoreUnavailable
+            | ErrorCode::RedisUnavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyConnections
+            | ErrorCode::Internal => "retry later with backoff",
+            ErrorCode::TokenExpired => "refresh the token, then reconnect and resume with fromSeq",
+            ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::OriginNotAllowed => {
+                "get a token (or origin) that allows this; do not retry as is"
             }
             ErrorCode::ReplayUnavailable => {
                 "read history over HTTP, then subscribe without fromSeq"
@@ -138,6 +168,8 @@ impl ErrorCode {
         match self {
             ErrorCode::SlowConsumer => 4000,
             ErrorCode::HeartbeatTimeout => 4001,
+            ErrorCode::TokenExpired => 4002,
+            ErrorCode::Unauthorized => 4501,
             ErrorCode::ShuttingDown => 1001,
             _ => 4500,
         }
@@ -193,6 +225,11 @@ pub enum ClientMessage {
     },
     /// Application-level ping, answered with `pong`.
     Ping,
+    /// A token for this connection (first, or a fresh one before expiry).
+    Auth {
+        /// The JWT.
+        token: String,
+    },
 }
 
 /// A client message that could not be used: the code, words, and the target if known.
@@ -245,9 +282,23 @@ impl ClientMessage {
                 })
             }
             Some("ping") => Ok(ClientMessage::Ping),
+            Some("auth") => {
+                reject_unknown_fields(&object, &["type", "token"])?;
+                match object.get("token") {
+                    Some(Value::String(token)) => Ok(ClientMessage::Auth {
+                        token: token.clone(),
+                    }),
+                    _ => Err(ClientError::new(
+                        ErrorCode::BadRequest,
+                        "auth needs a string `token`",
+                    )),
+                }
+            }
             Some(other) => Err(ClientError::new(
                 ErrorCode::UnknownType,
-                format!("unknown message type `{other}`; expected subscribe, unsubscribe or ping"),
+                format!(
+                    "unknown message type `{other}`; expected subscribe, unsubscribe, ping or auth"
+                ),
             )),
             None => Err(ClientError::new(
                 ErrorCode::UnknownType,
@@ -424,6 +475,14 @@ pub fn unsubscribed_frame(target: &Target) -> ByteString {
     object.insert("type".into(), "unsubscribed".into());
     target.insert_into(&mut object);
     frame(Value::Object(object))
+}
+
+/// `{"type":"authenticated","expiresAt":…}`: a token was accepted.
+pub fn authenticated_frame(expires_at: std::time::SystemTime) -> ByteString {
+    let expires: chrono::DateTime<chrono::Utc> = expires_at.into();
+    frame(
+        serde_json::json!({"type": "authenticated", "expiresAt": crate::event::format_timestamp(expires)}),
+    )
 }
 
 /// `{"type":"pong"}`.

@@ -27,12 +27,13 @@
 //! live. Every seq is sent once: anything at or below the last sent seq is
 //! dropped.
 
+use crate::auth::{Grant, Verifier};
 use crate::filter::Filter;
 use crate::history::{History, ReplayGap};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    connected_frame, error_frame, pong_frame, subscribed_frame, unsubscribed_frame, ClientMessage,
-    ErrorCode, PublishedEvent, Target,
+    authenticated_frame, connected_frame, error_frame, pong_frame, subscribed_frame,
+    unsubscribed_frame, ClientMessage, ErrorCode, PublishedEvent, Target,
 };
 use crate::registry::{self, Registry, SessionId};
 use actix::prelude::*;
@@ -62,6 +63,8 @@ pub struct SessionConfig {
     pub queue_bytes: usize,
     /// How long a closing connection may take to flush before it is cut.
     pub close_timeout: Duration,
+    /// With auth on, how long a connection may stay without a token.
+    pub auth_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -74,6 +77,7 @@ impl Default for SessionConfig {
             max_frame_bytes: 1024 * 1024,
             queue_bytes: 1024 * 1024,
             close_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct SessionDeps {
     pub history: History,
     /// Shared figures.
     pub metrics: Metrics,
+    /// Checks tokens; `None` when auth is off.
+    pub auth: Option<Arc<Verifier>>,
 }
 
 /// Events for this session, in seq order per execution.
@@ -106,19 +112,25 @@ pub struct Registered(pub Target);
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Upgrades an HTTP request to a WebSocket and starts its Session.
+/// The subprotocol a browser offers beside `bearer.<jwt>` when it passes its
+/// token in `Sec-WebSocket-Protocol`; the broker answers with it.
+pub const SUBPROTOCOL: &str = "agent-events";
+
+/// Upgrades an HTTP request to a WebSocket and starts its Session, with the
+/// grant of the token the upgrade carried, if any.
 pub fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
     deps: SessionDeps,
+    grant: Option<Grant>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, transport, stream) = actix_ws::handle(req, body)?;
+    let (response, transport, stream) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])?;
     let max_frame = deps.config.max_frame_bytes;
     let stream = stream
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
-    Session::start(transport, stream, deps);
+    Session::start(transport, stream, deps, grant);
     Ok(response)
 }
 
@@ -168,6 +180,8 @@ pub struct Session {
     subscriptions: HashMap<Target, Subscription>,
     last_heard: Instant,
     closing: bool,
+    grant: Option<Grant>,
+    expiry: Option<SpawnHandle>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -182,6 +196,7 @@ impl Session {
         transport: actix_ws::Session,
         stream: AggregatedMessageStream,
         deps: SessionDeps,
+        grant: Option<Grant>,
     ) -> Addr<Session> {
         let id = next_session_id();
         Session::create(move |ctx| {
@@ -195,6 +210,8 @@ impl Session {
                 subscriptions: HashMap::new(),
                 last_heard: Instant::now(),
                 closing: false,
+                grant,
+                expiry: None,
             }
         })
     }
@@ -321,12 +338,38 @@ impl Session {
             }) => self.subscribe(target, from_seq, filter),
             Ok(ClientMessage::Unsubscribe { target }) => self.unsubscribe(target),
             Ok(ClientMessage::Ping) => self.send_text(pong_frame()),
+            Ok(ClientMessage::Auth { token }) => self.authenticate(&token, ctx),
             Err(err) => self.send_error(err.code, &err.message, None),
         }
         let _ = ctx;
     }
 
+    /// With auth on: a token that allows `target`, or the error that says why not.
+    fn check_permission(&self, target: &Target) -> Result<(), (ErrorCode, String)> {
+        if self.deps.auth.is_none() {
+            return Ok(());
+        }
+        match &self.grant {
+            None => Err((
+                ErrorCode::Unauthorized,
+                "send {\"type\":\"auth\",\"token\":…} first".into(),
+            )),
+            Some(grant) if grant.may_watch(target) => Ok(()),
+            Some(_) => Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "the token does not allow {} `{}`",
+                    target.field(),
+                    target.id()
+                ),
+            )),
+        }
+    }
+
     fn subscribe(&mut self, target: Target, from_seq: Option<u64>, filter: Filter) {
+        if let Err((code, message)) = self.check_permission(&target) {
+            return self.send_error(code, &message, Some(&target));
+        }
         if self.subscriptions.contains_key(&target) {
             let message = format!("already subscribed to {} `{}`", target.field(), target.id());
             return self.send_error(ErrorCode::AlreadySubscribed, &message, Some(&target));
@@ -388,6 +431,83 @@ impl Session {
                     Err(gap) => session.refuse_replay(target, gap),
                 }),
         );
+    }
+
+    /// A token sent in a message: first, or fresh before the old one expires.
+    fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
+        let Some(verifier) = self.deps.auth.clone() else {
+            return self.send_error(
+                ErrorCode::BadRequest,
+                "this broker does not use tokens",
+                None,
+            );
+        };
+        match verifier.verify(token) {
+            Ok(grant) => {
+                self.send_text(authenticated_frame(grant.expires_at()));
+                self.grant = Some(grant);
+                self.drop_forbidden_subscriptions();
+                self.schedule_expiry(ctx);
+            }
+            Err(err) => self.send_error(err.code, &err.message, None),
+        }
+    }
+
+    /// A fresh token may allow less than the old one: what it does not allow ends.
+    fn drop_forbidden_subscriptions(&mut self) {
+        let forbidden: Vec<Target> = self
+            .subscriptions
+            .keys()
+            .filter(|target| self.check_permission(target).is_err())
+            .cloned()
+            .collect();
+        for target in forbidden {
+            self.subscriptions.remove(&target);
+            self.deps.metrics.subscriptions.dec();
+            self.deps.registry.do_send(registry::Unsubscribe {
+                session: self.id,
+                target: target.clone(),
+            });
+            self.send_error(
+                ErrorCode::Forbidden,
+                "the new token does not allow this; unsubscribed",
+                Some(&target),
+            );
+        }
+    }
+
+    /// Closes the connection when its token expires (a fresh token moves this).
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(previous) = self.expiry.take() {
+            ctx.cancel_future(previous);
+        }
+        let Some(grant) = &self.grant else { return };
+        self.expiry = Some(ctx.run_later(grant.remaining(), |session, ctx| {
+            session.close_with(
+                ErrorCode::TokenExpired,
+                "the token expired; send a fresh one before expiry, or reconnect with one and resume with fromSeq",
+                ctx,
+            );
+        }));
+    }
+
+    /// With auth on, a connection must present a token within `auth_timeout`.
+    fn require_token_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.deps.auth.is_none() {
+            return;
+        }
+        if self.grant.is_some() {
+            return self.schedule_expiry(ctx);
+        }
+        ctx.run_later(self.deps.config.auth_timeout, |session, ctx| {
+            if session.grant.is_none() {
+                session.close_with(
+                    ErrorCode::Unauthorized,
+                    "no token within the auth timeout",
+                    ctx,
+                );
+            }
+        });
     }
 
     fn refuse_replay(&mut self, target: Target, gap: ReplayGap) {
@@ -601,6 +721,7 @@ impl Actor for Session {
             subscriber: registry::Subscriber::of(&ctx.address()),
         });
         self.send_text(connected_frame(&self.client_id));
+        self.require_token_soon(ctx);
         ctx.run_interval(self.deps.config.heartbeat_interval, |session, ctx| {
             session.heartbeat(ctx)
         });

@@ -121,11 +121,7 @@ pub fn event_id(target: &Target, event: &PublishedEvent) -> String {
 
 /// Reads a `Last-Event-ID` this broker wrote for `target` in `format`; the
 /// error says what was expected.
-pub fn parse_last_event_id(
-    target: &Target,
-    format: SseFormat,
-    id: &str,
-) -> Result<Resume, String> {
+pub fn parse_last_event_id(target: &Target, format: SseFormat, id: &str) -> Result<Resume, String> {
     let seq = |text: &str| text.parse::<u64>().ok();
     match (target, format) {
         (Target::Execution(execution_id), SseFormat::Events) => seq(id)
@@ -142,9 +138,7 @@ pub fn parse_last_event_id(
                 (Some(s), Some(Some(parts))) if s > 0 => {
                     Ok(resume(execution_id.clone(), s, Some(parts)))
                 }
-                _ => Err(format!(
-                    "Last-Event-ID `{id}`: expected <seq> or <seq>.<k>"
-                )),
+                _ => Err(format!("Last-Event-ID `{id}`: expected <seq> or <seq>.<k>")),
             }
         }
         (Target::Conversation(_), _) => {
@@ -327,10 +321,13 @@ impl SseStream {
                 .read(resume.execution_id.clone(), resume.after_seq())
                 .await
         };
-        ctx.spawn(read.into_actor(self).map(|result, stream, ctx| match result {
-            Ok(events) => stream.go_live(events, ctx),
-            Err(gap) => stream.refuse(gap, ctx),
-        }));
+        ctx.spawn(
+            read.into_actor(self)
+                .map(|result, stream, ctx| match result {
+                    Ok(events) => stream.go_live(events, ctx),
+                    Err(gap) => stream.refuse(gap, ctx),
+                }),
+        );
     }
 
     fn refuse(&mut self, gap: ReplayGap, ctx: &mut Context<Self>) {
@@ -399,7 +396,12 @@ impl SseStream {
     }
 
     /// Queues events; a live one past the byte bound ends a slow client's stream.
-    fn write_events(&mut self, events: &[Arc<PublishedEvent>], counted: bool, ctx: &mut Context<Self>) {
+    fn write_events(
+        &mut self,
+        events: &[Arc<PublishedEvent>],
+        counted: bool,
+        ctx: &mut Context<Self>,
+    ) {
         for event in events {
             if self.closing {
                 return;
@@ -451,7 +453,10 @@ impl SseStream {
     }
 
     fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
-        log::info!("SSE stream {} too slow: ending it with slow-consumer", self.id);
+        log::info!(
+            "SSE stream {} too slow: ending it with slow-consumer",
+            self.id
+        );
         self.deps.metrics.drop("slow-consumer", 1);
         self.count_error(ErrorCode::SlowConsumer);
         self.outbound.abandoned.store(true, Ordering::Relaxed);
@@ -566,7 +571,11 @@ impl Handler<Shutdown> for SseStream {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         // Everything delivered before this message is already queued ahead of the end.
-        self.finish(ErrorCode::ShuttingDown, "the broker is stopping; reconnect with Last-Event-ID", ctx);
+        self.finish(
+            ErrorCode::ShuttingDown,
+            "the broker is stopping; reconnect with Last-Event-ID",
+            ctx,
+        );
     }
 }
 
@@ -625,7 +634,10 @@ mod tests {
             assert!(parse(&execution, SseFormat::AgUi, bad).is_err(), "{bad}");
         }
         for bad in ["7", "exec:", ":7", "a b:7", "e:x"] {
-            assert!(parse(&conversation, SseFormat::Events, bad).is_err(), "{bad}");
+            assert!(
+                parse(&conversation, SseFormat::Events, bad).is_err(),
+                "{bad}"
+            );
         }
     }
 
