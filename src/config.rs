@@ -64,6 +64,10 @@ pub struct Config {
     pub auth_algorithm: String,
     pub auth_timeout_ms: u64,
     pub allowed_origins: String,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_messages_per_sec: u64,
+    pub max_events_per_sec_per_producer: u64,
 }
 
 /// A setting that must never be printed: its `Debug` says only whether it is set.
@@ -156,6 +160,13 @@ impl Config {
             ("persist_batch_max", self.persist_batch_max as u64),
             ("persist_backlog_max", self.persist_backlog_max as u64),
             ("demo_pace_ms", self.demo_pace_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("max_messages_per_sec", self.max_messages_per_sec),
+            (
+                "max_events_per_sec_per_producer",
+                self.max_events_per_sec_per_producer,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));

@@ -8,9 +8,10 @@ use crate::server::Broker;
 use crate::{api_doc, monitor, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use agent_events_actors::auth::{AuthError, Role};
+use agent_events_actors::auth::{AuthError, Grant, Role};
 use agent_events_actors::emitter::{Ingest, IngestError};
 use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
+use agent_events_actors::limits::{ConnectionPermit, Refusal};
 use agent_events_actors::protocol::ErrorCode;
 use agent_events_actors::redis_subscriber::ClusterView;
 use agent_events_actors::session;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::fmt;
+use std::net::IpAddr;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -169,7 +171,52 @@ async fn websocket(
         Ok(grant) => grant,
         Err(err) => return Ok(ApiError::from(err).error_response()),
     };
-    session::upgrade(&req, body, broker.session_deps.clone(), grant)
+    let permit = match admit(&req, &broker) {
+        Ok(permit) => permit,
+        Err(err) => return Ok(err.error_response()),
+    };
+    session::upgrade(&req, body, broker.session_deps.clone(), grant, Some(permit))
+}
+
+/// A connection slot for this request's address, or 503 `too-many-connections`.
+pub(crate) fn admit(req: &HttpRequest, broker: &Broker) -> Result<ConnectionPermit, ApiError> {
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    broker.connections.admit(ip).map_err(|refusal| {
+        let message = match refusal {
+            Refusal::Total(max) => format!("the broker holds its maximum of {max} connections"),
+            Refusal::PerAddress(max) => format!("{max} connections are open from this address"),
+        };
+        ApiError::new(ErrorCode::TooManyConnections, message)
+    })
+}
+
+/// The producer's events fit its rate (its token's subject, or its address).
+fn check_producer_rate(
+    req: &HttpRequest,
+    broker: &Broker,
+    grant: Option<&Grant>,
+    events: usize,
+) -> Result<(), ApiError> {
+    let key = match grant {
+        Some(grant) => format!("sub:{}", grant.subject()),
+        None => format!(
+            "ip:{}",
+            req.peer_addr()
+                .map_or_else(String::new, |a| a.ip().to_string())
+        ),
+    };
+    if broker.producers.take(&key, events as f64) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "more than {} events a second from this producer; retry with backoff",
+            broker.config.max_events_per_sec_per_producer
+        ),
+    ))
 }
 
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
@@ -199,6 +246,9 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
                 }),
                 None => Ok(events),
             }
+        })
+        .and_then(|events| {
+            check_producer_rate(&req, &broker, grant.as_ref(), events.len()).map(|()| events)
         })
         .inspect_err(|err| {
             // Refusals past this point are counted by the Emitter.

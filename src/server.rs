@@ -19,6 +19,7 @@ use actix_web::{web, App, HttpServer};
 use agent_events_actors::demo::{self, DemoConfig};
 use agent_events_actors::emitter::{Emitter, EmitterConfig, StopAccepting, Storage};
 use agent_events_actors::history::History;
+use agent_events_actors::limits::{ConnectionLimiter, KeyedBuckets};
 use agent_events_actors::metrics::Metrics;
 use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
 use agent_events_actors::redis_sequencer::{ClusterKeys, RedisSequencer};
@@ -59,6 +60,10 @@ pub struct Broker {
     pub cluster: Option<Cluster>,
     /// Tokens and Origins.
     pub guard: Guard,
+    /// Open connections, in total and per address.
+    pub connections: Arc<ConnectionLimiter>,
+    /// Events per second per producer.
+    pub producers: Arc<KeyedBuckets>,
 }
 
 /// This node's part of the cluster.
@@ -149,6 +154,9 @@ impl Broker {
             metrics: metrics.clone(),
             auth: guard.verifier(),
         };
+        let connections =
+            ConnectionLimiter::new(config.max_connections, config.max_connections_per_ip);
+        let producers = Arc::new(producer_buckets(&config));
         Broker {
             config: Arc::new(config),
             emitter,
@@ -159,6 +167,8 @@ impl Broker {
             metrics,
             session_deps,
             started_at: Instant::now(),
+            connections,
+            producers,
             cluster,
             guard,
         }
@@ -216,6 +226,11 @@ fn node_id(config: &Config, local: SocketAddr) -> String {
     }
 }
 
+fn producer_buckets(config: &Config) -> KeyedBuckets {
+    let rate = config.max_events_per_sec_per_producer as f64;
+    KeyedBuckets::new(rate, 2.0 * rate)
+}
+
 fn emitter_config(config: &Config) -> EmitterConfig {
     EmitterConfig {
         buffer_size: config.buffer_size,
@@ -243,6 +258,7 @@ fn session_config(config: &Config) -> SessionConfig {
         queue_bytes: config.session_queue_bytes,
         close_timeout: Duration::from_millis(config.close_timeout_ms),
         auth_timeout: Duration::from_millis(config.auth_timeout_ms),
+        max_messages_per_sec: config.max_messages_per_sec as f64,
     }
 }
 

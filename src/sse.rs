@@ -85,7 +85,7 @@ async fn execution_stream(
     let params: StreamParams = query(&req)?;
     let resume = resume_at(&req, &target, SseFormat::Events, params.from_seq)?;
     let filter = filter(&params)?;
-    stream(&broker, target, filter, resume, SseFormat::Events).await
+    stream(&req, &broker, target, filter, resume, SseFormat::Events).await
 }
 
 /// `GET /api/conversations/{id}/stream`.
@@ -105,7 +105,7 @@ async fn conversation_stream(
     }
     let resume = resume_at(&req, &target, SseFormat::Events, None)?;
     let filter = filter(&params)?;
-    stream(&broker, target, filter, resume, SseFormat::Events).await
+    stream(&req, &broker, target, filter, resume, SseFormat::Events).await
 }
 
 /// `GET /api/executions/{id}/ag-ui`.
@@ -119,22 +119,33 @@ async fn ag_ui_stream(
     let params: AgUiParams = query(&req)?;
     let from_start = Some(params.from_seq.unwrap_or(0));
     let resume = resume_at(&req, &target, SseFormat::AgUi, from_start)?;
-    stream(&broker, target, Filter::default(), resume, SseFormat::AgUi).await
+    stream(
+        &req,
+        &broker,
+        target,
+        Filter::default(),
+        resume,
+        SseFormat::AgUi,
+    )
+    .await
 }
 
 /// Opens the stream: 200 `text/event-stream` once it is in force, or the refusal.
 async fn stream(
+    req: &HttpRequest,
     broker: &Broker,
     target: Target,
     filter: Filter,
     resume: Option<Resume>,
     format: SseFormat,
 ) -> SseResult {
+    let permit = crate::routes::admit(req, broker)?;
     let request = SseRequest {
         target,
         filter,
         resume,
         format,
+        permit: Some(permit),
     };
     let body = SseStream::open(broker.session_deps.clone(), request)
         .await

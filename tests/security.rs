@@ -334,3 +334,65 @@ async fn cors_answers_allowed_origins_only() {
     let mut plain = broker.connect().await;
     plain.ping().await;
 }
+
+#[tokio::test]
+async fn each_limit_trips_with_its_code_and_its_counter() {
+    let broker = Broker::builder()
+        .setting("MAX_CONNECTIONS_PER_IP", 2)
+        .setting("MAX_MESSAGES_PER_SEC", 5)
+        .setting("MAX_EVENTS_PER_SEC_PER_PRODUCER", 10)
+        .start()
+        .await;
+    // Connections per address: the third is refused before the upgrade.
+    let mut flooder = broker.connect().await;
+    let mut bystander = broker.connect().await;
+    assert_eq!(refused_upgrade(&broker, "/", None).await, 503);
+
+    // A flood of messages is dropped with one `rate-limited`; others are not disturbed.
+    bystander.subscribe_execution("calm").await;
+    for _ in 0..40 {
+        flooder.send_json(&json!({"type": "ping"})).await;
+    }
+    let mut answers = Vec::new();
+    while let Some(common::Frame::Json(message)) =
+        flooder.recv_within(Duration::from_millis(300)).await
+    {
+        answers.push(message);
+    }
+    let pongs = answers.iter().filter(|m| m["type"] == "pong").count();
+    let limited = answers
+        .iter()
+        .filter(|m| m["code"] == "rate-limited")
+        .count();
+    assert!(
+        (1..=10).contains(&pongs),
+        "the burst was answered, the rest dropped: {answers:?}"
+    );
+    assert_eq!(
+        limited, 1,
+        "told once, not once per dropped message: {answers:?}"
+    );
+
+    // Producers: a batch over the rate is refused whole with 429.
+    let batch: Vec<Value> = (0..25)
+        .map(|i| event("agent-start", "calm", json!({"agentId": format!("a{i}")})))
+        .collect();
+    let (status, answer) = broker.post(&Value::Array(batch)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("rate-limited")),
+        "{answer}"
+    );
+    let seq = broker
+        .post_event(&event("agent-start", "calm", json!({"agentId": "one"})))
+        .await;
+    assert_eq!(seq, 1, "nothing of the refused batch was sequenced");
+    bystander.next_event().await;
+
+    let stats = broker.stats().await;
+    assert!(
+        stats["clientErrors"]["rate-limited"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert_eq!(stats["eventsRejected"]["rate-limited"], 1, "{stats}");
+}

@@ -18,6 +18,7 @@
 //! - [`store`]: the store interface and its SQLite and MongoDB backends.
 //! - [`auth`]: tokens (JWT) and what they grant.
 //! - [`backoff`]: the retry schedule the Persister and the Redis-subscriber share.
+//! - [`limits`]: connection permits and token buckets that keep one client from starving the rest.
 //! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
 //! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
 //!
@@ -34,6 +35,7 @@ pub mod event;
 pub mod filter;
 pub mod handle;
 pub mod history;
+pub mod limits;
 pub mod metrics;
 pub mod persister;
 pub mod protocol;

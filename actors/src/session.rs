@@ -30,6 +30,7 @@
 use crate::auth::{Grant, Verifier};
 use crate::filter::Filter;
 use crate::history::{History, ReplayGap};
+use crate::limits::{Bucket, ConnectionPermit};
 use crate::metrics::Metrics;
 use crate::protocol::{
     authenticated_frame, connected_frame, error_frame, pong_frame, subscribed_frame,
@@ -65,6 +66,8 @@ pub struct SessionConfig {
     pub close_timeout: Duration,
     /// With auth on, how long a connection may stay without a token.
     pub auth_timeout: Duration,
+    /// Messages a client may send per second (twice that in a burst).
+    pub max_messages_per_sec: f64,
 }
 
 impl Default for SessionConfig {
@@ -78,6 +81,7 @@ impl Default for SessionConfig {
             queue_bytes: 1024 * 1024,
             close_timeout: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(10),
+            max_messages_per_sec: 50.0,
         }
     }
 }
@@ -123,6 +127,7 @@ pub fn upgrade(
     body: web::Payload,
     deps: SessionDeps,
     grant: Option<Grant>,
+    permit: Option<ConnectionPermit>,
 ) -> actix_web::Result<HttpResponse> {
     let (response, transport, stream) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])?;
     let max_frame = deps.config.max_frame_bytes;
@@ -130,7 +135,7 @@ pub fn upgrade(
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
-    Session::start(transport, stream, deps, grant);
+    Session::start(transport, stream, deps, grant, permit);
     Ok(response)
 }
 
@@ -182,6 +187,11 @@ pub struct Session {
     closing: bool,
     grant: Option<Grant>,
     expiry: Option<SpawnHandle>,
+    /// Messages the client may still send now.
+    messages: Bucket,
+    last_rate_error: Option<Instant>,
+    /// Held for the connection's life: dropping it frees the slot.
+    _permit: Option<ConnectionPermit>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -197,14 +207,15 @@ impl Session {
         stream: AggregatedMessageStream,
         deps: SessionDeps,
         grant: Option<Grant>,
+        permit: Option<ConnectionPermit>,
     ) -> Addr<Session> {
         let id = next_session_id();
+        let rate = deps.config.max_messages_per_sec;
         Session::create(move |ctx| {
             ctx.add_stream(stream);
             Session {
                 id,
                 client_id: client_id(id),
-                deps,
                 outbound: None,
                 transport: Some(transport),
                 subscriptions: HashMap::new(),
@@ -212,6 +223,10 @@ impl Session {
                 closing: false,
                 grant,
                 expiry: None,
+                messages: Bucket::new(rate, 2.0 * rate),
+                last_rate_error: None,
+                _permit: permit,
+                deps,
             }
         })
     }
@@ -322,7 +337,36 @@ impl Session {
         ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
     }
 
+    /// A flood is dropped, not queued: the client hears `rate-limited` at most
+    /// once a second, so that the answers cannot become a flood of their own.
+    fn within_rate(&mut self) -> bool {
+        if self.messages.take(1.0) {
+            return true;
+        }
+        let quiet = self
+            .last_rate_error
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if quiet {
+            self.last_rate_error = Some(Instant::now());
+            let message = format!(
+                "more than {} messages a second; messages are being dropped",
+                self.deps.config.max_messages_per_sec
+            );
+            self.send_error(ErrorCode::RateLimited, &message, None);
+        } else {
+            self.deps
+                .metrics
+                .client_errors
+                .with_label_values(&[ErrorCode::RateLimited.as_str()])
+                .inc();
+        }
+        false
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if !self.within_rate() {
+            return;
+        }
         if text.len() > self.deps.config.max_message_bytes {
             let message = format!(
                 "messages are limited to {} bytes",

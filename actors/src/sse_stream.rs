@@ -96,7 +96,7 @@ impl Resume {
 }
 
 /// What a client asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SseRequest {
     /// The execution or conversation.
     pub target: Target,
@@ -106,6 +106,8 @@ pub struct SseRequest {
     pub resume: Option<Resume>,
     /// How events are written.
     pub format: SseFormat,
+    /// This stream's connection slot, freed when the stream ends.
+    pub permit: Option<crate::limits::ConnectionPermit>,
 }
 
 /// The `id:` of an event on an [`SseFormat::Events`] stream: its `seq` on an

@@ -1,0 +1,203 @@
+//! Limits that keep one client from starving the rest: connections in total
+//! and per address, and token buckets for messages and events per second.
+//!
+//! Why these shapes: a connection permit is released when the connection's
+//! actor is dropped, however it ends, so a crash path can never leak a slot;
+//! a token bucket lets a client burst briefly (a reconnect resubscribing to
+//! twenty executions) while holding it to a steady rate.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Counts open connections, in total and per client address.
+#[derive(Debug)]
+pub struct ConnectionLimiter {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection's slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    limiter: Arc<ConnectionLimiter>,
+    ip: IpAddr,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` are open.
+    Total(usize),
+    /// `max_connections_per_ip` are open from this address.
+    PerAddress(usize),
+}
+
+impl ConnectionLimiter {
+    /// At most `max_total` connections, `max_per_ip` from one address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionLimiter {
+            max_total,
+            max_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `ip`, or why there is none.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let mut open = self.open.lock().expect("limiter lock");
+        if open.0 >= self.max_total {
+            return Err(Refusal::Total(self.max_total));
+        }
+        let from_ip = open.1.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err(Refusal::PerAddress(self.max_per_ip));
+        }
+        *from_ip += 1;
+        open.0 += 1;
+        Ok(ConnectionPermit {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().expect("limiter lock").0
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self.limiter.open.lock().expect("limiter lock");
+        open.0 -= 1;
+        if let Some(from_ip) = open.1.get_mut(&self.ip) {
+            *from_ip -= 1;
+            if *from_ip == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            refilled_at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens if there are that many; otherwise takes none.
+    pub fn take(&mut self, n: f64) -> bool {
+        self.take_at(n, Instant::now())
+    }
+
+    fn take_at(&mut self, n: f64, now: Instant) -> bool {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled_at = now;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One bucket per key (a producer, an address), forgetting idle keys.
+#[derive(Debug)]
+pub struct KeyedBuckets {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Keys kept before idle full buckets are swept, so the map stays bounded.
+const SWEEP_ABOVE: usize = 10_000;
+
+impl KeyedBuckets {
+    /// Buckets of `rate` per second holding `burst`.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        KeyedBuckets {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `n` tokens from `key`'s bucket if it has them.
+    pub fn take(&self, key: &str, n: f64) -> bool {
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        if buckets.len() > SWEEP_ABOVE {
+            // A bucket that has refilled completely holds no state worth keeping.
+            let now = Instant::now();
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.refilled_at).as_secs_f64() * rate < burst
+            });
+        }
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| Bucket::new(self.rate, self.burst))
+            .take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn permits_count_per_address_and_free_on_drop() {
+        let limiter = ConnectionLimiter::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = limiter.admit(a).unwrap();
+        let _second = limiter.admit(a).unwrap();
+        assert_eq!(limiter.admit(a).unwrap_err(), Refusal::PerAddress(2));
+        let _third = limiter.admit(b).unwrap();
+        assert_eq!(limiter.admit(b).unwrap_err(), Refusal::Total(3));
+        drop(first);
+        assert_eq!(limiter.open(), 2);
+        assert!(limiter.admit(a).is_ok());
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(10.0, 5.0);
+        bucket.refilled_at = start;
+        for _ in 0..5 {
+            assert!(bucket.take_at(1.0, start));
+        }
+        assert!(!bucket.take_at(1.0, start), "the burst is spent");
+        assert!(
+            bucket.take_at(1.0, start + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
+        assert!(!bucket.take_at(1.0, start + Duration::from_millis(100)));
+        assert!(
+            !bucket.take_at(50.0, start + Duration::from_secs(60)),
+            "never more than the burst"
+        );
+    }
+}
