@@ -58,7 +58,7 @@ impl ApiError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let status = match code {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable => {
+            ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable | ErrorCode::RedisUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,

@@ -125,7 +125,6 @@ impl Broker {
                 node_id: node_id.clone(),
                 advertised: local.to_string(),
                 keys,
-                prefix: config.redis_key_prefix.clone(),
             };
             let subscriber = RedisSubscriber::new(
                 client,

@@ -321,7 +321,7 @@ impl Emitter {
         events: Vec<AgentEvent>,
         sequencer: RedisSequencer,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
-        let drafts = match self.drafts(events) {
+        let drafts = match self.drafts(events, &sequencer) {
             Ok(drafts) => drafts,
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
@@ -350,7 +350,11 @@ impl Emitter {
     }
 
     /// The batch, checked, as the sequencer's drafts: stamped, with the node's floor.
-    fn drafts(&self, events: Vec<AgentEvent>) -> Result<Vec<Draft>, IngestError> {
+    fn drafts(
+        &self,
+        events: Vec<AgentEvent>,
+        sequencer: &RedisSequencer,
+    ) -> Result<Vec<Draft>, IngestError> {
         self.check_batch(&events)?;
         events
             .into_iter()
@@ -366,6 +370,7 @@ impl Emitter {
                     return Err(self.too_large(index));
                 }
                 Ok(Draft {
+                    id: sequencer.next_draft_id(),
                     floor: state.map_or(0, |s| s.last_seq),
                     execution_id: event.execution_id,
                     body,

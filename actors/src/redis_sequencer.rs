@@ -11,6 +11,12 @@
 //! must not restart an execution at 1: every call carries the node's own
 //! `floor` for the execution (the highest seq it has stored or seen), and the
 //! script never assigns a seq at or below it.
+//!
+//! A publish is idempotent: each draft carries an ID unique to this node, and
+//! the script remembers it (for [`DRAFT_MEMORY_SECS`]) with the seq it got.
+//! That is what makes retrying after a dropped connection safe: if the first
+//! attempt ran before the connection died, the retry gets the same seq back
+//! instead of appending the event a second time.
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, RedisError, Script};
@@ -20,25 +26,34 @@ use std::time::Duration;
 /// `seq = max(counter, floor) + 1`, then `XADD` with it. Both keys share one
 /// hash tag, so the script also runs on Redis Cluster.
 const PUBLISH_SCRIPT: &str = r#"
+local done = redis.call('GET', KEYS[3])
+if done then return tonumber(done) end
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local floor = tonumber(ARGV[2])
 if current < floor then current = floor end
 local seq = current + 1
 redis.call('HSET', KEYS[1], ARGV[1], seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[1], 's', seq, 'b', ARGV[3], 'n', ARGV[5])
+redis.call('SET', KEYS[3], seq, 'EX', ARGV[6])
 return seq
 "#;
 
-/// Where the cluster keeps its counters and its stream.
+/// How long Redis remembers a draft's ID: far longer than a retry takes,
+/// short enough that the memory stays small (one tiny key per recent event).
+pub const DRAFT_MEMORY_SECS: u64 = 30;
+
+/// Where the cluster keeps its counters, its stream, its draft IDs and its
+/// node announcements.
 ///
-/// Both keys share the hash tag `{agent-events}`: the script touches both, and
-/// Redis Cluster runs a script only on keys of one slot.
+/// Every key shares the hash tag `{agent-events}`: the script touches several,
+/// and Redis Cluster runs a script only on keys of one slot.
 #[derive(Debug, Clone)]
 pub struct ClusterKeys {
     /// Hash of `executionId → last seq`.
     pub counters: String,
     /// The stream every node reads.
     pub stream: String,
+    prefix: String,
 }
 
 impl ClusterKeys {
@@ -47,13 +62,31 @@ impl ClusterKeys {
         ClusterKeys {
             counters: format!("{prefix}:{{agent-events}}:seq"),
             stream: format!("{prefix}:{{agent-events}}:events"),
+            prefix: prefix.to_owned(),
         }
+    }
+
+    /// The key remembering one draft's seq.
+    pub fn draft(&self, draft_id: &str) -> String {
+        format!("{}:{{agent-events}}:draft:{draft_id}", self.prefix)
+    }
+
+    /// The key a node announces itself under.
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}:{{agent-events}}:node:{node_id}", self.prefix)
+    }
+
+    /// The pattern matching every node's announcement.
+    pub fn nodes_pattern(&self) -> String {
+        self.node("*")
     }
 }
 
 /// One event to publish: its execution, the node's floor for it, and its JSON (no seq).
 #[derive(Debug, Clone)]
 pub struct Draft {
+    /// Unique among this node's drafts (see [`RedisSequencer::next_draft_id`]).
+    pub id: String,
     /// The execution.
     pub execution_id: String,
     /// The highest seq this node knows for it.
@@ -71,6 +104,7 @@ pub struct RedisSequencer {
     stream_max_len: u64,
     script: Script,
     connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    drafts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How long one Redis round trip may take before the publish fails.
@@ -88,7 +122,23 @@ impl RedisSequencer {
             stream_max_len,
             script: Script::new(PUBLISH_SCRIPT),
             connection: Arc::new(Mutex::new(None)),
+            drafts: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    /// A draft ID no other draft of any node gets: this node's ID, its start
+    /// time (a restarted node must not reuse IDs), and a counter.
+    pub fn next_draft_id(&self) -> String {
+        static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let started = STARTED.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        });
+        let n = self
+            .drafts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{started:x}:{n}", self.node_id)
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
@@ -117,10 +167,10 @@ impl RedisSequencer {
 
     /// Publishes the drafts in order, in one round trip; returns their seqs.
     ///
-    /// A cached connection that Redis dropped (a restart, `CLIENT KILL`) fails
-    /// at once, before anything is sent: that failure, and a script Redis
-    /// forgot, are retried once on a fresh connection. Any other failure is
-    /// returned: retrying after a timeout could publish an event twice.
+    /// A dropped connection (a restart, `CLIENT KILL`) and a script Redis
+    /// forgot are retried once on a fresh connection. The retry is safe even
+    /// when the first attempt ran before the connection died: the draft IDs
+    /// make the script answer with the seqs it already gave.
     pub async fn publish(&self, drafts: &[Draft]) -> Result<Vec<u64>, RedisError> {
         match self.try_publish(drafts).await {
             Err(err)
@@ -148,14 +198,16 @@ impl RedisSequencer {
             pipeline
                 .cmd("EVALSHA")
                 .arg(self.script.get_hash())
-                .arg(2)
+                .arg(3)
                 .arg(&self.keys.counters)
                 .arg(&self.keys.stream)
+                .arg(self.keys.draft(&draft.id))
                 .arg(&draft.execution_id)
                 .arg(draft.floor)
                 .arg(&draft.body)
                 .arg(self.stream_max_len)
-                .arg(&*self.node_id);
+                .arg(&*self.node_id)
+                .arg(DRAFT_MEMORY_SECS);
         }
         pipeline.query_async(&mut connection).await
     }

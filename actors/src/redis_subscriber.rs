@@ -56,10 +56,8 @@ pub struct SubscriberConfig {
     pub node_id: String,
     /// The address clients reach this node at, for the cluster view.
     pub advertised: String,
-    /// Where the stream is.
+    /// Where the stream and the node announcements are.
     pub keys: ClusterKeys,
-    /// Key prefix of node announcements.
-    pub prefix: String,
 }
 
 /// Entries read from the stream, in stream order; answered once handed on.
@@ -204,7 +202,7 @@ impl RedisSubscriber {
 
     fn announce(&self) -> impl std::future::Future<Output = ()> {
         let client = self.client.clone();
-        let key = format!("{}:node:{}", self.config.prefix, self.config.node_id);
+        let key = self.config.keys.node(&self.config.node_id);
         let body = json!({
             "nodeId": self.config.node_id,
             "address": self.config.advertised,
@@ -346,7 +344,7 @@ impl Handler<ClusterView> for RedisSubscriber {
 
     fn handle(&mut self, _: ClusterView, _: &mut Self::Context) -> Self::Result {
         let client = self.client.clone();
-        let pattern = format!("{}:node:*", self.config.prefix);
+        let pattern = self.config.keys.nodes_pattern();
         Box::pin(async move { read_nodes(client, pattern).await.unwrap_or_default() })
     }
 }

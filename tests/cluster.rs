@@ -1,0 +1,293 @@
+//! Cluster mode, healthy: real brokers on a real `redis-server` (one per
+//! test, on a free loopback port). An event posted to any node reaches the
+//! subscribers of every node once and in seq order; producers on several
+//! nodes make one gapless sequence; a client resumes on another node with
+//! `fromSeq`; and the script's keys work on a Redis Cluster.
+//!
+//! Faults (Redis killed, connections killed, a flush, a node killed) are in
+//! `cluster_faults.rs`.
+
+mod cluster_support;
+mod common;
+
+use cluster_support::{accepted, assert_sequence, start_nodes, Node, Producer, Redis, Sub};
+use common::{seqs, thinking};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long `redis-cli --cluster create` may take.
+const CLUSTER_CREATE: Duration = Duration::from_secs(20);
+
+/// Subscribes a fresh client on every node to `execution` (no replay).
+async fn subscribe_everywhere(nodes: &[Node], execution: &str) -> Vec<Sub> {
+    let mut subs = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let (sub, replayed) = node.subscriber(execution, None).await;
+        assert_eq!(replayed, 0, "{}: nothing to replay yet", node.name);
+        subs.push(sub);
+    }
+    subs
+}
+
+/// Every subscriber, and every node's store, holds exactly `expected`.
+async fn assert_everywhere(
+    nodes: &[Node],
+    subs: &mut [Sub],
+    execution: &str,
+    expected: &[(u64, Value)],
+) {
+    let last = expected.last().expect("something was accepted").0;
+    for (node, sub) in nodes.iter().zip(subs.iter_mut()) {
+        let delivered = sub.events_through(last).await;
+        assert_sequence(&format!("{} live", node.name), &delivered, expected);
+        let stored = node.wait_stored(execution, last).await;
+        assert_sequence(&format!("{} stored", node.name), &stored, expected);
+    }
+}
+
+/// No node saw a duplicate or a gap: the healthy path needs none of the repairs.
+async fn assert_no_repairs(nodes: &[Node]) {
+    for node in nodes {
+        let stats = node.stats().await;
+        for counter in [
+            "duplicate-dropped",
+            "gap-filled",
+            "gap-unfilled",
+            "stream-reset",
+            "unreadable-entry",
+            "publish-failed",
+        ] {
+            assert_eq!(stats["cluster"][counter], 0, "{}: {stats}", node.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_to_one_node_reach_every_nodes_subscribers_once_in_order() {
+    const EXECUTION: &str = "exec-fanout";
+    let redis = Redis::start().await;
+    let nodes = start_nodes(&redis, &["node-a", "node-b", "node-c"]).await;
+    let mut subs = subscribe_everywhere(&nodes, EXECUTION).await;
+
+    let mut expected = Vec::new();
+    for n in 1..=20 {
+        let event = thinking(EXECUTION, n);
+        let seq = nodes[0].post_event(&event).await;
+        assert_eq!(seq, n, "the cluster numbers an execution from 1, gapless");
+        expected.push((seq, event));
+    }
+
+    assert_everywhere(&nodes, &mut subs, EXECUTION, &expected).await;
+    // Once more, after the stores caught up: nothing arrived twice meanwhile.
+    for sub in &mut subs {
+        sub.ping().await;
+    }
+    assert_no_repairs(&nodes).await;
+    for node in &nodes {
+        let stats = node.stats().await;
+        assert_eq!(stats["node"], node.name.as_str(), "{stats}");
+        assert_eq!(
+            stats["eventsOut"], 20,
+            "{}: one delivery each: {stats}",
+            node.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_on_two_nodes_make_one_gapless_sequence_seen_alike_everywhere() {
+    const ALTERNATING: &str = "exec-alternating";
+    const CONCURRENT: &str = "exec-concurrent";
+    let redis = Redis::start().await;
+    let nodes = start_nodes(&redis, &["node-a", "node-b", "node-c"]).await;
+    let mut alternating_subs = subscribe_everywhere(&nodes, ALTERNATING).await;
+    let mut concurrent_subs = subscribe_everywhere(&nodes, CONCURRENT).await;
+
+    // One producer, switching node at every event.
+    let mut expected = Vec::new();
+    for n in 1..=20 {
+        let event = thinking(ALTERNATING, n);
+        let seq = nodes[(n % 2) as usize].post_event(&event).await;
+        assert_eq!(seq, n, "posted to {}", nodes[(n % 2) as usize].name);
+        expected.push((seq, event));
+    }
+    assert_everywhere(&nodes, &mut alternating_subs, ALTERNATING, &expected).await;
+
+    // Two producers at once, one per node, their events told apart by `n`.
+    let mut on_a = Producer::start(CONCURRENT, 1, &[&nodes[0]]);
+    let mut on_b = Producer::start(CONCURRENT, 1001, &[&nodes[1]]);
+    on_a.wait_for("30 accepted", |p| p.accepted >= 30).await;
+    on_b.wait_for("30 accepted", |p| p.accepted >= 30).await;
+    let (from_a, from_b) = (on_a.stop().await, on_b.stop().await);
+    for outcome in from_a.iter().chain(&from_b) {
+        assert_eq!(
+            outcome.status, 202,
+            "{} refused {}",
+            outcome.node, outcome.answer
+        );
+    }
+    // Each producer's own events are numbered in the order it posted them…
+    for own in [&from_a, &from_b] {
+        let own: Vec<u64> = own.iter().filter_map(|o| o.seq()).collect();
+        assert!(own.windows(2).all(|w| w[0] < w[1]), "{own:?}");
+    }
+    // …and together they are 1..=N, no seq twice, none missing.
+    let all: Vec<_> = from_a.into_iter().chain(from_b).collect();
+    let expected = accepted(&all);
+    let want: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(seqs_of(&expected), want);
+    assert_everywhere(&nodes, &mut concurrent_subs, CONCURRENT, &expected).await;
+    assert_no_repairs(&nodes).await;
+}
+
+fn seqs_of(expected: &[(u64, Value)]) -> Vec<u64> {
+    expected.iter().map(|(seq, _)| *seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_with_from_seq() {
+    const QUIET: &str = "exec-resume";
+    const BUSY: &str = "exec-resume-busy";
+    let redis = Redis::start().await;
+    let nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    // Read part of an execution on A, leave, come back on B.
+    let (mut on_a, _) = a.subscriber(QUIET, None).await;
+    let mut expected = Vec::new();
+    for n in 1..=10 {
+        let event = thinking(QUIET, n);
+        expected.push((a.post_event(&event).await, event));
+    }
+    let seen = on_a.events(4).await;
+    assert_sequence("node-a before leaving", &seen, &expected[..4]);
+    drop(on_a);
+    b.wait_stored(QUIET, 10).await;
+    let (mut on_b, replayed) = b.subscriber(QUIET, Some(4)).await;
+    assert_eq!(replayed, 6, "node-b replays 5..=10");
+    for n in 11..=15 {
+        let event = thinking(QUIET, n);
+        let node = if n % 2 == 0 { a } else { b };
+        expected.push((node.post_event(&event).await, event));
+    }
+    let rest = on_b.events_through(15).await;
+    assert_sequence("node-b after resuming", &rest, &expected[4..]);
+
+    // The same while producers keep posting to both nodes: the client leaves
+    // A and resumes on B at the very moment events are sequenced.
+    let mut producer = Producer::start(BUSY, 1, &[a, b]);
+    let (mut on_a, _) = a.subscriber(BUSY, Some(0)).await;
+    let seen = on_a.events(8).await;
+    assert_eq!(seqs(&seen), (1..=8).collect::<Vec<_>>());
+    drop(on_a);
+    producer.wait_for("20 accepted", |p| p.accepted >= 20).await;
+    let (mut on_b, replayed) = b.subscriber(BUSY, Some(8)).await;
+    let at_subscribe = producer.progress().accepted;
+    producer
+        .wait_for("20 more accepted", |p| p.accepted >= at_subscribe + 20)
+        .await;
+    let outcomes = producer.stop().await;
+    let expected = accepted(&outcomes);
+    assert_eq!(expected.len(), outcomes.len(), "every post was accepted");
+    let last = expected.last().unwrap().0;
+    let rest = on_b.events_through(last).await;
+    assert!(replayed <= rest.len() as u64, "replayed {replayed}");
+    assert_sequence("node-b resuming mid-stream", &rest, &expected[8..]);
+}
+
+// ---------------------------------------------------------------- Redis Cluster
+
+/// Which master of a Redis Cluster serves `slot`, from each master's `CLUSTER NODES`.
+async fn owner_of(masters: &[Redis], slot: u16) -> usize {
+    for (i, master) in masters.iter().enumerate() {
+        let nodes: String = master.cmd(&["CLUSTER", "NODES"]).await;
+        let myself = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .expect("CLUSTER NODES names myself");
+        let serves = myself.split_whitespace().skip(8).any(|range| {
+            let (from, to) = range.split_once('-').unwrap_or((range, range));
+            matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(f), Ok(t)) if f <= slot && slot <= t)
+        });
+        if serves {
+            return i;
+        }
+    }
+    panic!("no master serves slot {slot}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
+    const EXECUTION: &str = "exec-redis-cluster";
+    let mut masters = Vec::new();
+    for _ in 0..3 {
+        masters.push(
+            Redis::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .await,
+        );
+    }
+    let addresses: Vec<String> = masters
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port))
+        .collect();
+    let create = tokio::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .kill_on_drop(true)
+        .output();
+    let created = tokio::time::timeout(CLUSTER_CREATE, create)
+        .await
+        .expect("redis-cli --cluster create timed out")
+        .expect("run redis-cli");
+    assert!(
+        created.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr)
+    );
+    for master in &masters {
+        master.wait_cluster_ok().await;
+    }
+
+    // Both keys of the script hash to one slot, so one master runs it.
+    let keys = [
+        "agent-events:{agent-events}:seq",
+        "agent-events:{agent-events}:events",
+    ];
+    let slots = [
+        masters[0]
+            .cmd::<u16>(&["CLUSTER", "KEYSLOT", keys[0]])
+            .await,
+        masters[0]
+            .cmd::<u16>(&["CLUSTER", "KEYSLOT", keys[1]])
+            .await,
+    ];
+    assert_eq!(
+        slots[0], slots[1],
+        "the counters and the stream share a slot"
+    );
+    let owner = &masters[owner_of(&masters, slots[0]).await];
+
+    // Brokers on the master that serves the slot: the cluster works end to end.
+    let nodes = start_nodes(owner, &["node-a", "node-b"]).await;
+    let mut subs = subscribe_everywhere(&nodes, EXECUTION).await;
+    let mut expected = Vec::new();
+    for n in 1..=10 {
+        let event = thinking(EXECUTION, n);
+        let seq = nodes[(n % 2) as usize].post_event(&event).await;
+        assert_eq!(seq, n);
+        expected.push((seq, event));
+    }
+    assert_everywhere(&nodes, &mut subs, EXECUTION, &expected).await;
+    let exists: u64 = owner.cmd(&["EXISTS", keys[0], keys[1]]).await;
+    assert_eq!(exists, 2, "both keys live on the slot's master");
+    let length: u64 = owner.cmd(&["XLEN", keys[1]]).await;
+    assert_eq!(length, 10);
+}
