@@ -38,6 +38,11 @@ pub fn protocol() -> Value {
                 },
                 "unsubscribe": {"example": {"type": "unsubscribe", "executionId": "exec-123"}},
                 "ping": {"example": {"type": "ping"}, "answer": {"type": "pong"}},
+                "auth": {
+                    "example": {"type": "auth", "token": "<jwt>"},
+                    "answer": {"type": "authenticated", "expiresAt": "…"},
+                    "when": "with auth on: first, or a fresh token before the current one expires",
+                },
             },
             "serverMessages": {
                 "connected": {"type": "connected", "clientId": "…"},
@@ -50,7 +55,7 @@ pub fn protocol() -> Value {
             "closeCodes": {
                 "1001": "broker shutting down: reconnect and resume with fromSeq",
                 "1009": "frame larger than max_frame_bytes",
-                "4000-4499": "reconnect with backoff and resume with fromSeq",
+                "4000-4499": "reconnect with backoff and resume with fromSeq (4002: refresh the token first)",
                 "4500-4999": "do not reconnect without changing the request",
             },
         },
@@ -61,6 +66,9 @@ pub fn protocol() -> Value {
             "GET /api/executions": "recent executions, newest first; conversationId, status, limit, cursor",
             "GET /api/executions/{id}/events": "stored events in seq order; afterSeq, types, agentId, department, limit",
             "GET /api/executions/{id}/stats": "statistics of one execution",
+            "GET /api/executions/{id}/stream": "Server-Sent Events: id = seq, event = type; resume with Last-Event-ID or fromSeq",
+            "GET /api/conversations/{id}/stream": "Server-Sent Events of every execution of a conversation; id = executionId:seq",
+            "GET /api/executions/{id}/ag-ui": "the execution as AG-UI events over SSE (docs/ag-ui.md)",
             "GET /api/ws": "this document",
             "GET /health": "liveness and the state of the store",
             "GET /admin/stats": "connections, subscriptions, events in and out, buffers, drops",

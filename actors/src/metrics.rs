@@ -48,7 +48,7 @@ pub const CLUSTER_EVENTS: [&str; 7] = [
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Open WebSocket connections.
+    /// Open client connections (WebSocket and SSE).
     pub connections: IntGauge,
     /// Live subscriptions over all connections.
     pub subscriptions: IntGauge,
@@ -116,7 +116,7 @@ impl Metrics {
         };
         let codes: Vec<&str> = error_codes().collect();
         Metrics {
-            connections: gauge("connections", "Open WebSocket connections"),
+            connections: gauge("connections", "Open client connections (WebSocket and SSE)"),
             subscriptions: gauge("subscriptions", "Live subscriptions over all connections"),
             executions_buffered: gauge(
                 "executions_buffered",
