@@ -17,7 +17,7 @@ use crate::security::Guard;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use agent_events_actors::demo::{self, DemoConfig};
-use agent_events_actors::emitter::{Emitter, EmitterConfig, StopAccepting, Storage};
+use agent_events_actors::emitter::{Emitter, EmitterConfig, Forget, StopAccepting, Storage};
 use agent_events_actors::history::History;
 use agent_events_actors::limits::{ConnectionLimiter, KeyedBuckets};
 use agent_events_actors::metrics::Metrics;
@@ -183,6 +183,9 @@ impl Broker {
             Ok(Err(err)) => log::error!("shutdown: events not stored: {err}"),
             Err(_) => log::error!("shutdown: the persister is gone"),
         }
+        // Stored events reach the Registry through the Emitter (Release):
+        // one more round trip there puts them all ahead of CloseAll.
+        let _ = self.emitter.send(StopAccepting).await;
         let sessions = self.registry.send(CloseAll).await.unwrap_or(0);
         log::info!("closing {sessions} client connections");
         let started = Instant::now();
@@ -202,12 +205,16 @@ impl Broker {
             return;
         }
         let store = self.store.clone();
+        let emitter = self.emitter.clone();
         let every = Duration::from_secs(self.config.retention_interval_secs.max(1));
         actix_web::rt::spawn(async move {
             loop {
                 match store.apply_retention(policy).await {
-                    Ok(0) => {}
-                    Ok(removed) => log::info!("retention removed {removed} executions"),
+                    Ok(removed) if removed.is_empty() => {}
+                    Ok(removed) => {
+                        log::info!("retention removed {} executions", removed.len());
+                        emitter.do_send(Forget(removed));
+                    }
                     Err(err) => log::warn!("retention failed: {err}"),
                 }
                 actix_web::rt::time::sleep(every).await;

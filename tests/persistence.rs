@@ -623,16 +623,17 @@ async fn every_acknowledged_event_survives_kill_9() {
     }
 }
 
-/// SIGTERM while producers wait for their 202 (a 2 s batch delay keeps
-/// their events accepted but unstored): the broker stores everything it
-/// accepted, answers the waiting producers 202, refuses later ones, exits 0;
-/// after a restart every event a live subscriber saw and every 202 is there.
+/// SIGTERM while producers wait for their 202: a batch delay of a minute,
+/// far past the shutdown timeout, keeps their events accepted but unstored
+/// until the stop itself stores them. The broker answers the waiting
+/// producers 202, refuses later ones, exits 0; after a restart every event
+/// a live subscriber saw and every 202 is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_stop_stores_everything_accepted() {
     const PRODUCERS: u64 = 4;
     const BATCH: u64 = 5;
     let dir = DataDir::new();
-    let mut node = Node::start(&dir, &[("PERSIST_BATCH_MS", "2000")]).await;
+    let mut node = Node::start(&dir, &[("PERSIST_BATCH_MS", "60000")]).await;
     let mut subscriber = node.ws().await;
     subscriber
         .send(json!({"type": "subscribe", "conversationId": "conv-g"}))
@@ -681,17 +682,27 @@ async fn a_graceful_stop_stores_everything_accepted() {
         }));
     }
 
-    // Every producer's first batch is live (so accepted) and waits for the batch delay.
+    // Every producer's first batch is accepted (sequenced) and waits for the
+    // batch delay: nothing goes live before it is stored.
     let mut live: BTreeSet<(String, u64)> = BTreeSet::new();
-    while live.len() < (PRODUCERS * BATCH) as usize {
-        let message = subscriber.next().await.expect("an event");
-        assert_eq!(message["type"], "event", "{message}");
-        let e = &message["event"];
-        live.insert((
-            e["executionId"].as_str().unwrap().into(),
-            e["seq"].as_u64().unwrap(),
-        ));
+    let mut accepted_in = 0;
+    for _ in 0..500 {
+        let (_, stats) = node.get_json("/admin/stats").await;
+        accepted_in = stats["eventsIn"].as_u64().unwrap_or(0);
+        if accepted_in >= PRODUCERS * BATCH {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling the figure awaited
     }
+    assert!(
+        accepted_in >= PRODUCERS * BATCH,
+        "accepted only {accepted_in}"
+    );
+    assert_eq!(
+        node.get_json("/admin/stats").await.1["eventsStored"],
+        0,
+        "held by the batch delay"
+    );
     signalled.store(true, Ordering::SeqCst);
     node.signal(libc::SIGTERM);
 
@@ -821,10 +832,17 @@ async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
     }
     drop(subscribed_tx);
     for _ in POINTS {
-        subscribed_rx
-            .recv()
-            .await
-            .expect("a reader failed before subscribing");
+        // Bounded: the producers never stop by themselves, so a reader that
+        // failed must not leave this test waiting for it.
+        let subscribed = tokio::time::timeout(STARTUP, subscribed_rx.recv()).await;
+        if !matches!(subscribed, Ok(Some(()))) {
+            for reader in readers.into_iter().filter(|r| r.is_finished()) {
+                if let Err(failure) = reader.await {
+                    std::panic::resume_unwind(failure.into_panic());
+                }
+            }
+            panic!("a reader never subscribed");
+        }
     }
     let at_last_subscribe = *progress_rx.borrow();
     progress_rx
@@ -1532,5 +1550,49 @@ async fn retention_removes_older_executions_from_every_api() {
             .await;
         assert_eq!(status, 200, "{stats}");
         assert_eq!(stats["eventCount"], 3, "{stats}");
+    }
+}
+
+/// Retention removes an execution from the WebSocket replay too: a client
+/// resuming from `fromSeq` 0 must not be served events the store no longer
+/// has from the broker's memory (nothing replayed, or `replay-unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_older_executions_from_replay_too() {
+    let broker = Broker::builder()
+        .setting("RETENTION_MAX_EXECUTIONS", 1)
+        .setting("RETENTION_INTERVAL_SECS", 1)
+        .start()
+        .await;
+    for (execution, start) in [("ex-new", 2000), ("ex-old", 1000)] {
+        let run: Vec<Value> = (0..2)
+            .map(|i| {
+                timed(
+                    "agent-thinking",
+                    execution,
+                    start + i,
+                    json!({"agentId": "a", "thought": "t"}),
+                )
+            })
+            .collect();
+        broker.post_ok(&Value::Array(run)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while list_all(&broker, "", 100).await != ["ex-new"] {
+        assert!(Instant::now() < deadline, "retention never removed ex-old");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut client = broker.connect().await;
+    client
+        .send_json(&json!({"type": "subscribe", "executionId": "ex-old", "fromSeq": 0}))
+        .await;
+    let answer = client.next_json().await;
+    match answer["type"].as_str() {
+        Some("subscribed") => {
+            assert_eq!(answer["replayed"], 0, "removed events replayed: {answer}");
+            client.ping().await;
+        }
+        Some("error") => assert_eq!(answer["code"], "replay-unavailable", "{answer}"),
+        _ => panic!("expected subscribed or replay-unavailable, got {answer}"),
     }
 }

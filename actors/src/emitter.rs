@@ -13,11 +13,14 @@
 //! again from the store's highest seq before its next event; without one, the
 //! counter (a few bytes) is kept for the life of the process.
 //!
-//! With a store, accepted events also go to the Persister, *after* the
-//! Registry, so live delivery never waits for a disk. The caller gets a
-//! [`Receipt`] that resolves once its events are durable; the Emitter itself
-//! never waits for the store, except to seed a counter, which it does with
-//! its mailbox held (`ctx.wait`) so that no later event can overtake.
+//! With a store, accepted events go to the Persister, which releases them
+//! back ([`Release`]) once committed (at once while the store is failing);
+//! only then do they enter the buffer and go to the Registry. Why: a seq a
+//! client has seen must be in the store, or a crash would hand it out again
+//! (persister.rs says more). The caller gets a [`Receipt`] that resolves once
+//! its events are durable; the Emitter itself never waits for the store,
+//! except to seed a counter, which it does with its mailbox held
+//! (`ctx.wait`) so that no later event can overtake.
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::metrics::Metrics;
@@ -165,6 +168,18 @@ pub struct BufferedEvents {
 #[rtype(result = "()")]
 pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
 
+/// Events the store has committed (or that must go live while it fails), in
+/// order: into the buffer, then to the Registry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release(pub Vec<Arc<PublishedEvent>>);
+
+/// Retention removed these executions from the store: forget them here too,
+/// so they are gone from every API, replay included.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Vec<String>);
+
 /// Stop accepting events: every later `Ingest` gets `shutting-down`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -209,6 +224,8 @@ pub struct Emitter {
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
     accepting: bool,
+    /// This actor's own address, for the Persister to release events to.
+    myself: Option<Addr<Emitter>>,
 }
 
 impl Emitter {
@@ -227,6 +244,7 @@ impl Emitter {
             metrics,
             executions: HashMap::new(),
             accepting: true,
+            myself: None,
         }
     }
 
@@ -484,28 +502,42 @@ impl Emitter {
     }
 
     /// Records sequenced events: counters move, buffers take them.
-    fn commit(&mut self, published: &[Arc<PublishedEvent>]) {
+    fn advance(&mut self, published: &[Arc<PublishedEvent>]) {
         let now = Instant::now();
         for item in published {
-            let key = self.key_of(item.execution_id());
-            let state = self
-                .executions
-                .entry(key)
-                .or_insert_with(ExecutionState::empty);
+            let state = self.state_of(item);
             state.last_seq = state.last_seq.max(item.seq);
             state.last_event_at = now;
             if state.conversation_id.is_none() {
                 state.conversation_id = item.event.conversation_id.clone();
             }
-            if state.buffer.len() == self.config.buffer_size {
-                state.buffer.pop_front();
-            }
-            if self.config.buffer_size > 0 {
+        }
+        self.metrics.events_in.inc_by(published.len() as u64);
+    }
+
+    /// Puts events in their buffers, then sends them to the Registry: in
+    /// that order, so a replay never misses an event that went live.
+    fn release(&mut self, published: Vec<Arc<PublishedEvent>>) {
+        let capacity = self.config.buffer_size;
+        for item in &published {
+            let state = self.state_of(item);
+            state.last_seq = state.last_seq.max(item.seq);
+            if capacity > 0 {
+                if state.buffer.len() == capacity {
+                    state.buffer.pop_front();
+                }
                 state.buffer.push_back(item.clone());
             }
         }
-        self.metrics.events_in.inc_by(published.len() as u64);
         self.update_buffered_gauge();
+        self.registry.do_send(Publish(published));
+    }
+
+    fn state_of(&mut self, item: &PublishedEvent) -> &mut ExecutionState {
+        let key = self.key_of(item.execution_id());
+        self.executions
+            .entry(key)
+            .or_insert_with(ExecutionState::empty)
     }
 
     /// The map's own `Arc<str>` for an execution, so the key is allocated once.
@@ -520,30 +552,41 @@ impl Emitter {
         self.check_batch(&events)?;
         let published = self.sequence(events)?;
         let accepted = published.iter().map(|p| Accepted { seq: p.seq }).collect();
-        let durable = self.hand_on(published, true);
+        let durable = self.hand_on(published, true, true);
         Ok(Receipt { accepted, durable })
     }
 
-    /// Buffers sequenced events, publishes them, then stores them; with
-    /// `wait`, returns what resolves once they are durable.
+    /// Records sequenced events and stores them; they go live once stored
+    /// (`live_after_commit`) or now. With `wait`, returns what resolves once
+    /// they are durable.
     fn hand_on(
         &mut self,
         published: Vec<Arc<PublishedEvent>>,
         wait: bool,
+        live_after_commit: bool,
     ) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
-        self.commit(&published);
-        // Live first: the Registry never waits for the store.
-        self.registry.do_send(Publish(published.clone()));
-        let storage = self.storage.as_ref()?;
+        self.advance(&published);
+        let Some(persister) = self.storage.as_ref().map(|s| s.persister.clone()) else {
+            self.release(published);
+            return None;
+        };
+        let release_to = match (&self.myself, live_after_commit) {
+            (Some(myself), true) => Some(myself.clone().recipient()),
+            _ => {
+                self.release(published.clone());
+                None
+            }
+        };
         let (ack, durable) = if wait {
             let (ack, durable) = oneshot::channel();
             (Some(ack), Some(durable))
         } else {
             (None, None)
         };
-        storage.persister.do_send(Persist {
+        persister.do_send(Persist {
             events: published,
             ack,
+            release_to,
         });
         durable
     }
@@ -605,6 +648,7 @@ impl Actor for Emitter {
         // Producers wait on `send`; a mailbox of 16 would make them queue
         // behind each other for no reason, the Emitter's work per batch is short.
         ctx.set_mailbox_capacity(1024);
+        self.myself = Some(ctx.address());
         ctx.run_interval(EVICTION_INTERVAL, |emitter, _| emitter.evict());
     }
 }
@@ -663,8 +707,28 @@ impl Handler<Sequenced> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
-        // A cluster 202 means "in Redis" (README): nobody waits for this store write.
-        self.hand_on(msg.0, false);
+        // A cluster 202 means "in Redis" (README), and Redis keeps the seq
+        // counter: these go live at once and nobody waits for the store.
+        self.hand_on(msg.0, false, false);
+    }
+}
+
+impl Handler<Release> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.release(msg.0);
+    }
+}
+
+impl Handler<Forget> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Self::Context) {
+        for execution_id in msg.0 {
+            self.executions.remove(execution_id.as_str());
+        }
+        self.update_buffered_gauge();
     }
 }
 

@@ -7,11 +7,18 @@
 //! transaction, one fsync). One write is in flight at a time, so batches land
 //! in the order they were accepted; what arrives meanwhile forms the next one.
 //!
-//! # Acknowledged means durable
-//! An [`Persist`] may carry an ack; it is answered only after the batch that
+//! # Acknowledged means durable, and seen means stored
+//! A [`Persist`] may carry an ack; it is answered only after the batch that
 //! holds its events is committed. `POST /api/events` answers 202 on that ack.
-//! Live fan-out never waits for any of this: the Emitter hands events to the
-//! Registry before it hands them here.
+//!
+//! A [`Persist`] may also name who releases its events to live subscribers
+//! (the Emitter): they are released once committed, in commit order. Why not
+//! before: after a crash the broker continues each execution from the store's
+//! highest seq, so an event a client saw but the store never got would have
+//! its seq handed out again, and the client would drop the new event as a
+//! duplicate. Group commit keeps this wait to a few milliseconds. While the
+//! store is failing, events are released at once instead, so live delivery
+//! goes on through a store outage (the README says what that risks).
 //!
 //! # Store faults
 //! A failed write is retried with exponential backoff, forever, keeping the
@@ -20,6 +27,7 @@
 //! `store-unavailable` once it is full rather than dropping anything silently.
 //! `/health` reads the same state and says `degraded` and why.
 
+use crate::emitter::Release;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::store::{Store, StoreError};
@@ -97,7 +105,8 @@ impl Backlog {
     }
 }
 
-/// Store these events (already sequenced, in order) and answer `ack` once durable.
+/// Store these events (already sequenced, in order), answer `ack` once
+/// durable, and hand them to `release_to` for live delivery then.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Persist {
@@ -105,6 +114,31 @@ pub struct Persist {
     pub events: Vec<Arc<PublishedEvent>>,
     /// Who waits for durability, if anyone.
     pub ack: Option<Ack>,
+    /// Who delivers them live once they are stored, if anyone.
+    pub release_to: Option<Recipient<Release>>,
+}
+
+/// Events on their way to the store, with who waits for them.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Arc<PublishedEvent>>,
+    acks: Vec<Ack>,
+    releases: Vec<(Recipient<Release>, Vec<Arc<PublishedEvent>>)>,
+}
+
+impl Batch {
+    fn absorb(&mut self, newer: &mut Batch) {
+        self.events.append(&mut newer.events);
+        self.acks.append(&mut newer.acks);
+        self.releases.append(&mut newer.releases);
+    }
+
+    /// Hands the events to live delivery, once.
+    fn release(&mut self) {
+        for (to, events) in self.releases.drain(..) {
+            to.do_send(Release(events));
+        }
+    }
 }
 
 /// Write everything pending now; answered when all of it is stored, or with
@@ -122,10 +156,9 @@ pub struct Persister {
     config: PersisterConfig,
     backlog: Arc<Backlog>,
     metrics: Metrics,
-    pending: Vec<Arc<PublishedEvent>>,
-    pending_acks: Vec<Ack>,
+    pending: Batch,
     /// A batch whose write failed, retried before anything newer.
-    retrying: Option<(Vec<Arc<PublishedEvent>>, Vec<Ack>)>,
+    retrying: Option<Batch>,
     writing: bool,
     timer: Option<SpawnHandle>,
     failures_in_a_row: u32,
@@ -151,8 +184,7 @@ impl Persister {
             config,
             backlog,
             metrics,
-            pending: Vec::new(),
-            pending_acks: Vec::new(),
+            pending: Batch::default(),
             retrying: None,
             writing: false,
             timer: None,
@@ -162,7 +194,7 @@ impl Persister {
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.len() >= self.config.batch_max {
+        if self.pending.events.len() >= self.config.batch_max {
             self.write_next(ctx);
         } else if self.timer.is_none() {
             let delay = self.config.batch_delay;
@@ -181,30 +213,24 @@ impl Persister {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
-        let (mut batch, mut acks) = self.retrying.take().unwrap_or_default();
-        batch.append(&mut self.pending);
-        acks.append(&mut self.pending_acks);
-        if batch.is_empty() {
+        let mut batch = self.retrying.take().unwrap_or_default();
+        batch.absorb(&mut self.pending);
+        if batch.events.is_empty() {
             self.wake_flush_waiters();
             return;
         }
         self.writing = true;
-        let write = self.store.append(batch.clone());
+        let write = self.store.append(batch.events.clone());
         ctx.spawn(write.into_actor(self).map(move |result, persister, ctx| {
             persister.writing = false;
             match result {
-                Ok(()) => persister.written(batch, acks, ctx),
-                Err(err) => persister.failed(batch, acks, err, ctx),
+                Ok(()) => persister.written(batch, ctx),
+                Err(err) => persister.failed(batch, err, ctx),
             }
         }));
     }
 
-    fn written(
-        &mut self,
-        batch: Vec<Arc<PublishedEvent>>,
-        acks: Vec<Ack>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn written(&mut self, mut batch: Batch, ctx: &mut Context<Self>) {
         if self.failures_in_a_row > 0 {
             log::info!("store {} is writable again", self.store.name());
         }
@@ -212,26 +238,21 @@ impl Persister {
         self.backlog.set_failing(None);
         self.backlog
             .events
-            .fetch_sub(batch.len(), Ordering::Relaxed);
-        self.metrics.events_stored.inc_by(batch.len() as u64);
+            .fetch_sub(batch.events.len(), Ordering::Relaxed);
+        self.metrics.events_stored.inc_by(batch.events.len() as u64);
         self.metrics.store_batches.inc();
-        for ack in acks {
+        batch.release();
+        for ack in batch.acks {
             let _ = ack.send(Ok(()));
         }
-        if self.pending.is_empty() {
+        if self.pending.events.is_empty() {
             self.wake_flush_waiters();
         } else {
             self.schedule(ctx);
         }
     }
 
-    fn failed(
-        &mut self,
-        batch: Vec<Arc<PublishedEvent>>,
-        acks: Vec<Ack>,
-        err: StoreError,
-        ctx: &mut Context<Self>,
-    ) {
+    fn failed(&mut self, mut batch: Batch, err: StoreError, ctx: &mut Context<Self>) {
         self.failures_in_a_row += 1;
         self.metrics.store_retries.inc();
         let backoff =
@@ -239,11 +260,13 @@ impl Persister {
         log::warn!(
             "store {} write of {} events failed ({err}); retry {} in {backoff:?}",
             self.store.name(),
-            batch.len(),
+            batch.events.len(),
             self.failures_in_a_row
         );
         self.backlog.set_failing(Some(err.message));
-        self.retrying = Some((batch, acks));
+        // Live delivery goes on through a store outage.
+        batch.release();
+        self.retrying = Some(batch);
         ctx.run_later(backoff, |persister, ctx| persister.write_next(ctx));
     }
 
@@ -254,7 +277,7 @@ impl Persister {
     }
 
     fn is_idle(&self) -> bool {
-        !self.writing && self.retrying.is_none() && self.pending.is_empty()
+        !self.writing && self.retrying.is_none() && self.pending.events.is_empty()
     }
 }
 
@@ -269,8 +292,16 @@ impl Handler<Persist> for Persister {
         self.backlog
             .events
             .fetch_add(msg.events.len(), Ordering::Relaxed);
-        self.pending.extend(msg.events);
-        self.pending_acks.extend(msg.ack);
+        if let Some(to) = msg.release_to {
+            if self.retrying.is_some() {
+                // The store is failing: live delivery does not wait for it.
+                to.do_send(Release(msg.events.clone()));
+            } else {
+                self.pending.releases.push((to, msg.events.clone()));
+            }
+        }
+        self.pending.events.extend(msg.events);
+        self.pending.acks.extend(msg.ack);
         if self.retrying.is_none() {
             self.schedule(ctx);
         }

@@ -231,8 +231,9 @@ pub trait Store: Send + Sync + 'static {
     /// Executions, newest first, as the query says.
     fn executions(&self, query: ExecutionQuery) -> StoreFuture<Vec<ExecutionSummary>>;
 
-    /// Removes what the policy says, events and summaries alike; returns how many executions.
-    fn apply_retention(&self, policy: Retention) -> StoreFuture<u64>;
+    /// Removes what the policy says, events and summaries alike; returns the
+    /// executions removed (so the broker can forget them in memory too).
+    fn apply_retention(&self, policy: Retention) -> StoreFuture<Vec<String>>;
 
     /// Answers when the store is reachable and writable enough to take events.
     fn ping(&self) -> StoreFuture<()>;

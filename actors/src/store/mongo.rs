@@ -160,7 +160,7 @@ impl Store for MongoStore {
         self.run(|store| async move { store.executions(&query).await })
     }
 
-    fn apply_retention(&self, policy: Retention) -> StoreFuture<u64> {
+    fn apply_retention(&self, policy: Retention) -> StoreFuture<Vec<String>> {
         self.run(|store| async move { store.apply_retention(policy).await })
     }
 
@@ -307,7 +307,7 @@ impl Inner {
         rows.iter().map(summary_from_document).collect()
     }
 
-    async fn apply_retention(&self, policy: Retention) -> Result<u64, StoreError> {
+    async fn apply_retention(&self, policy: Retention) -> Result<Vec<String>, StoreError> {
         let mut doomed = BTreeSet::new();
         if let Some(cutoff) = policy.max_age.and_then(cutoff_before_now) {
             let filter = doc! { "lastEventAt": { "$lt": bson_time(cutoff) } };
@@ -324,7 +324,7 @@ impl Inner {
         if removed > 0 {
             info!("store: retention removed {removed} executions");
         }
-        Ok(removed)
+        Ok(doomed)
     }
 
     /// IDs of the executions matching `filter`; with `keep`, all but the

@@ -201,7 +201,7 @@ impl Store for SqliteStore {
             .run("executions", move |conn| list_executions(conn, &query))
     }
 
-    fn apply_retention(&self, policy: Retention) -> StoreFuture<u64> {
+    fn apply_retention(&self, policy: Retention) -> StoreFuture<Vec<String>> {
         let now = Utc::now();
         self.writer.run("apply_retention", move |conn| {
             apply_retention(conn, policy, now)
@@ -704,7 +704,7 @@ fn apply_retention(
     conn: &mut Connection,
     policy: Retention,
     now: DateTime<Utc>,
-) -> Result<u64, Failure> {
+) -> Result<Vec<String>, Failure> {
     // Which executions go, as one condition on `executions`; both deletes
     // below use it, inside one transaction, so they agree on the set.
     let mut doomed = Conditions::default();
@@ -725,25 +725,31 @@ fn apply_retention(
         );
     }
     if doomed.clauses.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let condition = doomed.any();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let removed: Vec<String> = tx
+        .prepare(&format!(
+            "SELECT execution_id FROM executions WHERE {condition}"
+        ))?
+        .query_map(params_from_iter(doomed.args.iter()), |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
     tx.execute(
         &format!(
             "DELETE FROM events WHERE execution_id IN (SELECT execution_id FROM executions WHERE {condition})"
         ),
         params_from_iter(doomed.args.iter()),
     )?;
-    let removed = tx.execute(
+    tx.execute(
         &format!("DELETE FROM executions WHERE {condition}"),
         params_from_iter(doomed.args.iter()),
     )?;
     tx.commit()?;
-    if removed > 0 {
-        log::debug!("sqlite retention removed {removed} executions");
+    if !removed.is_empty() {
+        log::debug!("sqlite retention removed {} executions", removed.len());
     }
-    Ok(removed as u64)
+    Ok(removed)
 }
 
 #[cfg(test)]
