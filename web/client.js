@@ -97,7 +97,8 @@ export const EVENT_TYPES = Object.freeze([
 /**
  * @typedef {object} ClientError
  * @property {string} code a broker error code (README "Error codes") or one
- *   of the client's: `pong-timeout`, `bad-frame`, `gap`, `history-failed`
+ *   of the client's: `pong-timeout`, `bad-frame`, `bad-url`, `gap`,
+ *   `history-failed`, `token-unavailable`
  * @property {string} message
  */
 
@@ -139,6 +140,9 @@ export const EVENT_TYPES = Object.freeze([
 /**
  * @typedef {object} ClientOptions
  * @property {typeof WebSocket} [WebSocket] the constructor to use (tests inject a fake)
+ * @property {string | (() => string | Promise<string>)} [token] a JWT for a broker
+ *   with auth on, or a function that returns a current one: it is called for
+ *   every connection, so a refreshed token is used after `token-expired` (4002)
  * @property {typeof fetch} [fetch] for reading history when a replay is refused
  * @property {string} [httpUrl] base of the HTTP API; derived from the WebSocket URL
  * @property {number} [initialDelayMs=500] first reconnect delay, before jitter
@@ -156,6 +160,7 @@ const DEFAULTS = {
   maxDelayMs: 15000,
   factor: 2,
   jitter: 0.5,
+  token: undefined,
   // Below the broker's 60 s client timeout with room for a lost ping; browsers
   // answer the broker's own pings invisibly, so this also checks the way back.
   idleMs: 20000,
@@ -453,7 +458,9 @@ export class AgentEventsClient {
     try {
       socket = new this.WebSocket(this.url)
     } catch (err) {
-      return this.lost({ code: 1006, reason: String(err) })
+      // A malformed URL or a blocked scheme: retrying cannot help.
+      this.emitter.emit('error', { code: 'bad-url', message: String(err) })
+      return this.setState('closed', { reason: String(err) })
     }
     this.socket = socket
     socket.onopen = () => this.opened()
@@ -466,11 +473,42 @@ export class AgentEventsClient {
   opened() {
     this.attempt = 0
     this.unsubscribing.clear()
+    const { token } = this.options
+    if (typeof token !== 'function') return this.ready(token)
+    // Still `connecting` while a token is fetched, so nothing else is sent first.
+    const socket = this.socket
+    Promise.resolve()
+      .then(token)
+      .catch((err) => {
+        this.emitter.emit('error', { code: 'token-unavailable', message: String(err) })
+      })
+      .then((fresh) => this.socket === socket && this.ready(fresh))
+  }
+
+  /** Authenticates if there is a token (the broker reads in order), then resubscribes. */
+  ready(token) {
+    if (token) this.socket.send(JSON.stringify({ type: 'auth', token }))
     this.setState('open', {})
     this.armIdle()
     for (const sub of this.subscriptions.values()) {
       if (sub.state !== 'failed') this.sendSubscribe(sub)
     }
+  }
+
+  /** The token to use now, if any: the option's value, or what its function returns. */
+  async currentToken() {
+    const { token } = this.options
+    return typeof token === 'function' ? token() : token
+  }
+
+  /**
+   * Headers for the broker's HTTP API (`Authorization` when a token is set),
+   * for callers that read history or lists beside their subscriptions.
+   * @returns {Promise<Record<string, string>>}
+   */
+  async httpHeaders() {
+    const token = await this.currentToken()
+    return token ? { authorization: `Bearer ${token}` } : {}
   }
 
   /** The connection ended: reconnect unless the code says not to. */
@@ -701,7 +739,7 @@ export class AgentEventsClient {
     for (;;) {
       const path = `api/executions/${encodeURIComponent(sub.executionId)}/events`
       const url = `${this.httpUrl}${path}?afterSeq=${after}&limit=${HISTORY_PAGE}`
-      const response = await this.fetch(url)
+      const response = await this.fetch(url, { headers: await this.httpHeaders() })
       if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`)
       const page = await response.json()
       for (const event of page.events) {

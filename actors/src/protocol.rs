@@ -154,7 +154,7 @@ impl ErrorCode {
                 "get a token (or origin) that allows this; do not retry as is"
             }
             ErrorCode::ReplayUnavailable => {
-                "read history over HTTP, then subscribe without fromSeq"
+                "read the missing events over HTTP, then resubscribe with fromSeq = the last one read"
             }
             _ => "fix the request; the connection stays open",
         }

@@ -17,12 +17,13 @@ const AXIS_HEIGHT = 22
 const PAD_RIGHT = 16
 
 /**
- * Draws the timeline of `model` into `svg`, as wide as the svg's box.
+ * Draws the timeline of `model` into `svg`.
  * @param {SVGSVGElement} svg
+ * @param {number} boxWidth the width to fill, measured by the caller once per frame
  */
-export function renderTimeline(svg, model) {
+export function renderTimeline(svg, model, boxWidth) {
   const agents = lanes(model)
-  const width = Math.max(svg.clientWidth || svg.parentElement.clientWidth, 480)
+  const width = Math.max(boxWidth, 480)
   const height = AXIS_HEIGHT + Math.max(agents.length, 1) * LANE_HEIGHT + 4
   const scale = timeScale(model, LABEL_WIDTH, width - PAD_RIGHT)
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`)
@@ -57,6 +58,9 @@ function lane(model, agent, top, scale, index) {
         dataset: { seq: run.startSeq, ...(run.endSeq ? { resultSeq: run.endSeq } : {}) },
       }),
     ),
+    // Thinking under tool bars, completions and reviews over them: a bar is
+    // the thing to hover, a dot beside it must not swallow the pointer.
+    agent.marks.filter((m) => m.kind === 'thinking').map((mark) => markShape(mark, scale.x(mark.ms), mid, colour)),
     agent.tools.map((tool) =>
       s('rect', {
         class: `tool ${tool.resultSeq === undefined ? 'tool-pending' : tool.failed ? 'tool-failed' : 'tool-ok'}`,
@@ -68,7 +72,7 @@ function lane(model, agent, top, scale, index) {
         dataset: { seq: tool.callSeq, ...(tool.resultSeq ? { resultSeq: tool.resultSeq } : {}), tool: tool.failed ? 'failed' : 'ok' },
       }),
     ),
-    agent.marks.map((mark) => markShape(mark, scale.x(mark.ms), mid, colour)),
+    agent.marks.filter((m) => m.kind !== 'thinking').map((mark) => markShape(mark, scale.x(mark.ms), mid, colour)),
   )
 }
 
