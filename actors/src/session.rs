@@ -604,7 +604,14 @@ impl Session {
         let mut ready = Vec::with_capacity(events.len());
         for event in events {
             let by_execution = Target::Execution(event.event.execution_id.as_str().into());
-            let target = if self.subscriptions.contains_key(&by_execution) {
+            // The execution's subscription takes the event only if its filter
+            // does: an event the Registry routed for the conversation must not
+            // be dropped by a filtered execution subscription catching up.
+            let wanted_by_execution = self
+                .subscriptions
+                .get(&by_execution)
+                .is_some_and(|s| s.filter.matches(&event.event));
+            let target = if wanted_by_execution {
                 Some(by_execution)
             } else {
                 event
