@@ -304,6 +304,7 @@ impl Emitter {
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let unseeded = self.unseeded(&events);
         let seeds = self.read_seeds(unseeded);
+        let count = events.len() as u64;
         let accepted = seeds.into_actor(self).then(move |seeds, emitter, _| {
             let seeded = seeds.map(|seeds| {
                 for (execution_id, last_seq) in seeds {
@@ -321,13 +322,13 @@ impl Emitter {
                 };
             next
         });
-        Box::pin(accepted.map(|result, emitter, _| {
+        Box::pin(accepted.map(move |result, emitter, _| {
             if let Err(err) = &result {
                 emitter
                     .metrics
                     .events_rejected
                     .with_label_values(&[err.code.as_str()])
-                    .inc();
+                    .inc_by(count);
             }
             result
         }))
@@ -566,7 +567,7 @@ impl Emitter {
         live_after_commit: bool,
     ) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
         self.advance(&published);
-        let Some(persister) = self.storage.as_ref().map(|s| s.persister.clone()) else {
+        let Some(storage) = self.storage.clone() else {
             self.release(published);
             return None;
         };
@@ -583,7 +584,8 @@ impl Emitter {
         } else {
             (None, None)
         };
-        persister.do_send(Persist {
+        storage.backlog.add(published.len());
+        storage.persister.do_send(Persist {
             events: published,
             ack,
             release_to,

@@ -125,7 +125,7 @@ impl Metrics {
             events_in: counter("events_in", "Events accepted and sequenced"),
             events_rejected: labelled(
                 "events_rejected",
-                "Events refused, by error code",
+                "Events refused, by error code (a request refused before the Emitter counts as one)",
                 "code",
                 &codes,
             ),

@@ -90,6 +90,13 @@ impl Backlog {
         self.len() == 0
     }
 
+    /// Counts `n` events on their way to the Persister. The sender counts
+    /// them, not the Persister, so that the next batch's room check already
+    /// sees them even while they wait in the Persister's mailbox.
+    pub fn add(&self, n: usize) {
+        self.events.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Whether `more` events still fit.
     pub fn has_room(&self, more: usize) -> bool {
         self.len() + more <= self.max.load(Ordering::Relaxed)
@@ -289,9 +296,7 @@ impl Handler<Persist> for Persister {
     type Result = ();
 
     fn handle(&mut self, msg: Persist, ctx: &mut Self::Context) {
-        self.backlog
-            .events
-            .fetch_add(msg.events.len(), Ordering::Relaxed);
+        // The backlog already counts these: the sender added them (Backlog::add).
         if let Some(to) = msg.release_to {
             if self.retrying.is_some() {
                 // The store is failing: live delivery does not wait for it.
