@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{assert_delivered, event, same_instant, seqs, thinking, Broker};
+use common::{assert_delivered, event, same_instant, seqs, thinking, Broker, BusyProducers};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -781,28 +781,13 @@ async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
             .start()
             .await,
     );
-    let (progress_tx, progress_rx) = watch::channel(0u64);
-    let progress_tx = Arc::new(progress_tx);
-    let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in POINTS {
         clients.push(broker.connect().await);
     }
 
-    let mut producers = Vec::new();
-    for producer in 0..2u64 {
-        let (broker, progress_tx, stop) = (broker.clone(), progress_tx.clone(), stop.clone());
-        producers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let mut e = thinking(EXECUTION, n);
-                e["metadata"] = json!({"producer": producer, "n": n});
-                let seq = broker.post_event(&e).await;
-                progress_tx.send_modify(|p| *p = (*p).max(seq));
-                n += 1;
-            }
-        }));
-    }
+    let producers = BusyProducers::start(&broker, EXECUTION, 2);
+    let progress_rx = producers.progress();
 
     let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut readers = Vec::new();
@@ -844,16 +829,7 @@ async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
             panic!("a reader never subscribed");
         }
     }
-    let at_last_subscribe = *progress_rx.borrow();
-    progress_rx
-        .clone()
-        .wait_for(|p| *p >= at_last_subscribe + 20)
-        .await
-        .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for producer in producers {
-        producer.await.unwrap();
-    }
+    producers.stop_after(20).await;
     let mut end = thinking(EXECUTION, 0);
     end["metadata"] = json!({"end": true});
     let last = broker.post_event(&end).await;

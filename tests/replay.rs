@@ -6,11 +6,9 @@
 
 mod common;
 
-use common::{assert_delivered, event, seqs, thinking, Broker, Client};
+use common::{assert_delivered, event, seqs, thinking, Broker, BusyProducers, Client};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Subscribes to `execution` from `from_seq`; returns the `replayed` count.
 async fn subscribe_from(client: &mut Client, execution: &str, from_seq: u64) -> u64 {
@@ -110,9 +108,6 @@ async fn the_seam_between_replay_and_live_loses_and_repeats_nothing() {
     // the default 100-event buffer, with room for the producers to run on.
     const POINTS: [(u64, u64); 6] = [(10, 10), (30, 0), (60, 1), (100, 5), (150, 25), (200, 50)];
     let broker = Arc::new(Broker::start().await);
-    let (progress_tx, progress_rx) = watch::channel(0u64);
-    let progress_tx = Arc::new(progress_tx);
-    let stop = Arc::new(AtomicBool::new(false));
 
     // Clients connect first, so that only the subscribe itself races the producers.
     let mut clients = Vec::new();
@@ -120,20 +115,8 @@ async fn the_seam_between_replay_and_live_loses_and_repeats_nothing() {
         clients.push(broker.connect().await);
     }
 
-    let mut producers = Vec::new();
-    for producer in 0..2u64 {
-        let (broker, progress_tx, stop) = (broker.clone(), progress_tx.clone(), stop.clone());
-        producers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let mut e = thinking(EXECUTION, n);
-                e["metadata"] = json!({"producer": producer, "n": n});
-                let seq = broker.post_event(&e).await;
-                progress_tx.send_modify(|p| *p = (*p).max(seq));
-                n += 1;
-            }
-        }));
-    }
+    let producers = BusyProducers::start(&broker, EXECUTION, 2);
+    let progress_rx = producers.progress();
 
     let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut readers = Vec::new();
@@ -165,22 +148,13 @@ async fn the_seam_between_replay_and_live_loses_and_repeats_nothing() {
             .expect("a reader failed before subscribing");
     }
     // Every client is subscribed: let the producers run on a little, then stop them.
-    let at_last_subscribe = *progress_rx.borrow();
-    progress_rx
-        .clone()
-        .wait_for(|p| *p >= at_last_subscribe + 30)
-        .await
-        .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for producer in producers {
-        producer.await.unwrap();
-    }
+    let stopped_at = producers.stop_after(30).await;
     let mut end = thinking(EXECUTION, 0);
     end["metadata"] = json!({"end": true});
     let last = broker.post_event(&end).await;
     assert_eq!(
         last,
-        *progress_rx.borrow() + 1,
+        stopped_at + 1,
         "the end marker follows every accepted event"
     );
 

@@ -12,16 +12,14 @@
 mod common;
 
 use agent_events_actors::auth::{now_secs, sign_hmac, Claims, Role};
-use common::{all_types, assert_delivered, event, thinking, Broker, STEP};
+use common::{all_types, assert_delivered, event, thinking, Broker, BusyProducers, STEP};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
-use tokio::sync::watch;
 
 // ---------------------------------------------------------------- the client
 
@@ -352,23 +350,7 @@ async fn last_event_id_resumes_at_the_seam_while_producers_post() {
     const EXECUTION: &str = "exec-seam";
     const PATH: &str = "/api/executions/exec-seam/stream?fromSeq=0";
     let broker = Arc::new(Broker::start().await);
-    let (progress_tx, progress_rx) = watch::channel(0u64);
-    let progress_tx = Arc::new(progress_tx);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut producers = Vec::new();
-    for producer in 0..2u64 {
-        let (broker, progress_tx, stop) = (broker.clone(), progress_tx.clone(), stop.clone());
-        producers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let mut e = thinking(EXECUTION, n);
-                e["metadata"] = json!({"producer": producer, "n": n});
-                let seq = broker.post_event(&e).await;
-                progress_tx.send_modify(|p| *p = (*p).max(seq));
-                n += 1;
-            }
-        }));
-    }
+    let producers = BusyProducers::start(&broker, EXECUTION, 2);
 
     let mut got = Vec::new();
     let mut last_id: Option<String> = None;
@@ -382,16 +364,7 @@ async fn last_event_id_resumes_at_the_seam_while_producers_post() {
         // Dropped mid-flow: the producers keep going while nobody listens.
         drop(sse);
     }
-    let reached = *progress_rx.borrow();
-    progress_rx
-        .clone()
-        .wait_for(|p| *p >= reached + 20)
-        .await
-        .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for producer in producers {
-        producer.await.unwrap();
-    }
+    producers.stop_after(20).await;
     let last = broker
         .post_event(&marked(thinking(EXECUTION, 0), true))
         .await;

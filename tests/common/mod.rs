@@ -866,3 +866,70 @@ pub fn seqs(events: &[Value]) -> Vec<u64> {
         .map(|e| e["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {e}")))
         .collect()
 }
+
+/// Producers posting `agent-thinking` events to one execution without
+/// pause until stopped: the load the seam tests subscribe against.
+pub struct BusyProducers {
+    progress: tokio::sync::watch::Receiver<u64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BusyProducers {
+    /// `count` producers posting to `execution`; each event's metadata says
+    /// which producer sent it and its number.
+    pub fn start(broker: &Arc<Broker>, execution: &'static str, count: u64) -> Self {
+        let (progress_tx, progress) = tokio::sync::watch::channel(0u64);
+        let progress_tx = Arc::new(progress_tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|producer| {
+                let (broker, progress_tx, stop) =
+                    (broker.clone(), progress_tx.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut e = thinking(execution, n);
+                        e["metadata"] = json!({"producer": producer, "n": n});
+                        let seq = broker.post_event(&e).await;
+                        progress_tx.send_modify(|p| *p = (*p).max(seq));
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        BusyProducers {
+            progress,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Watches the highest seq acknowledged so far.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.clone()
+    }
+
+    /// The highest seq acknowledged so far.
+    pub fn reached(&self) -> u64 {
+        *self.progress.borrow()
+    }
+
+    /// Lets them post `more` events past what is acknowledged now, then
+    /// stops them; returns the highest seq acknowledged in the end.
+    pub async fn stop_after(self, more: u64) -> u64 {
+        let target = self.reached() + more;
+        self.progress
+            .clone()
+            .wait_for(|p| *p >= target)
+            .await
+            .expect("producers alive");
+        self.stop.store(true, Ordering::Relaxed);
+        let reached = self.progress.clone();
+        for task in self.tasks {
+            task.await.expect("a producer panicked");
+        }
+        let last = *reached.borrow();
+        last
+    }
+}
