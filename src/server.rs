@@ -250,7 +250,6 @@ fn persister_config(config: &Config) -> PersisterConfig {
     PersisterConfig {
         batch_max: config.persist_batch_max,
         batch_delay: Duration::from_millis(config.persist_batch_ms),
-        backlog_max: config.persist_backlog_max,
     }
 }
 

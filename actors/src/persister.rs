@@ -47,8 +47,6 @@ pub struct PersisterConfig {
     pub batch_max: usize,
     /// …or this long after its first event.
     pub batch_delay: Duration,
-    /// Events accepted but not yet stored, at most.
-    pub backlog_max: usize,
 }
 
 impl Default for PersisterConfig {
@@ -56,7 +54,6 @@ impl Default for PersisterConfig {
         PersisterConfig {
             batch_max: 1000,
             batch_delay: Duration::from_millis(2),
-            backlog_max: 100_000,
         }
     }
 }
@@ -66,7 +63,7 @@ impl Default for PersisterConfig {
 #[derive(Debug, Default)]
 pub struct Backlog {
     events: AtomicUsize,
-    max: AtomicUsize,
+    max: usize,
     last_error: Mutex<Option<String>>,
 }
 
@@ -75,7 +72,7 @@ impl Backlog {
     pub fn new(max: usize) -> Arc<Backlog> {
         Arc::new(Backlog {
             events: AtomicUsize::new(0),
-            max: AtomicUsize::new(max),
+            max,
             last_error: Mutex::new(None),
         })
     }
@@ -99,7 +96,7 @@ impl Backlog {
 
     /// Whether `more` events still fit.
     pub fn has_room(&self, more: usize) -> bool {
-        self.len() + more <= self.max.load(Ordering::Relaxed)
+        self.len() + more <= self.max
     }
 
     /// The store's error while it is failing; `None` when it is healthy.
