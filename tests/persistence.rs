@@ -12,7 +12,9 @@
 
 mod common;
 
-use common::{assert_delivered, event, same_instant, seqs, thinking, Broker, BusyProducers};
+use common::{
+    assert_delivered, event, run_seam, same_instant, seqs, thinking, Broker, SeamReader, SeamRun,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -781,61 +783,17 @@ async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
             .start()
             .await,
     );
-    let mut clients = Vec::new();
-    for _ in POINTS {
-        clients.push(broker.connect().await);
-    }
+    let SeamRun { last, readers, .. } = run_seam(&broker, EXECUTION, &POINTS, 20).await;
 
-    let producers = BusyProducers::start(&broker, EXECUTION, 2);
-    let progress_rx = producers.progress();
-
-    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut readers = Vec::new();
-    for (mut client, (at, behind)) in clients.into_iter().zip(POINTS) {
-        let mut progress = progress_rx.clone();
-        let subscribed_tx = subscribed_tx.clone();
-        readers.push(tokio::spawn(async move {
-            let now = *progress.wait_for(|p| *p >= at).await.unwrap();
-            let from = now.saturating_sub(behind);
-            let answer = client
-                .subscribe(json!({"executionId": EXECUTION, "fromSeq": from}))
-                .await;
-            let replayed = answer["replayed"].as_u64().expect("replayed");
-            subscribed_tx.send(()).unwrap();
-            let mut got = Vec::new();
-            loop {
-                let e = client.next_event_body().await;
-                let end = e["metadata"]["end"] == true;
-                got.push(e);
-                if end {
-                    break;
-                }
-            }
-            client.ping().await;
-            (from, behind, replayed, got)
-        }));
-    }
-    drop(subscribed_tx);
-    for _ in POINTS {
-        // Bounded: the producers never stop by themselves, so a reader that
-        // failed must not leave this test waiting for it.
-        let subscribed = tokio::time::timeout(STARTUP, subscribed_rx.recv()).await;
-        if !matches!(subscribed, Ok(Some(()))) {
-            for reader in readers.into_iter().filter(|r| r.is_finished()) {
-                if let Err(failure) = reader.await {
-                    std::panic::resume_unwind(failure.into_panic());
-                }
-            }
-            panic!("a reader never subscribed");
-        }
-    }
-    producers.stop_after(20).await;
-    let mut end = thinking(EXECUTION, 0);
-    end["metadata"] = json!({"end": true});
-    let last = broker.post_event(&end).await;
-
-    for reader in readers {
-        let (from, behind, replayed, got) = reader.await.unwrap();
+    for SeamReader {
+        from,
+        behind,
+        replayed,
+        got,
+        mut client,
+    } in readers
+    {
+        client.ping().await;
         let got_seqs = seqs(&got);
         assert_eq!(
             got_seqs,

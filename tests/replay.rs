@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{assert_delivered, event, seqs, thinking, Broker, BusyProducers, Client};
+use common::{
+    assert_delivered, event, run_seam, seqs, thinking, Broker, Client, SeamReader, SeamRun,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -109,57 +111,25 @@ async fn the_seam_between_replay_and_live_loses_and_repeats_nothing() {
     const POINTS: [(u64, u64); 6] = [(10, 10), (30, 0), (60, 1), (100, 5), (150, 25), (200, 50)];
     let broker = Arc::new(Broker::start().await);
 
-    // Clients connect first, so that only the subscribe itself races the producers.
-    let mut clients = Vec::new();
-    for _ in POINTS {
-        clients.push(broker.connect().await);
-    }
-
-    let producers = BusyProducers::start(&broker, EXECUTION, 2);
-    let progress_rx = producers.progress();
-
-    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut readers = Vec::new();
-    for (mut client, (at, behind)) in clients.into_iter().zip(POINTS) {
-        let mut progress = progress_rx.clone();
-        let subscribed_tx = subscribed_tx.clone();
-        readers.push(tokio::spawn(async move {
-            let now = *progress.wait_for(|p| *p >= at).await.unwrap();
-            let from = now.saturating_sub(behind);
-            let replayed = subscribe_from(&mut client, EXECUTION, from).await;
-            subscribed_tx.send(()).unwrap();
-            let mut got = Vec::new();
-            loop {
-                let e = client.next_event_body().await;
-                let end = e["metadata"]["end"] == true;
-                got.push(e);
-                if end {
-                    break;
-                }
-            }
-            (from, replayed, got, client)
-        }));
-    }
-    drop(subscribed_tx);
-    for _ in POINTS {
-        subscribed_rx
-            .recv()
-            .await
-            .expect("a reader failed before subscribing");
-    }
-    // Every client is subscribed: let the producers run on a little, then stop them.
-    let stopped_at = producers.stop_after(30).await;
-    let mut end = thinking(EXECUTION, 0);
-    end["metadata"] = json!({"end": true});
-    let last = broker.post_event(&end).await;
+    let SeamRun {
+        stopped_at,
+        last,
+        readers,
+    } = run_seam(&broker, EXECUTION, &POINTS, 30).await;
     assert_eq!(
         last,
         stopped_at + 1,
         "the end marker follows every accepted event"
     );
 
-    for reader in readers {
-        let (from, replayed, got, mut client) = reader.await.unwrap();
+    for SeamReader {
+        from,
+        replayed,
+        got,
+        mut client,
+        ..
+    } in readers
+    {
         let want: Vec<u64> = (from + 1..=last).collect();
         let got_seqs = seqs(&got);
         assert!(

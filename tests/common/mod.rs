@@ -933,3 +933,109 @@ impl BusyProducers {
         last
     }
 }
+
+/// One reader of a seam run: where it subscribed and what it got.
+pub struct SeamReader {
+    /// The `fromSeq` it subscribed with.
+    pub from: u64,
+    /// How far behind the head it meant to subscribe.
+    pub behind: u64,
+    /// The `replayed` count of its `subscribed` answer.
+    pub replayed: u64,
+    /// Every event body it received, the end marker last.
+    pub got: Vec<Value>,
+    /// Its connection, still open.
+    pub client: Client,
+}
+
+/// The end of a seam run.
+pub struct SeamRun {
+    /// The highest seq the producers got before they stopped.
+    pub stopped_at: u64,
+    /// The seq of the end marker, posted after the producers stopped.
+    pub last: u64,
+    /// The readers, in the order of their positions.
+    pub readers: Vec<SeamReader>,
+}
+
+/// The replay seam under load: two producers post to `execution` without
+/// pause; for each `(at, behind)` a reader waits until seq `at` is
+/// acknowledged, subscribes with `fromSeq = head - behind`, and reads until
+/// the end marker, which is posted once every reader is subscribed and the
+/// producers have posted `run_on` more events.
+pub async fn run_seam(
+    broker: &Arc<Broker>,
+    execution: &'static str,
+    points: &[(u64, u64)],
+    run_on: u64,
+) -> SeamRun {
+    // Clients connect first, so that only the subscribe itself races the producers.
+    let mut clients = Vec::new();
+    for _ in points {
+        clients.push(broker.connect().await);
+    }
+    let producers = BusyProducers::start(broker, execution, 2);
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::new();
+    for (mut client, &(at, behind)) in clients.into_iter().zip(points) {
+        let mut progress = producers.progress();
+        let subscribed_tx = subscribed_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let now = *progress
+                .wait_for(|p| *p >= at)
+                .await
+                .expect("producers alive");
+            let from = now.saturating_sub(behind);
+            let answer = client
+                .subscribe(json!({"executionId": execution, "fromSeq": from}))
+                .await;
+            let replayed = answer["replayed"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("subscribed without a replayed count: {answer}"));
+            subscribed_tx.send(()).expect("the test waits");
+            let mut got = Vec::new();
+            loop {
+                let e = client.next_event_body().await;
+                let end = e["metadata"]["end"] == true;
+                got.push(e);
+                if end {
+                    break;
+                }
+            }
+            SeamReader {
+                from,
+                behind,
+                replayed,
+                got,
+                client,
+            }
+        }));
+    }
+    drop(subscribed_tx);
+    for _ in points {
+        // Bounded: the producers never stop by themselves, so a reader that
+        // failed must not leave the test waiting for it.
+        let subscribed = tokio::time::timeout(Duration::from_secs(30), subscribed_rx.recv()).await;
+        if !matches!(subscribed, Ok(Some(()))) {
+            for reader in readers.into_iter().filter(|r| r.is_finished()) {
+                if let Err(failure) = reader.await {
+                    std::panic::resume_unwind(failure.into_panic());
+                }
+            }
+            panic!("a reader never subscribed");
+        }
+    }
+    let stopped_at = producers.stop_after(run_on).await;
+    let mut end = thinking(execution, 0);
+    end["metadata"] = json!({"end": true});
+    let last = broker.post_event(&end).await;
+    let mut finished = Vec::new();
+    for reader in readers {
+        finished.push(reader.await.expect("a reader panicked"));
+    }
+    SeamRun {
+        stopped_at,
+        last,
+        readers: finished,
+    }
+}
