@@ -103,6 +103,7 @@ async fn start_broker(bin: &Path, data_dir: &Path) -> (Child, u16) {
         .env("RUST_LOG", "info")
         // A benchmark measures capacity, not the per-producer policy.
         .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_PRODUCER", "100000000")
+        .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION", "0")
         .env_remove("MONGODB_URI")
         .env_remove("REDIS_URL")
         .stdin(Stdio::null())

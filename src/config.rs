@@ -68,6 +68,7 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub max_messages_per_sec: u64,
     pub max_events_per_sec_per_producer: u64,
+    pub max_events_per_sec_per_execution: u64,
 }
 
 /// A setting that must never be printed: its `Debug` says only whether it is set.

@@ -267,7 +267,10 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
     let listed: Vec<Value> = events
         .iter()
         .zip(&accepted)
-        .map(|(event, a)| json!({"executionId": event.execution_id, "seq": a.seq}))
+        .map(|(event, a)| match a.seq {
+            Some(seq) => json!({"executionId": event.execution_id, "seq": seq}),
+            None => json!({"executionId": event.execution_id, "seq": null, "coalesced": true}),
+        })
         .collect();
     Ok(HttpResponse::Accepted().json(json!({"accepted": accepted.len(), "events": listed})))
 }

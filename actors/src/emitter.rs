@@ -29,6 +29,7 @@ use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
 use crate::registry::{Publish, Registry};
 use crate::store::{Store, StoreError};
+use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
 use chrono::Utc;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -47,6 +48,9 @@ pub struct EmitterConfig {
     pub execution_idle: Duration,
     /// Largest event accepted, serialized, in bytes.
     pub max_event_bytes: usize,
+    /// Events a second per execution from this node's producers (bursts of
+    /// twice that); 0: no limit. See `throttle.rs` for the policy.
+    pub max_events_per_sec_per_execution: u64,
 }
 
 impl Default for EmitterConfig {
@@ -56,6 +60,7 @@ impl Default for EmitterConfig {
             max_buffered_executions: 10_000,
             execution_idle: Duration::from_secs(3600),
             max_event_bytes: 64 * 1024,
+            max_events_per_sec_per_execution: 100,
         }
     }
 }
@@ -101,8 +106,26 @@ impl IngestError {
 /// Where an accepted event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
-    /// The seq it was given.
-    pub seq: u64,
+    /// The seq it was given; `None` for an `agent-thinking` coalesced by its
+    /// execution's rate limit (it goes out later, or a newer thought that
+    /// counts it in `metadata.coalesced` goes out instead).
+    pub seq: Option<u64>,
+}
+
+impl Accepted {
+    /// What became of each event of a planned batch, given the seqs of the
+    /// events that went out now.
+    fn of_plan(outcomes: &[Outcome], seqs: &[u64]) -> Vec<Accepted> {
+        outcomes
+            .iter()
+            .map(|outcome| Accepted {
+                seq: match outcome {
+                    Outcome::Now(position) => Some(seqs[*position]),
+                    Outcome::Coalesced => None,
+                },
+            })
+            .collect()
+    }
 }
 
 /// What the Emitter accepted, and how to wait until it is stored.
@@ -223,6 +246,8 @@ pub struct Emitter {
     sequencer: Option<RedisSequencer>,
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
+    /// The per-execution event rate, and thoughts waiting for it.
+    throttle: Throttle,
     accepting: bool,
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
@@ -237,6 +262,7 @@ impl Emitter {
         metrics: Metrics,
     ) -> Self {
         Emitter {
+            throttle: Throttle::new(config.max_events_per_sec_per_execution),
             config,
             registry,
             storage,
@@ -297,10 +323,13 @@ impl Emitter {
 
     /// Seeds what must be seeded, then accepts the batch: here on a single
     /// node, through Redis in a cluster. Run as an atomic response (the
-    /// mailbox held), so no later batch can overtake this one.
+    /// mailbox held), so no later batch can overtake this one. `throttled`:
+    /// the batch is subject to the per-execution rate (thoughts that waited
+    /// for it are not: they were admitted already).
     fn accept(
         &mut self,
         events: Vec<AgentEvent>,
+        throttled: bool,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let unseeded = self.unseeded(&events);
         let seeds = self.read_seeds(unseeded);
@@ -317,8 +346,10 @@ impl Emitter {
                         ErrorCode::StoreUnavailable,
                         format!("cannot read the last seq from the store: {err}"),
                     )))),
-                    (Ok(()), None) => Box::pin(fut::ready(emitter.ingest(events))),
-                    (Ok(()), Some(sequencer)) => emitter.publish_to_cluster(events, sequencer),
+                    (Ok(()), None) => Box::pin(fut::ready(emitter.ingest(events, throttled))),
+                    (Ok(()), Some(sequencer)) => {
+                        emitter.publish_to_cluster(events, throttled, sequencer)
+                    }
                 };
             next
         });
@@ -338,21 +369,32 @@ impl Emitter {
     fn publish_to_cluster(
         &mut self,
         events: Vec<AgentEvent>,
+        throttled: bool,
         sequencer: RedisSequencer,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
-        let drafts = match self.drafts(events, &sequencer) {
-            Ok(drafts) => drafts,
+        let planned = self
+            .check_batch(&events)
+            .and_then(|()| self.plan(events, throttled));
+        let (drafts, mut plan) = match planned {
+            Ok(mut plan) => match self.drafts(std::mem::take(&mut plan.events), &sequencer) {
+                Ok(drafts) => (drafts, plan),
+                Err(err) => return Box::pin(fut::ready(Err(err))),
+            },
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
         let publish = async move { sequencer.publish(&drafts).await };
         Box::pin(
             publish
                 .into_actor(self)
-                .map(|result, emitter, _| match result {
-                    Ok(seqs) => Ok(Receipt {
-                        accepted: seqs.into_iter().map(|seq| Accepted { seq }).collect(),
-                        durable: None,
-                    }),
+                .map(move |result, emitter, _| match result {
+                    Ok(seqs) => {
+                        // Only now is the batch certain: tokens and slots change.
+                        emitter.commit(&mut plan);
+                        Ok(Receipt {
+                            accepted: Accepted::of_plan(&plan.outcomes, &seqs),
+                            durable: None,
+                        })
+                    }
                     Err(err) => {
                         emitter
                             .metrics
@@ -368,13 +410,12 @@ impl Emitter {
         )
     }
 
-    /// The batch, checked, as the sequencer's drafts: stamped, with the node's floor.
+    /// The batch (checked) as the sequencer's drafts: stamped, with the node's floor.
     fn drafts(
         &self,
         events: Vec<AgentEvent>,
         sequencer: &RedisSequencer,
     ) -> Result<Vec<Draft>, IngestError> {
-        self.check_batch(&events)?;
         events
             .into_iter()
             .enumerate()
@@ -549,12 +590,90 @@ impl Emitter {
             .unwrap_or_else(|| execution_id.into())
     }
 
-    fn ingest(&mut self, events: Vec<AgentEvent>) -> Result<Receipt, IngestError> {
+    fn ingest(&mut self, events: Vec<AgentEvent>, throttled: bool) -> Result<Receipt, IngestError> {
         self.check_batch(&events)?;
-        let published = self.sequence(events)?;
-        let accepted = published.iter().map(|p| Accepted { seq: p.seq }).collect();
+        let mut plan = self.plan(events, throttled)?;
+        let published = self.sequence(std::mem::take(&mut plan.events))?;
+        self.commit(&mut plan);
+        let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
+        let accepted = Accepted::of_plan(&plan.outcomes, &seqs);
         let durable = self.hand_on(published, true, true);
         Ok(Receipt { accepted, durable })
+    }
+
+    /// What the per-execution rate makes of a checked batch; changes nothing.
+    fn plan(&self, events: Vec<AgentEvent>, throttled: bool) -> Result<Plan, IngestError> {
+        if !throttled {
+            return Ok(Plan::all_now(events));
+        }
+        self.throttle.plan(events, Instant::now()).map_err(
+            |OverRate {
+                 index,
+                 execution_id,
+             }| {
+                let rate = self.config.max_events_per_sec_per_execution;
+                IngestError::at(
+                    index,
+                    ErrorCode::RateLimited,
+                    None,
+                    format!(
+                        "execution `{execution_id}` is over its {rate} events a second \
+                         (bursts of {}); agent-thinking is coalesced, other types are \
+                         refused: retry with backoff",
+                        rate * 2
+                    ),
+                )
+            },
+        )
+    }
+
+    /// Applies a plan whose batch is accepted: tokens spent, thoughts held or replaced.
+    fn commit(&mut self, plan: &mut Plan) {
+        self.metrics.thoughts_coalesced.inc_by(plan.superseded);
+        self.throttle.commit(plan);
+        self.metrics
+            .thoughts_waiting
+            .set(self.throttle.waiting() as i64);
+    }
+
+    /// Sends out the waiting thoughts whose execution has a token again, with
+    /// the mailbox held so that no later event of theirs overtakes them.
+    fn send_due_thoughts(&mut self, ctx: &mut Context<Self>) {
+        if self.throttle.waiting() == 0 {
+            return;
+        }
+        let due = self.throttle.due(Instant::now());
+        self.metrics
+            .thoughts_waiting
+            .set(self.throttle.waiting() as i64);
+        if !due.is_empty() {
+            ctx.wait(self.accept_untracked(due, false));
+        }
+    }
+
+    /// Accepts events nobody waits for (in-process `Emit`, released thoughts):
+    /// a refusal is logged and counted, never returned.
+    fn accept_untracked(
+        &mut self,
+        events: Vec<AgentEvent>,
+        throttled: bool,
+    ) -> ResponseActFuture<Self, ()> {
+        let count = events.len() as u64;
+        Box::pin(
+            self.accept(events, throttled)
+                .map(move |result, emitter, _| {
+                    if let Err(err) = result {
+                        // The caller is agent work that must not fail because of us.
+                        log::warn!("in-process event refused: {}", err.message);
+                        let reason = match err.code {
+                            ErrorCode::StoreUnavailable => "store-backlog-full",
+                            ErrorCode::RateLimited => "in-process-rate-limited",
+                            _ => "invalid-in-process-event",
+                        };
+                        emitter.metrics.drop(reason, count);
+                    }
+                }),
+        )
     }
 
     /// Records sequenced events and stores them; they go live once stored
@@ -643,6 +762,10 @@ const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
 /// How often the Emitter looks for buffers to drop.
 const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often waiting thoughts are looked at: the longest a coalesced thought
+/// waits beyond its token (at the default 100 a second, a token every 10 ms).
+const THOUGHT_INTERVAL: Duration = Duration::from_millis(50);
+
 impl Actor for Emitter {
     type Context = Context<Self>;
 
@@ -652,6 +775,9 @@ impl Actor for Emitter {
         ctx.set_mailbox_capacity(1024);
         self.myself = Some(ctx.address());
         ctx.run_interval(EVICTION_INTERVAL, |emitter, _| emitter.evict());
+        ctx.run_interval(THOUGHT_INTERVAL, |emitter, ctx| {
+            emitter.send_due_thoughts(ctx)
+        });
     }
 }
 
@@ -659,7 +785,7 @@ impl Handler<Ingest> for Emitter {
     type Result = AtomicResponse<Self, Result<Receipt, IngestError>>;
 
     fn handle(&mut self, msg: Ingest, _: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.accept(msg.0))
+        AtomicResponse::new(self.accept(msg.0, true))
     }
 }
 
@@ -667,20 +793,7 @@ impl Handler<Emit> for Emitter {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Emit, _: &mut Self::Context) -> Self::Result {
-        let accepted = self.accept(vec![msg.0]);
-        AtomicResponse::new(Box::pin(accepted.map(
-            |result, emitter: &mut Emitter, _| {
-                if let Err(err) = result {
-                    // The caller is agent work that must not fail because of us.
-                    log::warn!("in-process event refused: {}", err.message);
-                    let reason = match err.code {
-                        ErrorCode::StoreUnavailable => "store-backlog-full",
-                        _ => "invalid-in-process-event",
-                    };
-                    emitter.metrics.drop(reason, 1);
-                }
-            },
-        )))
+        AtomicResponse::new(self.accept_untracked(vec![msg.0], true))
     }
 }
 
@@ -735,9 +848,21 @@ impl Handler<Forget> for Emitter {
 }
 
 impl Handler<StopAccepting> for Emitter {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, _: StopAccepting, _: &mut Self::Context) {
-        self.accepting = false;
+    fn handle(&mut self, _: StopAccepting, _: &mut Self::Context) -> Self::Result {
+        // Thoughts still waiting were answered `coalesced`: they go out (and
+        // are stored) before the door closes; answering after that lets the
+        // caller's next step (flushing the Persister) cover them.
+        let waiting = self.throttle.drain();
+        let sent: ResponseActFuture<Self, ()> = if waiting.is_empty() {
+            Box::pin(fut::ready(()))
+        } else {
+            self.accept_untracked(waiting, false)
+        };
+        AtomicResponse::new(Box::pin(sent.map(|(), emitter, _| {
+            emitter.accepting = false;
+            emitter.metrics.thoughts_waiting.set(0);
+        })))
     }
 }

@@ -18,6 +18,7 @@
 //! - [`store`]: the store interface and its SQLite and MongoDB backends.
 //! - [`auth`]: tokens (JWT) and what they grant.
 //! - [`backoff`]: the retry schedule the Persister and the Redis-subscriber share.
+//! - [`throttle`]: the per-execution event rate, and how `agent-thinking` bursts are coalesced.
 //! - [`limits`]: connection permits and token buckets that keep one client from starving the rest.
 //! - [`metrics`]: the figures behind `/admin/stats` and `/metrics`.
 //! - [`demo`]: orchestrator, department-head and agent actors that emit realistic runs.
@@ -45,5 +46,6 @@ pub mod registry;
 pub mod session;
 pub mod sse_stream;
 pub mod store;
+pub mod throttle;
 
 pub use handle::EmitterHandle;

@@ -94,11 +94,16 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket.
     pub fn new(rate: f64, burst: f64) -> Self {
+        Self::new_at(rate, burst, Instant::now())
+    }
+
+    /// A full bucket, as of `now`.
+    pub(crate) fn new_at(rate: f64, burst: f64, now: Instant) -> Self {
         Bucket {
             rate,
             burst,
             tokens: burst,
-            refilled_at: Instant::now(),
+            refilled_at: now,
         }
     }
 
@@ -107,18 +112,32 @@ impl Bucket {
         self.take_at(n, Instant::now())
     }
 
-    fn take_at(&mut self, n: f64, now: Instant) -> bool {
-        let elapsed = now
-            .saturating_duration_since(self.refilled_at)
-            .as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.refilled_at = now;
-        if self.tokens >= n {
+    /// Takes `n` tokens at `now` if there are that many; otherwise takes none.
+    pub(crate) fn take_at(&mut self, n: f64, now: Instant) -> bool {
+        if self.available_at(now) >= n {
             self.tokens -= n;
             true
         } else {
             false
         }
+    }
+}
+
+impl Bucket {
+    /// The tokens there are at `now`, taking none.
+    pub(crate) fn available_at(&mut self, now: Instant) -> f64 {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refilled_at = self.refilled_at.max(now);
+        self.tokens
+    }
+
+    /// Whether the bucket has refilled completely at `now` (it then holds no
+    /// state worth keeping).
+    pub(crate) fn is_full_at(&mut self, now: Instant) -> bool {
+        self.available_at(now) >= self.burst
     }
 }
 
@@ -149,10 +168,7 @@ impl KeyedBuckets {
         if buckets.len() > SWEEP_ABOVE {
             // A bucket that has refilled completely holds no state worth keeping.
             let now = Instant::now();
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.refilled_at).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, b| !b.is_full_at(now));
         }
         buckets
             .entry(key.to_owned())

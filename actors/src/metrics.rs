@@ -11,7 +11,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, T
 use serde_json::{json, Map, Value};
 
 /// Why a connection or an event was dropped; the `reason` label of `drops`.
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     // a session's queue overflowed: the client is closed with slow-consumer
     "slow-consumer",
     // the frames discarded from that queue when it was closed
@@ -24,6 +24,8 @@ pub const DROP_REASONS: [&str; 6] = [
     "session-gone",
     // an in-process (fire-and-forget) emit refused because the store backlog was full
     "store-backlog-full",
+    // an in-process (fire-and-forget) emit over its execution's event rate
+    "in-process-rate-limited",
 ];
 
 /// What happened on the cluster's stream; the `event` label of `cluster`.
@@ -76,6 +78,11 @@ pub struct Metrics {
     pub store_retries: IntCounter,
     /// Cluster stream events, by kind (see [`CLUSTER_EVENTS`]).
     pub cluster: IntCounterVec,
+    /// `agent-thinking` events replaced by a newer thought of their execution
+    /// (over its event rate; each replacement is also in the newer thought's metadata).
+    pub thoughts_coalesced: IntCounter,
+    /// `agent-thinking` events waiting for their execution's rate to allow them.
+    pub thoughts_waiting: IntGauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +163,14 @@ impl Metrics {
                 "event",
                 &CLUSTER_EVENTS,
             ),
+            thoughts_coalesced: counter(
+                "thoughts_coalesced",
+                "agent-thinking events replaced by a newer thought (execution over its rate)",
+            ),
+            thoughts_waiting: gauge(
+                "thoughts_waiting",
+                "agent-thinking events waiting for their execution's rate",
+            ),
             registry,
         }
     }
@@ -191,6 +206,8 @@ impl Metrics {
             "drops": by_label(&self.drops, DROP_REASONS),
             "clientErrors": by_label(&self.client_errors, error_codes()),
             "cluster": by_label(&self.cluster, CLUSTER_EVENTS),
+            "thoughtsCoalesced": self.thoughts_coalesced.get(),
+            "thoughtsWaiting": self.thoughts_waiting.get(),
         })
     }
 }

@@ -255,6 +255,9 @@ fn broker_settings(shape: &Shape) -> Vec<(String, String)> {
     // The producers' rate limit is per address: here it would cap the
     // whole tool, and the ingest scenario would measure the limiter.
     set("MAX_EVENTS_PER_SEC_PER_PRODUCER", "1000000000".into());
+    // Flat-out scenarios push far past the seed's 100 a second per execution:
+    // measuring capacity means the per-execution policy is off.
+    set("MAX_EVENTS_PER_SEC_PER_EXECUTION", "0".into());
     let connections = shape.subscribers + shape.producers + 16;
     if connections > BROKER_MAX_CONNECTIONS_PER_IP {
         set("MAX_CONNECTIONS_PER_IP", connections.to_string());
@@ -341,7 +344,10 @@ mod tests {
         let small = Shape::default();
         assert_eq!(
             keys(&small),
-            ["AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_PRODUCER"]
+            [
+                "AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_PRODUCER",
+                "AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION"
+            ]
         );
         let idle = &preset("idle").unwrap()[0].shape;
         assert!(keys(idle).contains(&"AGENT_EVENTS_MAX_CONNECTIONS_PER_IP".to_owned()));

@@ -312,6 +312,9 @@ impl Node {
             .env("DATA_DIR", self.data_dir.path())
             .env("REDIS_URL", &self.redis_url)
             .env("AGENT_EVENTS_NODE_ID", &self.name)
+            // These producers post flat-out to one execution: what is under
+            // test is the cluster's order, not the per-execution rate.
+            .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION", "0")
             .env("RUST_LOG", "info")
             .env_remove("MONGODB_URI")
             .env_remove("AGENT_EVENTS_REDIS_KEY_PREFIX");
