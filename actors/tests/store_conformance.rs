@@ -14,7 +14,8 @@ use agent_events_actors::event::{
 use agent_events_actors::protocol::PublishedEvent;
 use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{
-    EventQuery, ExecutionQuery, ExecutionStatus, ExecutionSummary, Retention, ScoreSummary, Store,
+    EventQuery, ExecutionQuery, ExecutionStatus, ExecutionSummary, JournalEntry, Retention,
+    ScoreSummary, Store,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
@@ -127,6 +128,7 @@ conformance_suite!(
     retention_removes_executions_idle_too_long,
     retention_without_limits_removes_nothing,
     ping_answers,
+    the_journal_keeps_each_nodes_entries_in_order,
 );
 
 #[tokio::test]
@@ -1043,5 +1045,59 @@ where
     assert_eq!(
         read(&second, all_of("exec-a")).await,
         run.expected(|_| true)
+    );
+}
+
+async fn the_journal_keeps_each_nodes_entries_in_order(store: Arc<dyn Store>) {
+    let run = mixed_run("exec-j");
+    let entry = |node: &str, position: u64, event: &Arc<PublishedEvent>| JournalEntry {
+        node_id: node.to_owned(),
+        draft_id: format!("{node}:{position}"),
+        position,
+        event: event.clone(),
+    };
+    let events = run.seqs(1, 4);
+    // Written out of order, in two calls, one entry twice, two nodes mixed.
+    store
+        .journal_add(vec![
+            entry("node-a", 30, &events[2]),
+            entry("node-b", 10, &events[0]),
+            entry("node-a", 10, &events[0]),
+        ])
+        .await
+        .expect("journal_add");
+    store
+        .journal_add(vec![
+            entry("node-a", 20, &events[1]),
+            entry("node-a", 30, &events[2]),
+        ])
+        .await
+        .expect("journal_add again");
+
+    let journal = store.journal_read("node-a").await.expect("journal_read");
+    let drafts: Vec<&str> = journal.iter().map(|e| e.draft_id.as_str()).collect();
+    assert_eq!(drafts, ["node-a:10", "node-a:20", "node-a:30"]);
+    let journaled: Vec<AgentEvent> = journal.iter().map(|e| e.event.event.clone()).collect();
+    assert_eq!(journaled, run.expected(|e| e.seq <= Some(3)));
+    assert_eq!(journal[2].position, 30);
+    assert_eq!(journal[2].event.seq, 3, "the provisional seq is kept");
+
+    store
+        .journal_remove(vec!["node-a:10".into(), "node-a:30".into(), "none".into()])
+        .await
+        .expect("journal_remove");
+    let left = store.journal_read("node-a").await.expect("journal_read");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].draft_id, "node-a:20");
+    let other = store.journal_read("node-b").await.expect("journal_read");
+    assert_eq!(other.len(), 1, "another node's journal is its own");
+    assert!(store
+        .journal_read("node-c")
+        .await
+        .expect("journal_read")
+        .is_empty());
+    assert!(
+        read(&store, all_of("exec-j")).await.is_empty(),
+        "journaled events are not stored events"
     );
 }

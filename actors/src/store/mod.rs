@@ -16,8 +16,11 @@
 //! - Nothing here blocks the actor system: SQLite works on threads of its
 //!   own, MongoDB is async.
 
+pub mod journal;
 pub mod mongo;
 pub mod sqlite;
+
+pub use journal::JournalEntry;
 
 use crate::event::{AgentEvent, EventType};
 use crate::protocol::PublishedEvent;
@@ -237,4 +240,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers when the store is reachable and writable enough to take events.
     fn ping(&self) -> StoreFuture<()>;
+
+    /// Journals events durably (cluster fallback, see [`journal`]); an entry
+    /// whose draft ID is already there is left as it is.
+    fn journal_add(&self, entries: Vec<JournalEntry>) -> StoreFuture<()>;
+
+    /// The journal of `node_id`, in `position` order.
+    fn journal_read(&self, node_id: &str) -> StoreFuture<Vec<JournalEntry>>;
+
+    /// Removes journal entries by draft ID (they are in the cluster's stream now).
+    fn journal_remove(&self, draft_ids: Vec<String>) -> StoreFuture<()>;
 }

@@ -23,8 +23,8 @@
 //!   statistics need are copied beside it.
 
 use super::{
-    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, Retention,
-    ScoreSummary, Store, StoreError, StoreFuture,
+    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
+    Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{AgentEvent, EventKind, EventType, RunStatus};
 use crate::protocol::PublishedEvent;
@@ -48,6 +48,8 @@ use std::time::Duration;
 const EVENTS: &str = "agentEvents";
 /// One document per execution: the seed's AgentExecutions collection.
 const EXECUTIONS: &str = "agentExecutions";
+/// Each node's fallback journal (`store/journal.rs`), keyed by draft ID.
+const JOURNAL: &str = "agentJournal";
 /// How the broker introduces itself to the server (visible in `currentOp` and logs).
 const APP_NAME: &str = "agent-events";
 /// How long to look for a usable server before failing. The driver's default
@@ -78,6 +80,7 @@ struct Inner {
     db: Database,
     events: Collection<Document>,
     executions: Collection<Document>,
+    journal: Collection<Document>,
     secrets: Secrets,
 }
 
@@ -103,7 +106,16 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
         .write_concern(durable_write_concern())
         .build();
     let events = db.collection_with_options::<Document>(EVENTS, durable.clone());
-    let executions = db.collection_with_options::<Document>(EXECUTIONS, durable);
+    let executions = db.collection_with_options::<Document>(EXECUTIONS, durable.clone());
+    let journal = db.collection_with_options::<Document>(JOURNAL, durable);
+    journal
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "nodeId": 1, "position": 1 })
+                .build(),
+        )
+        .await
+        .map_err(|err| fail("creating the agentJournal index", err))?;
     events
         .create_indexes(event_indexes())
         .await
@@ -118,6 +130,7 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
             db,
             events,
             executions,
+            journal,
             secrets,
         }),
     })
@@ -166,6 +179,26 @@ impl Store for MongoStore {
 
     fn ping(&self) -> StoreFuture<()> {
         self.run(|store| async move { store.ping().await })
+    }
+
+    fn journal_add(&self, entries: Vec<JournalEntry>) -> StoreFuture<()> {
+        self.run(|store| async move { store.journal_add(&entries).await })
+    }
+
+    fn journal_read(&self, node_id: &str) -> StoreFuture<Vec<JournalEntry>> {
+        let node_id = node_id.to_owned();
+        self.run(|store| async move { store.journal_read(&node_id).await })
+    }
+
+    fn journal_remove(&self, draft_ids: Vec<String>) -> StoreFuture<()> {
+        self.run(|store| async move {
+            store
+                .journal
+                .delete_many(doc! { "_id": { "$in": draft_ids } })
+                .await
+                .map(drop)
+                .map_err(|err| store.secrets.error("removing journal entries", &err))
+        })
     }
 }
 
@@ -377,6 +410,51 @@ impl Inner {
             .await
             .map(drop)
             .map_err(|err| self.secrets.error("ping", &err))
+    }
+
+    async fn journal_add(&self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let docs = entries
+            .iter()
+            .map(|entry| {
+                let body = serde_json::to_string(&entry.event.event).map_err(|err| {
+                    StoreError::new(format!("mongodb: journal entry does not serialize: {err}"))
+                })?;
+                Ok(doc! {
+                    "_id": &entry.draft_id,
+                    "nodeId": &entry.node_id,
+                    "position": to_i64(entry.position),
+                    "body": body,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        match self.journal.insert_many(docs).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_only_duplicates(&err) => Ok(()),
+            Err(err) => Err(self.secrets.error("journaling events", &err)),
+        }
+    }
+
+    async fn journal_read(&self, node_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let cursor = self
+            .journal
+            .find(doc! { "nodeId": node_id })
+            .sort(doc! { "position": 1 })
+            .await;
+        let rows = self.collect("reading the journal", cursor).await?;
+        rows.iter()
+            .map(|row| {
+                let event = event_from_document(row)?;
+                Ok(JournalEntry {
+                    node_id: node_id.to_owned(),
+                    draft_id: row.get_str("_id").unwrap_or_default().to_owned(),
+                    position: number(row, "position").unwrap_or(0),
+                    event: PublishedEvent::new(event),
+                })
+            })
+            .collect()
     }
 
     async fn collect(

@@ -8,8 +8,8 @@
 //! returns a future of the job's answer.
 
 use super::{
-    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, Retention,
-    ScoreSummary, Store, StoreError, StoreFuture,
+    EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
+    Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{format_timestamp, AgentEvent, EventKind, RunStatus};
 use crate::protocol::PublishedEvent;
@@ -67,6 +67,13 @@ CREATE INDEX IF NOT EXISTS executions_by_status
     ON executions (status, started_at DESC, execution_id DESC);
 CREATE INDEX IF NOT EXISTS executions_by_last_event
     ON executions (last_event_at);
+CREATE TABLE IF NOT EXISTS journal (
+    draft_id  TEXT PRIMARY KEY,
+    node_id   TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_by_node ON journal (node_id, position);
 CREATE TABLE IF NOT EXISTS health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
@@ -221,6 +228,78 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    fn journal_add(&self, entries: Vec<JournalEntry>) -> StoreFuture<()> {
+        self.writer
+            .run("journal_add", move |conn| journal_add(conn, &entries))
+    }
+
+    fn journal_read(&self, node_id: &str) -> StoreFuture<Vec<JournalEntry>> {
+        let node_id = node_id.to_owned();
+        self.reader
+            .run("journal_read", move |conn| journal_read(conn, &node_id))
+    }
+
+    fn journal_remove(&self, draft_ids: Vec<String>) -> StoreFuture<()> {
+        self.writer.run("journal_remove", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut remove = tx.prepare_cached("DELETE FROM journal WHERE draft_id = ?1")?;
+                for draft_id in &draft_ids {
+                    remove.execute([draft_id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+fn journal_add(conn: &mut Connection, entries: &[JournalEntry]) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO journal (draft_id, node_id, position, body)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for entry in entries {
+            let body = serde_json::to_string(&entry.event.event)
+                .map_err(|e| Failure(format!("journal entry does not serialize: {e}")))?;
+            insert.execute(params![
+                entry.draft_id,
+                entry.node_id,
+                sql_int(entry.position),
+                body
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn journal_read(conn: &mut Connection, node_id: &str) -> Result<Vec<JournalEntry>, Failure> {
+    let mut select = conn.prepare_cached(
+        "SELECT draft_id, position, body FROM journal WHERE node_id = ?1 ORDER BY position",
+    )?;
+    let rows = select.query_map([node_id], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (draft_id, position, body) = row?;
+        let event = rebuild_event(&draft_id, position as u64, &body)?;
+        entries.push(JournalEntry {
+            node_id: node_id.to_owned(),
+            draft_id,
+            position: position as u64,
+            event: PublishedEvent::new(event),
+        });
+    }
+    Ok(entries)
 }
 
 /// Why a job failed, before the operation's name is put in front of it.
