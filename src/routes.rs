@@ -263,6 +263,7 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
         .send(Ingest(events.clone()))
         .await
         .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the broker is stopping"))??;
+    let provisional = receipt.provisional;
     let accepted = receipt.durable().await?;
     let listed: Vec<Value> = events
         .iter()
@@ -272,7 +273,12 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
             None => json!({"executionId": event.execution_id, "seq": null, "coalesced": true}),
         })
         .collect();
-    Ok(HttpResponse::Accepted().json(json!({"accepted": accepted.len(), "events": listed})))
+    let mut answer = json!({"accepted": accepted.len(), "events": listed});
+    if provisional {
+        // Cluster fallback: journaled here, seqs provisional until Redis answers.
+        answer["provisional"] = json!(true);
+    }
+    Ok(HttpResponse::Accepted().json(answer))
 }
 
 /// Reads the body up to `limit` bytes, answering 413 past it without reading on.

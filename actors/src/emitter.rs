@@ -23,12 +23,13 @@
 //! (`ctx.wait`) so that no later event can overtake.
 
 use crate::event::{AgentEvent, ValidationError};
+use crate::fallback::{Fallback, Settled};
 use crate::metrics::Metrics;
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
-use crate::registry::{Publish, Registry};
-use crate::store::{Store, StoreError};
+use crate::registry::{Publish, Registry, Resync};
+use crate::store::{JournalEntry, Store, StoreError};
 use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
 use chrono::Utc;
@@ -133,6 +134,9 @@ impl Accepted {
 pub struct Receipt {
     /// The seqs given, in the order of the batch.
     pub accepted: Vec<Accepted>,
+    /// Cluster fallback: Redis was unreachable, the seqs are this node's
+    /// provisional ones and the events are journaled here (`fallback.rs`).
+    pub provisional: bool,
     durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
 }
 
@@ -248,6 +252,10 @@ pub struct Emitter {
     executions: HashMap<Arc<str>, ExecutionState>,
     /// The per-execution event rate, and thoughts waiting for it.
     throttle: Throttle,
+    /// Cluster mode: events sequenced here while Redis was unreachable.
+    fallback: Fallback,
+    /// A publish of the fallback journal is under way.
+    republishing: bool,
     accepting: bool,
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
@@ -263,6 +271,8 @@ impl Emitter {
     ) -> Self {
         Emitter {
             throttle: Throttle::new(config.max_events_per_sec_per_execution),
+            fallback: Fallback::default(),
+            republishing: false,
             config,
             registry,
             storage,
@@ -375,39 +385,245 @@ impl Emitter {
         let planned = self
             .check_batch(&events)
             .and_then(|()| self.plan(events, throttled));
-        let (drafts, mut plan) = match planned {
-            Ok(mut plan) => match self.drafts(std::mem::take(&mut plan.events), &sequencer) {
-                Ok(drafts) => (drafts, plan),
-                Err(err) => return Box::pin(fut::ready(Err(err))),
-            },
+        let (drafts, plan) = match planned {
+            Ok(mut plan) => {
+                let events = std::mem::take(&mut plan.events);
+                match self.drafts(events.clone(), &sequencer) {
+                    Ok(drafts) => {
+                        plan.events = events;
+                        (drafts, plan)
+                    }
+                    Err(err) => return Box::pin(fut::ready(Err(err))),
+                }
+            }
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
-        let publish = async move { sequencer.publish(&drafts).await };
-        Box::pin(
-            publish
-                .into_actor(self)
-                .map(move |result, emitter, _| match result {
-                    Ok(seqs) => {
-                        // Only now is the batch certain: tokens and slots change.
-                        emitter.commit(&mut plan);
-                        Ok(Receipt {
-                            accepted: Accepted::of_plan(&plan.outcomes, &seqs),
-                            durable: None,
-                        })
+        if self.fallback.is_active() {
+            // Older provisional events wait for Redis: nothing may overtake them.
+            return self.sequence_provisionally(plan, drafts);
+        }
+        let publish = async move { sequencer.publish(&drafts).await.map_err(|e| (e, drafts)) };
+        Box::pin(publish.into_actor(self).then(move |result, emitter, _| {
+            let mut plan = plan;
+            let next: ResponseActFuture<Self, Result<Receipt, IngestError>> = match result {
+                Ok(seqs) => {
+                    // Only now is the batch certain: tokens and slots change.
+                    emitter.commit(&mut plan);
+                    Box::pin(fut::ready(Ok(Receipt {
+                        accepted: Accepted::of_plan(&plan.outcomes, &seqs),
+                        provisional: false,
+                        durable: None,
+                    })))
+                }
+                Err((err, drafts)) => {
+                    emitter
+                        .metrics
+                        .cluster
+                        .with_label_values(&["publish-failed"])
+                        .inc();
+                    log::warn!("cannot reach Redis ({err}): sequencing here, provisionally");
+                    emitter.sequence_provisionally(plan, drafts)
+                }
+            };
+            next
+        }))
+    }
+
+    /// Cluster fallback: gives the planned events provisional seqs from this
+    /// node's counters, journals them (under their draft IDs), and delivers
+    /// them here once journaled; the journal is published when Redis answers.
+    /// Without a store there is nowhere to journal: 503 `redis-unavailable`.
+    fn sequence_provisionally(
+        &mut self,
+        mut plan: Plan,
+        drafts: Vec<Draft>,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        let Some(storage) = self.storage.clone() else {
+            return Box::pin(fut::ready(Err(IngestError::whole(
+                ErrorCode::RedisUnavailable,
+                "cannot reach Redis to sequence the events, and there is no store to journal them",
+            ))));
+        };
+        let published = match self.sequence(std::mem::take(&mut plan.events)) {
+            Ok(published) => published,
+            Err(err) => return Box::pin(fut::ready(Err(err))),
+        };
+        let now = now_nanos();
+        let node_id = self.node_id();
+        let entries: Vec<JournalEntry> = published
+            .iter()
+            .zip(drafts)
+            .map(|(event, draft)| JournalEntry {
+                node_id: node_id.clone(),
+                draft_id: draft.id,
+                position: self.fallback.next_position(now),
+                event: event.clone(),
+            })
+            .collect();
+        let journal = storage.store.journal_add(entries.clone());
+        Box::pin(journal.into_actor(self).map(move |result, emitter, _| {
+            if let Err(err) = result {
+                return Err(IngestError::whole(
+                    ErrorCode::StoreUnavailable,
+                    format!("Redis is unreachable and the fallback journal failed: {err}"),
+                ));
+            }
+            emitter.commit(&mut plan);
+            emitter
+                .metrics
+                .cluster
+                .with_label_values(&["fallback"])
+                .inc_by(published.len() as u64);
+            emitter.fallback.add(entries);
+            emitter.update_fallback_gauge();
+            let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
+            emitter.advance(&published);
+            emitter.release(published);
+            Ok(Receipt {
+                accepted: Accepted::of_plan(&plan.outcomes, &seqs),
+                provisional: true,
+                durable: None,
+            })
+        }))
+    }
+
+    fn node_id(&self) -> String {
+        self.sequencer
+            .as_ref()
+            .map_or_else(String::new, |s| s.node_id().to_owned())
+    }
+
+    fn update_fallback_gauge(&self) {
+        self.metrics
+            .fallback_pending
+            .set(self.fallback.len() as i64);
+    }
+
+    /// Publishes the fallback journal, oldest first, with the mailbox held
+    /// (new events wait, so none overtakes them); settles each event's fate.
+    fn republish(&mut self, ctx: &mut Context<Self>) {
+        let Some(sequencer) = self.sequencer.clone() else {
+            return;
+        };
+        if self.fallback.is_empty() || self.republishing {
+            return;
+        }
+        let drafts: Vec<Draft> = self
+            .fallback
+            .waiting()
+            .take(REPUBLISH_BATCH)
+            .map(|pending| {
+                let event = &pending.entry.event;
+                // A shown event asks for its own seq back; a displaced one
+                // only for one above what this node knows.
+                let floor = if pending.shown {
+                    event.seq - 1
+                } else {
+                    self.executions
+                        .get(event.execution_id())
+                        .map_or(0, |s| s.last_seq)
+                };
+                let mut body = event.event.clone();
+                body.seq = None;
+                Draft {
+                    id: pending.entry.draft_id.clone(),
+                    execution_id: body.execution_id.clone(),
+                    floor,
+                    body: serde_json::to_string(&body).expect("an event always serializes"),
+                }
+            })
+            .collect();
+        self.republishing = true;
+        let publish = async move { sequencer.publish(&drafts).await.map(|seqs| (seqs, drafts)) };
+        ctx.wait(publish.into_actor(self).then(|result, emitter, _| {
+            emitter.republishing = false;
+            let published = match result {
+                Ok((seqs, drafts)) => emitter.settle(&seqs, drafts),
+                Err(err) => {
+                    log::debug!("the fallback journal waits for Redis: {err}");
+                    Vec::new()
+                }
+            };
+            let store = emitter.storage.as_ref().map(|s| s.store.clone());
+            async move {
+                let Some(store) = store.filter(|_| !published.is_empty()) else {
+                    return;
+                };
+                if let Err(err) = store.journal_remove(published).await {
+                    // Left in the journal, they are published again at the next
+                    // start: within DRAFT_MEMORY_SECS that appends nothing,
+                    // after it they would repeat. Say so loudly.
+                    log::error!("cannot remove published events from the journal: {err}");
+                }
+            }
+            .into_actor(emitter)
+        }));
+    }
+
+    /// What the script gave the journal's events: confirmed ones stay as they
+    /// are, disputed executions re-sync. Returns the draft IDs now in the stream.
+    fn settle(&mut self, seqs: &[u64], drafts: Vec<Draft>) -> Vec<String> {
+        let (fates, disputes) = self.fallback.settle(seqs);
+        for (execution, from_seq) in disputes {
+            self.resync(execution, from_seq);
+        }
+        self.metrics
+            .cluster
+            .with_label_values(&["republished"])
+            .inc_by(fates.len() as u64);
+        let kept = fates.iter().filter(|f| **f == Settled::Confirmed).count();
+        log::info!(
+            "published {} provisional events to the cluster ({kept} kept their seq)",
+            fates.len()
+        );
+        self.update_fallback_gauge();
+        drafts.into_iter().take(fates.len()).map(|d| d.id).collect()
+    }
+
+    /// Another node's events took seqs shown here provisionally: from
+    /// `from_seq` on, this execution's subscribers start over.
+    fn resync(&mut self, execution: Arc<str>, from_seq: u64) {
+        let mut conversation_id = None;
+        if let Some(state) = self.executions.get_mut(&execution) {
+            state.buffer.retain(|e| e.seq < from_seq);
+            state.last_seq = state.last_seq.min(from_seq - 1);
+            conversation_id = state.conversation_id.clone();
+        }
+        log::warn!(
+            "execution `{execution}`: seqs from {from_seq} were taken by another node; \
+             its subscribers re-sync"
+        );
+        self.metrics.cluster.with_label_values(&["resync"]).inc();
+        self.registry.do_send(Resync {
+            execution_id: execution,
+            conversation_id,
+            from_seq,
+        });
+    }
+
+    /// Cluster start: what the journal still holds was live here before the
+    /// stop; it goes back into the buffers and waits to be published.
+    fn load_journal(&mut self, ctx: &mut Context<Self>) {
+        let (Some(storage), Some(_)) = (self.storage.clone(), self.sequencer.as_ref()) else {
+            return;
+        };
+        let node_id = self.node_id();
+        let read = async move { storage.store.journal_read(&node_id).await };
+        ctx.wait(
+            read.into_actor(self)
+                .map(|result, emitter, _| match result {
+                    Ok(entries) if !entries.is_empty() => {
+                        log::info!("{} journaled events wait to be published", entries.len());
+                        let published: Vec<_> = entries.iter().map(|e| e.event.clone()).collect();
+                        emitter.advance(&published);
+                        emitter.release(published);
+                        emitter.fallback.add(entries);
+                        emitter.update_fallback_gauge();
                     }
-                    Err(err) => {
-                        emitter
-                            .metrics
-                            .cluster
-                            .with_label_values(&["publish-failed"])
-                            .inc();
-                        Err(IngestError::whole(
-                            ErrorCode::RedisUnavailable,
-                            format!("cannot reach Redis to sequence the events: {err}"),
-                        ))
-                    }
+                    Ok(_) => {}
+                    Err(err) => log::error!("cannot read the fallback journal: {err}"),
                 }),
-        )
+        );
     }
 
     /// The batch (checked) as the sequencer's drafts: stamped, with the node's floor.
@@ -598,7 +814,11 @@ impl Emitter {
         let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
         let accepted = Accepted::of_plan(&plan.outcomes, &seqs);
         let durable = self.hand_on(published, true, true);
-        Ok(Receipt { accepted, durable })
+        Ok(Receipt {
+            accepted,
+            provisional: false,
+            durable,
+        })
     }
 
     /// What the per-execution rate makes of a checked batch; changes nothing.
@@ -762,6 +982,19 @@ const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
 /// How often the Emitter looks for buffers to drop.
 const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often a node in fallback tries to publish its journal to Redis.
+const REPUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Journal events published per round trip, so one round stays short.
+const REPUBLISH_BATCH: usize = 500;
+
+/// Nanoseconds since the Unix epoch: journal positions grow across restarts.
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// How often waiting thoughts are looked at: the longest a coalesced thought
 /// waits beyond its token (at the default 100 a second, a token every 10 ms).
 const THOUGHT_INTERVAL: Duration = Duration::from_millis(50);
@@ -778,6 +1011,8 @@ impl Actor for Emitter {
         ctx.run_interval(THOUGHT_INTERVAL, |emitter, ctx| {
             emitter.send_due_thoughts(ctx)
         });
+        self.load_journal(ctx);
+        ctx.run_interval(REPUBLISH_INTERVAL, |emitter, ctx| emitter.republish(ctx));
     }
 }
 
@@ -822,9 +1057,28 @@ impl Handler<Sequenced> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
+        let mut arrived = msg.0;
+        if self.fallback.is_active() {
+            for (execution, from_seq) in self.fallback.disputes(&arrived) {
+                self.resync(execution, from_seq);
+            }
+        }
+        // Copies of provisional events confirmed at their seq were live here
+        // already: they are stored, not delivered again.
+        let (seen, news): (Vec<_>, Vec<_>) = arrived
+            .drain(..)
+            .partition(|event| self.fallback.was_live(event));
+        if let (Some(storage), false) = (&self.storage, seen.is_empty()) {
+            storage.backlog.add(seen.len());
+            storage.persister.do_send(Persist {
+                events: seen,
+                ack: None,
+                release_to: None,
+            });
+        }
         // A cluster 202 means "in Redis" (README), and Redis keeps the seq
         // counter: these go live at once and nobody waits for the store.
-        self.hand_on(msg.0, false, false);
+        self.hand_on(news, false, false);
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`emitter`]: the Emitter actor: validate, `seq`, `timestamp`, per-execution buffer.
 //! - [`persister`]: the Persister actor: group commit to the store, acks once durable.
 //! - [`redis_sequencer`]: cluster mode: `seq` assigned and the event appended in Redis, atomically.
+//! - [`fallback`]: cluster mode: provisional seqs while Redis is unreachable, and re-syncs after.
 //! - [`redis_subscriber`]: the Redis-subscriber actor: reads the cluster's stream into this node.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
@@ -33,6 +34,7 @@ pub mod backoff;
 pub mod demo;
 pub mod emitter;
 pub mod event;
+pub mod fallback;
 pub mod filter;
 pub mod handle;
 pub mod history;

@@ -29,7 +29,7 @@ pub const DROP_REASONS: [&str; 7] = [
 ];
 
 /// What happened on the cluster's stream; the `event` label of `cluster`.
-pub const CLUSTER_EVENTS: [&str; 7] = [
+pub const CLUSTER_EVENTS: [&str; 10] = [
     // the stream reader reconnected to Redis after a failure
     "reconnect",
     // an event this node had already passed on (after a reconnect or a restart)
@@ -42,8 +42,14 @@ pub const CLUSTER_EVENTS: [&str; 7] = [
     "stream-reset",
     // an entry that could not be read as an event
     "unreadable-entry",
-    // a producer's publish to Redis failed (503 redis-unavailable)
+    // a producer's publish to Redis failed (the events went to the fallback journal, or 503)
     "publish-failed",
+    // events sequenced here, provisionally, while Redis was unreachable
+    "fallback",
+    // provisional events published to the stream once Redis answered
+    "republished",
+    // executions whose subscribers were told to re-sync (another node took their seqs)
+    "resync",
 ];
 
 /// The broker's figures.
@@ -83,6 +89,8 @@ pub struct Metrics {
     pub thoughts_coalesced: IntCounter,
     /// `agent-thinking` events waiting for their execution's rate to allow them.
     pub thoughts_waiting: IntGauge,
+    /// Cluster fallback: provisional events journaled here, waiting for Redis.
+    pub fallback_pending: IntGauge,
 }
 
 impl Default for Metrics {
@@ -171,6 +179,10 @@ impl Metrics {
                 "thoughts_waiting",
                 "agent-thinking events waiting for their execution's rate",
             ),
+            fallback_pending: gauge(
+                "fallback_pending",
+                "Provisional events journaled while Redis was unreachable, not yet published",
+            ),
             registry,
         }
     }
@@ -208,6 +220,7 @@ impl Metrics {
             "cluster": by_label(&self.cluster, CLUSTER_EVENTS),
             "thoughtsCoalesced": self.thoughts_coalesced.get(),
             "thoughtsWaiting": self.thoughts_waiting.get(),
+            "fallbackPending": self.fallback_pending.get(),
         })
     }
 }

@@ -460,6 +460,12 @@ pub fn connected_frame(client_id: &str) -> ByteString {
     frame(serde_json::json!({"type": "connected", "clientId": client_id}))
 }
 
+/// `{"type":"resync","executionId":…,"fromSeq":N}`: drop what you hold of
+/// the execution from seq N on; the events that follow replace it.
+pub fn resync_frame(execution_id: &str, from_seq: u64) -> ByteString {
+    frame(serde_json::json!({"type": "resync", "executionId": execution_id, "fromSeq": from_seq}))
+}
+
 /// `{"type":"subscribed","executionId"|"conversationId":…,"replayed":N}`.
 pub fn subscribed_frame(target: &Target, replayed: usize) -> ByteString {
     let mut object = Map::new();

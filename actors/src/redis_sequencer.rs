@@ -141,6 +141,11 @@ impl RedisSequencer {
         format!("{}:{started:x}:{n}", self.node_id)
     }
 
+    /// The node this sequencer publishes as.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         let cached = self.connection.lock().expect("sequencer lock").clone();
         if let Some(connection) = cached {

@@ -19,6 +19,7 @@
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::protocol::{PublishedEvent, Target};
+pub use crate::session::Resync;
 use crate::session::{Deliver, Registered, Shutdown};
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 /// A session's number, unique in this process.
 pub type SessionId = u64;
 
-/// How the Registry reaches a subscriber: any actor that takes these three
+/// How the Registry reaches a subscriber: any actor that takes these four
 /// messages (a WebSocket Session, a Server-Sent Events stream) can subscribe.
 #[derive(Clone)]
 pub struct Subscriber {
@@ -37,21 +38,25 @@ pub struct Subscriber {
     pub registered: Recipient<Registered>,
     /// The broker stopping.
     pub shutdown: Recipient<Shutdown>,
+    /// A cluster re-sync of an execution it may watch.
+    pub resync: Recipient<Resync>,
 }
 
 impl Subscriber {
-    /// The three recipients of one actor.
+    /// The four recipients of one actor.
     pub fn of<A>(addr: &Addr<A>) -> Self
     where
-        A: Actor + Handler<Deliver> + Handler<Registered> + Handler<Shutdown>,
+        A: Actor + Handler<Deliver> + Handler<Registered> + Handler<Shutdown> + Handler<Resync>,
         A::Context: actix::dev::ToEnvelope<A, Deliver>
             + actix::dev::ToEnvelope<A, Registered>
-            + actix::dev::ToEnvelope<A, Shutdown>,
+            + actix::dev::ToEnvelope<A, Shutdown>
+            + actix::dev::ToEnvelope<A, Resync>,
     {
         Subscriber {
             deliver: addr.clone().recipient(),
             registered: addr.clone().recipient(),
             shutdown: addr.clone().recipient(),
+            resync: addr.clone().recipient(),
         }
     }
 }
@@ -239,6 +244,31 @@ impl Handler<Publish> for Registry {
             match self.sessions.get(&session) {
                 Some(subscriber) => subscriber.deliver.do_send(Deliver(events)),
                 None => self.metrics.drop("session-gone", events.len() as u64),
+            }
+        }
+    }
+}
+
+impl Handler<Resync> for Registry {
+    type Result = ();
+
+    /// Tells every session watching the execution, by itself or through its
+    /// conversation, once; sent through the same mailboxes as `Deliver`, so
+    /// it reaches each session before the events that replace the disputed ones.
+    fn handle(&mut self, msg: Resync, _: &mut Self::Context) {
+        let by_execution = self.by_execution.get(&msg.execution_id);
+        let by_conversation = msg
+            .conversation_id
+            .as_deref()
+            .and_then(|c| self.by_conversation.get(c));
+        let mut told: Vec<SessionId> = Vec::new();
+        for subscription in by_execution.into_iter().chain(by_conversation).flatten() {
+            if told.contains(&subscription.session) {
+                continue;
+            }
+            told.push(subscription.session);
+            if let Some(subscriber) = self.sessions.get(&subscription.session) {
+                subscriber.resync.do_send(msg.clone());
             }
         }
     }

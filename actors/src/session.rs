@@ -33,7 +33,7 @@ use crate::history::{History, ReplayGap};
 use crate::limits::{Bucket, ConnectionPermit};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    authenticated_frame, connected_frame, error_frame, pong_frame, subscribed_frame,
+    authenticated_frame, connected_frame, error_frame, pong_frame, resync_frame, subscribed_frame,
     unsubscribed_frame, ClientMessage, ErrorCode, PublishedEvent, Target,
 };
 use crate::registry::{self, Registry, SessionId};
@@ -115,6 +115,20 @@ pub struct Registered(pub Target);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Cluster fallback: seqs of an execution shown here from `from_seq` on were
+/// taken by another node's events (`fallback.rs`). Subscribers are told to
+/// drop what they hold from there; the events that follow are the truth.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Resync {
+    /// The execution.
+    pub execution_id: Arc<str>,
+    /// Its conversation, when known (conversation subscribers are told too).
+    pub conversation_id: Option<String>,
+    /// The first seq in dispute.
+    pub from_seq: u64,
+}
 
 /// The subprotocol a browser offers beside `bearer.<jwt>` when it passes its
 /// token in `Sec-WebSocket-Protocol`; the broker answers with it.
@@ -801,6 +815,30 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
     fn finished(&mut self, ctx: &mut Self::Context) {
         // The client went away; nothing more can be sent.
         ctx.stop();
+    }
+}
+
+impl Handler<Resync> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resync, _: &mut Self::Context) {
+        let by_execution = Target::Execution(msg.execution_id.clone());
+        let mut subscribed = false;
+        if let Some(subscription) = self.subscriptions.get_mut(&by_execution) {
+            // From here the seqs are sent again: the dedupe must let them through.
+            subscription.last_seq = subscription.last_seq.min(msg.from_seq - 1);
+            if let Phase::CatchingUp { held, .. } = &mut subscription.phase {
+                held.retain(|e| e.seq < msg.from_seq);
+            }
+            subscribed = true;
+        }
+        subscribed |= msg.conversation_id.as_deref().is_some_and(|c| {
+            self.subscriptions
+                .contains_key(&Target::Conversation(c.into()))
+        });
+        if subscribed {
+            self.send_text(resync_frame(&msg.execution_id, msg.from_seq));
+        }
     }
 }
 

@@ -44,9 +44,9 @@
 use crate::event::validate_id;
 use crate::filter::Filter;
 use crate::history::ReplayGap;
-use crate::protocol::{error_frame, ErrorCode, PublishedEvent, Target};
+use crate::protocol::{error_frame, resync_frame, ErrorCode, PublishedEvent, Target};
 use crate::registry::{self, SessionId};
-use crate::session::{next_session_id, Deliver, Registered, SessionDeps, Shutdown};
+use crate::session::{next_session_id, Deliver, Registered, Resync, SessionDeps, Shutdown};
 use crate::{ag_ui, metrics::Metrics};
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -565,6 +565,32 @@ impl Handler<Registered> for SseStream {
 
     fn handle(&mut self, _: Registered, ctx: &mut Self::Context) {
         self.on_registered(ctx);
+    }
+}
+
+impl Handler<Resync> for SseStream {
+    type Result = ();
+
+    /// An SSE client resumes by `Last-Event-ID`, so the stream's floor moves
+    /// back and the client is told (`event: resync`); AG-UI has no such
+    /// notion, so an AG-UI stream ends and its client reconnects.
+    fn handle(&mut self, msg: Resync, ctx: &mut Self::Context) {
+        if let Some((execution, last)) = &mut self.floor {
+            if **execution == *msg.execution_id {
+                *last = (*last).min(msg.from_seq - 1);
+            }
+        }
+        match self.request.format {
+            SseFormat::Events => {
+                let data = resync_frame(&msg.execution_id, msg.from_seq);
+                self.push(sse_message(None, Some("resync"), &data), false, true);
+            }
+            SseFormat::AgUi => self.finish(
+                ErrorCode::ReplayUnavailable,
+                "the cluster re-sequenced this execution; reconnect to read it again",
+                ctx,
+            ),
+        }
     }
 }
 

@@ -626,6 +626,60 @@ impl Sub {
         events
     }
 
+    /// The events a client ends up holding, the way PROTOCOL.md asks a client
+    /// to keep them: each `event` must be the next seq after the last one
+    /// held (no gap, no repeat), and a `resync` drops everything held from
+    /// its `fromSeq` on. Reads until it holds seqs 1..=`last_seq`, then pings
+    /// (nothing else may be waiting); returns them and how many resyncs came,
+    /// or what came instead of the next seq.
+    pub async fn events_resynced_through(
+        &mut self,
+        last_seq: u64,
+    ) -> Result<(Vec<Value>, usize), String> {
+        let mut held: Vec<Value> = Vec::new();
+        let mut resyncs = 0;
+        // What came, for the failure message: `n@seq` for events, `resync@N`.
+        let mut trail: Vec<String> = Vec::new();
+        while held.len() as u64 != last_seq {
+            let message = tokio::time::timeout(STEP, self.next_json_quiet())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{}: waited for seqs 1..={last_seq}; holds {:?}",
+                        self.node,
+                        seqs(&held)
+                    )
+                });
+            match message["type"].as_str() {
+                Some("event") => {
+                    let event = message["event"].clone();
+                    trail.push(format!("{}@{}", event["metadata"]["n"], event["seq"]));
+                    if event["seq"].as_u64() != Some(held.len() as u64 + 1) {
+                        return Err(format!(
+                            "{}: after seqs {:?} came {event}; all that came: {trail:?}",
+                            self.node,
+                            seqs(&held)
+                        ));
+                    }
+                    held.push(event);
+                }
+                Some("resync") => {
+                    let from = message["fromSeq"].as_u64().expect("fromSeq");
+                    trail.push(format!("resync@{from}"));
+                    assert!(from >= 1, "{}: {message}", self.node);
+                    held.truncate(from as usize - 1);
+                    resyncs += 1;
+                }
+                _ => panic!(
+                    "{}: expected an event or a resync, got {message}",
+                    self.node
+                ),
+            }
+        }
+        self.ping().await;
+        Ok((held, resyncs))
+    }
+
     /// [`Sub::next_json`] without its own timeout, for callers that time it themselves.
     async fn next_json_quiet(&mut self) -> Value {
         loop {
@@ -828,6 +882,40 @@ pub fn accepted(outcomes: &[Outcome]) -> Vec<(u64, Value)> {
         );
     }
     accepted
+}
+
+/// Asserts that `delivered` holds seqs 1, 2, 3 … and every accepted event of
+/// `outcomes` exactly once (by `metadata.n`), each as it was posted. For
+/// runs where seqs were provisional: which seq each event got is the
+/// cluster's decision, so only the set and the gapless order are checked.
+pub fn assert_each_once(what: &str, delivered: &[Value], outcomes: &[Outcome]) {
+    let got = seqs(delivered);
+    let want: Vec<u64> = (1..=delivered.len() as u64).collect();
+    assert_eq!(got, want, "{what}: not gapless from 1");
+    let mut posted: Vec<&Value> = outcomes
+        .iter()
+        .filter(|o| o.status == 202)
+        .map(|o| &o.event)
+        .collect();
+    posted.sort_by_key(|e| e["metadata"]["n"].as_u64());
+    let mut by_n: Vec<&Value> = delivered.iter().collect();
+    by_n.sort_by_key(|e| e["metadata"]["n"].as_u64());
+    let ns = |events: &[&Value]| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e["metadata"]["n"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert_eq!(
+        ns(&by_n),
+        ns(&posted),
+        "{what}: not every accepted event exactly once (repeated: {:?})",
+        repeated(delivered)
+    );
+    for (event, original) in by_n.iter().zip(&posted) {
+        let seq = event["seq"].as_u64().unwrap_or(0);
+        assert_delivered(original, event, seq);
+    }
 }
 
 /// Asserts every refusal is a 503 `redis-unavailable`.

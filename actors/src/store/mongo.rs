@@ -108,14 +108,6 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
     let events = db.collection_with_options::<Document>(EVENTS, durable.clone());
     let executions = db.collection_with_options::<Document>(EXECUTIONS, durable.clone());
     let journal = db.collection_with_options::<Document>(JOURNAL, durable);
-    journal
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "nodeId": 1, "position": 1 })
-                .build(),
-        )
-        .await
-        .map_err(|err| fail("creating the agentJournal index", err))?;
     events
         .create_indexes(event_indexes())
         .await
@@ -124,6 +116,14 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
         .create_indexes(execution_indexes())
         .await
         .map_err(|err| fail("creating the agentExecutions indexes", err))?;
+    journal
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "nodeId": 1, "position": 1 })
+                .build(),
+        )
+        .await
+        .map_err(|err| fail("creating the agentJournal index", err))?;
     info!("store: MongoDB database `{database}` ready");
     Ok(MongoStore {
         inner: Arc::new(Inner {
