@@ -62,13 +62,13 @@ pub struct SessionConfig {
     pub max_message_bytes: usize,
     /// Largest frame read at all; larger ones close the connection (1009).
     pub max_frame_bytes: usize,
-    /// Bytes of live frames that may wait for a slow client before it is closed.
+    /// Bytes of live frames and answers that may wait for a slow client before it is closed.
     pub queue_bytes: usize,
     /// How long a closing connection may take to flush before it is cut.
     pub close_timeout: Duration,
     /// With auth on, how long a connection may stay without a token.
     pub auth_timeout: Duration,
-    /// Messages a client may send per second (twice that in a burst).
+    /// Messages (ping and binary frames included) a client may send per second (twice that in a burst).
     pub max_messages_per_sec: f64,
 }
 
