@@ -130,10 +130,10 @@ async fn hostile_clients_leave_the_good_stream_complete_and_timely() {
         half_open_limit + half_open_extra,
     ));
     let floods = [
-        tokio::spawn(message_flood(port, Flood::Pings)),
-        tokio::spawn(message_flood(port, Flood::Subscribes)),
-        tokio::spawn(frame_flood(port, FrameFlood::Pings)),
-        tokio::spawn(frame_flood(port, FrameFlood::Binary)),
+        tokio::spawn(flood(port, Flood::Pings)),
+        tokio::spawn(flood(port, Flood::Subscribes)),
+        tokio::spawn(flood(port, Flood::PingFrames)),
+        tokio::spawn(flood(port, Flood::BinaryFrames)),
     ];
     let bad_input = tokio::spawn(bad_input(broker.clone()));
 
@@ -602,29 +602,52 @@ async fn half_open(broker: Arc<Broker>, limit: usize, attempts: usize) -> HalfOp
 
 // ---------------------------------------------------------------- floods
 
-/// Message floods from a client that reads its answers.
+/// The floods, each from a connection of its own.
 #[derive(Debug, Clone, Copy)]
 enum Flood {
-    /// `{"type":"ping"}` as fast as the pace allows.
+    /// `{"type":"ping"}` messages; the client reads its answers.
     Pings,
-    /// `subscribe` then `unsubscribe` of one execution, over and over.
+    /// `subscribe` then `unsubscribe` of one execution, over and over; the
+    /// client reads its answers.
     Subscribes,
+    /// WebSocket ping frames with the largest payload (125 bytes); the client
+    /// reads nothing until the flood is over.
+    PingFrames,
+    /// Binary frames, which the protocol refuses one by one; the client reads
+    /// nothing until the flood is over.
+    BinaryFrames,
 }
 
-/// Frame floods from a client that never reads while it floods.
-#[derive(Debug, Clone, Copy)]
-enum FrameFlood {
-    /// WebSocket ping frames with the largest payload (125 bytes).
-    Pings,
-    /// Binary frames, which the protocol refuses one by one.
-    Binary,
+impl Flood {
+    /// The `n`th message of the flood.
+    fn message(self, n: u64) -> Message {
+        let text = |value: Value| Message::text(value.to_string());
+        match (self, n % 2) {
+            (Flood::Pings, _) => text(json!({"type": "ping"})),
+            (Flood::Subscribes, 0) => {
+                text(json!({"type": "subscribe", "executionId": "exec-flood"}))
+            }
+            (Flood::Subscribes, _) => {
+                text(json!({"type": "unsubscribe", "executionId": "exec-flood"}))
+            }
+            (Flood::PingFrames, _) => Message::Ping(vec![b'p'; 125].into()),
+            (Flood::BinaryFrames, _) => Message::Binary(vec![b'b'; 125].into()),
+        }
+    }
+
+    /// Whether the client reads while it floods. Before the broker held ping
+    /// and binary frames to the rate, a client that did not read got every
+    /// pong and every error queued for it, without bound.
+    fn reads_while_flooding(self) -> bool {
+        matches!(self, Flood::Pings | Flood::Subscribes)
+    }
 }
 
 /// What one flooder sent and got answered.
 #[derive(Debug)]
 #[allow(dead_code)] // read through Debug in the test's report
 struct FloodReport {
-    what: String,
+    what: Flood,
     sent: u64,
     answered: u64,
     rate_limited: u64,
@@ -642,195 +665,61 @@ fn most_answers(elapsed: Duration) -> u64 {
 /// execution, tells the flooder that every message before it was handled.
 const FLOOD_DONE: &str = "flood-done";
 
-/// Whether `message` is the answer to the flood's end marker.
-fn is_flood_done(message: &Value) -> bool {
-    message["type"] == "unsubscribed" && message["executionId"] == FLOOD_DONE
-}
-
-/// Sends the end marker until it is answered (it is dropped while the
-/// client's bucket is empty); `answered` says whether it was.
-async fn end_flood<S>(sink: &mut S, answered: impl Fn() -> bool) -> u64
-where
-    S: SinkExt<Message> + Unpin,
-    S::Error: std::fmt::Debug,
-{
-    let marker = json!({"type": "unsubscribe", "executionId": FLOOD_DONE}).to_string();
-    let deadline = Instant::now() + STEP;
-    let mut sent = 0;
-    while !answered() {
-        assert!(
-            Instant::now() < deadline,
-            "a flooder was never served again"
-        );
-        sink.send(Message::text(marker.clone()))
-            .await
-            .expect("the end marker");
-        sent += 1;
-        // Pacing the retries, not synchronising: the condition is the answer.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    sent
-}
-
-/// Floods for [`FLOOD_FOR`] while reading every answer; the answers must be
-/// held to the message rate, with `rate-limited` errors between (at most one
-/// a second), and the connection must serve again once the flood stops.
-async fn message_flood(port: u16, kind: Flood) -> FloodReport {
+/// Floods for [`FLOOD_FOR`], then sends the end marker until it is answered;
+/// the answers must be held to the message rate, with `rate-limited` errors
+/// between (at most one a second), and the connection must serve again once
+/// the flood stops.
+async fn flood(port: u16, kind: Flood) -> FloodReport {
     let ws = ws_from(FLOODER, port).await.expect("a flooder connects");
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, stream) = ws.split();
     let done = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let (mut answered, mut rate_limited) = (0u64, 0u64);
-            loop {
-                let value = match tokio::time::timeout(STEP, stream.next()).await {
-                    Ok(Some(Ok(Message::Text(text)))) => {
-                        serde_json::from_str::<Value>(&text).expect("JSON answers")
-                    }
-                    Ok(Some(Ok(_))) => continue,
-                    other => panic!("a {kind:?} flooder's connection: {other:?}"),
-                };
-                if is_flood_done(&value) {
-                    done.store(true, Ordering::Relaxed);
-                    return (answered, rate_limited);
-                }
-                match (value["type"].as_str(), value["code"].as_str()) {
-                    (Some("connected"), _) => {}
-                    (Some("error"), Some("rate-limited")) => rate_limited += 1,
-                    // An `unsubscribe` dropped by the rate limit makes the next
-                    // `subscribe` a repeat: answered, with its own code.
-                    (Some("error"), Some("already-subscribed"))
-                        if matches!(kind, Flood::Subscribes) =>
-                    {
-                        answered += 1
-                    }
-                    (Some("error"), _) => panic!("unexpected error in a {kind:?} flood: {value}"),
-                    _ => answered += 1,
-                }
-            }
-        })
+    let mut stream = Some(stream);
+    let mut reader = None;
+    let mut read = || {
+        Some(tokio::spawn(read_answers(
+            stream.take()?,
+            kind,
+            done.clone(),
+        )))
     };
+    if kind.reads_while_flooding() {
+        reader = read();
+    }
     let started = Instant::now();
     let mut sent = 0u64;
     while started.elapsed() < FLOOD_FOR {
-        for _ in 0..20 {
-            let message = match (kind, sent % 2) {
-                (Flood::Pings, _) => json!({"type": "ping"}),
-                (Flood::Subscribes, 0) => {
-                    json!({"type": "subscribe", "executionId": "exec-flood"})
-                }
-                (Flood::Subscribes, _) => {
-                    json!({"type": "unsubscribe", "executionId": "exec-flood"})
-                }
-            };
-            sink.feed(Message::text(message.to_string()))
-                .await
-                .expect("flood send");
+        for _ in 0..30 {
+            sink.feed(kind.message(sent)).await.expect("flood send");
             sent += 1;
         }
         sink.flush().await.expect("flood flush");
-        // About 2,000 messages a second: forty times the allowed rate.
+        // About 3,000 a second: sixty times the allowed rate.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
-    end_flood(&mut sink, || done.load(Ordering::Relaxed)).await;
-    let (answered, rate_limited) = reader.await.expect("the flood's reader");
-    let report = FloodReport {
-        what: format!("{kind:?}"),
-        sent,
-        answered,
-        rate_limited,
-        dropped_at_least: sent.saturating_sub(most_answers(elapsed)),
-    };
-    check_flood(&report, elapsed);
-    report
-}
-
-/// Floods frames for [`FLOOD_FOR`] without reading, then reads what the
-/// broker answered: at most the message rate's worth, with `rate-limited`.
-/// Before the broker held these frames to the rate, every ping got its pong
-/// and every binary frame its error, queued without bound for a client that
-/// does not read.
-async fn frame_flood(port: u16, kind: FrameFlood) -> FloodReport {
-    let mut ws = ws_from(FLOODER, port).await.expect("a flooder connects");
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while started.elapsed() < FLOOD_FOR {
-        for _ in 0..50 {
-            let frame = match kind {
-                FrameFlood::Pings => Message::Ping(vec![b'p'; 125].into()),
-                FrameFlood::Binary => Message::Binary(vec![b'b'; 125].into()),
-            };
-            ws.feed(frame).await.expect("flood send");
-            sent += 1;
-        }
-        ws.flush().await.expect("flood flush");
-        // About 5,000 frames a second.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let elapsed = started.elapsed();
-    // Now read: everything answered during the flood, then the end marker's answer.
-    let (mut answered, mut rate_limited) = (0u64, 0u64);
+    let reader = reader.or_else(read).expect("one reader");
     let marker = json!({"type": "unsubscribe", "executionId": FLOOD_DONE}).to_string();
     let deadline = Instant::now() + STEP;
-    ws.send(Message::text(marker.clone()))
-        .await
-        .expect("marker");
-    let mut last_marker = Instant::now();
-    loop {
+    while !done.load(Ordering::Relaxed) {
         assert!(
             Instant::now() < deadline,
             "a {kind:?} flooder was never served again"
         );
-        let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
-        let message = match next {
-            Err(_) => {
-                // Silence: the marker was dropped by the rate limit; send it again.
-                if last_marker.elapsed() >= Duration::from_millis(200) {
-                    ws.send(Message::text(marker.clone()))
-                        .await
-                        .expect("marker");
-                    last_marker = Instant::now();
-                }
-                continue;
-            }
-            Ok(Some(Ok(message))) => message,
-            Ok(other) => panic!("a {kind:?} flooder's connection: {other:?}"),
-        };
-        match (kind, message) {
-            (FrameFlood::Pings, Message::Pong(payload)) if payload.len() == 125 => answered += 1,
-            (_, Message::Text(text)) => {
-                let value: Value = serde_json::from_str(&text).expect("JSON");
-                if is_flood_done(&value) {
-                    break;
-                }
-                if value["type"] == "connected" {
-                    continue;
-                }
-                match value["code"].as_str() {
-                    Some("rate-limited") => rate_limited += 1,
-                    Some("binary-not-supported") if matches!(kind, FrameFlood::Binary) => {
-                        answered += 1
-                    }
-                    _ => panic!("unexpected answer in a {kind:?} flood: {value}"),
-                }
-            }
-            _ => {}
-        }
+        sink.send(Message::text(marker.clone()))
+            .await
+            .expect("the end marker");
+        // Pacing the retries (the marker is dropped while the bucket is
+        // empty), not synchronising: the condition is its answer.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (answered, rate_limited) = reader.await.expect("the flood's reader");
     let report = FloodReport {
-        what: format!("{kind:?} frames"),
+        what: kind,
         sent,
         answered,
         rate_limited,
         dropped_at_least: sent.saturating_sub(most_answers(elapsed)),
     };
-    check_flood(&report, elapsed);
-    report
-}
-
-fn check_flood(report: &FloodReport, elapsed: Duration) {
     assert!(
         report.answered <= most_answers(elapsed),
         "a flood got more answers than the rate allows in {elapsed:?}: {report:?}"
@@ -839,6 +728,49 @@ fn check_flood(report: &FloodReport, elapsed: Duration) {
         report.rate_limited >= 1 && report.rate_limited <= elapsed.as_secs_f64().ceil() as u64 + 2,
         "a flood hears `rate-limited`, at most once a second: {report:?}"
     );
+    report
+}
+
+/// Counts a flooder's answers and `rate-limited` errors until the end
+/// marker's answer; sets `done` then.
+async fn read_answers(
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+    kind: Flood,
+    done: Arc<AtomicBool>,
+) -> (u64, u64) {
+    let (mut answered, mut rate_limited) = (0u64, 0u64);
+    loop {
+        let text = match tokio::time::timeout(STEP, stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(Message::Pong(payload)))) if payload.len() == 125 => {
+                answered += 1;
+                continue;
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("a {kind:?} flooder's connection: {other:?}"),
+        };
+        let value: Value = serde_json::from_str(&text).expect("JSON answers");
+        if value["type"] == "unsubscribed" && value["executionId"] == FLOOD_DONE {
+            done.store(true, Ordering::Relaxed);
+            return (answered, rate_limited);
+        }
+        match (value["type"].as_str(), value["code"].as_str()) {
+            (Some("connected"), _) => {}
+            (Some("error"), Some("rate-limited")) => rate_limited += 1,
+            // An `unsubscribe` dropped by the rate limit makes the next
+            // `subscribe` a repeat: answered, with its own code.
+            (Some("error"), Some("already-subscribed")) if matches!(kind, Flood::Subscribes) => {
+                answered += 1
+            }
+            (Some("error"), Some("binary-not-supported"))
+                if matches!(kind, Flood::BinaryFrames) =>
+            {
+                answered += 1
+            }
+            (Some("error"), _) => panic!("unexpected error in a {kind:?} flood: {value}"),
+            _ => answered += 1,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- bad input
@@ -879,52 +811,43 @@ async fn bad_input(broker: Arc<Broker>) {
         assert_eq!(next_json(&mut ws).await["type"], "pong");
     }
 
-    // Invalid UTF-8 in a text frame: the frame cannot be read as text at
-    // all, so the connection ends with 1007 (RFC 6455: inconsistent data).
-    let mut ws = ws_from(FLOODER, port).await.expect("a bad client connects");
-    assert_eq!(next_json(&mut ws).await["type"], "connected");
+    // Frames that end their connection: invalid UTF-8 in a text frame
+    // cannot be read as text at all (1007, RFC 6455's code for data
+    // inconsistent with its type), and a frame past max_frame_bytes is not
+    // read at all (1009).
     let invalid = RawFrame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
-    ws.send(Message::Frame(invalid)).await.expect("send");
-    let (messages, code) = until_close(&mut ws).await;
-    assert_eq!(code, Some(1007), "{messages:?}");
-    assert_eq!(
-        messages.last().unwrap()["code"],
-        "bad-request",
-        "{messages:?}"
-    );
+    let closing = [
+        (Message::Frame(invalid), 1007, "bad-request"),
+        (
+            Message::text(numbers(MAX_FRAME_BYTES + 10)),
+            1009,
+            "frame-too-large",
+        ),
+    ];
+    for (frame, close, code) in closing {
+        let mut ws = ws_from(FLOODER, port).await.expect("a bad client connects");
+        assert_eq!(next_json(&mut ws).await["type"], "connected");
+        ws.send(frame).await.expect("send");
+        let (messages, got) = until_close(&mut ws).await;
+        assert_eq!(got, Some(close), "{messages:?}");
+        assert_eq!(messages.last().unwrap()["code"], code, "{messages:?}");
+    }
 
-    // A frame past max_frame_bytes closes its connection with 1009.
-    let mut ws = ws_from(FLOODER, port).await.expect("a bad client connects");
-    assert_eq!(next_json(&mut ws).await["type"], "connected");
-    send_text(&mut ws, numbers(MAX_FRAME_BYTES + 10)).await;
-    let (messages, code) = until_close(&mut ws).await;
-    assert_eq!(code, Some(1009), "{messages:?}");
-    assert_eq!(
-        messages.last().unwrap()["code"],
-        "frame-too-large",
-        "{messages:?}"
-    );
-
-    // The same shapes over HTTP.
-    let (status, answer) = broker.post_raw(nested(20_000)).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (400, &json!("bad-json"))
-    );
-    let (status, answer) = broker.post_raw(vec![b'[', 0xff, b']']).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (400, &json!("bad-json"))
-    );
-    // A huge array of tiny items (128 Ki of them). Not the full 8 MiB body:
-    // that one stalls a worker thread, see
+    // The same shapes over HTTP. The huge array (128 Ki items) is not the
+    // full 8 MiB body: that one stalls a worker thread, see
     // `a_huge_array_post_does_not_stall_other_clients` below.
-    let (status, answer) = broker.post_raw(numbers(256 * 1024)).await;
-    assert_eq!(
-        (status, &answer["error"]["code"]),
-        (413, &json!("payload-too-large")),
-        "{answer}"
-    );
+    let bodies = [
+        (nested(20_000).into_bytes(), 400, "bad-json"),
+        (vec![b'[', 0xff, b']'], 400, "bad-json"),
+        (numbers(256 * 1024).into_bytes(), 413, "payload-too-large"),
+    ];
+    for (body, status, code) in bodies {
+        let (got, answer) = broker.post_raw(body).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code))
+        );
+    }
 }
 
 /// A client that sends requests within its rate but never reads the answers
