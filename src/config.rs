@@ -66,6 +66,7 @@ pub struct Config {
     pub allowed_origins: String,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub request_header_timeout_ms: u64,
     pub max_messages_per_sec: u64,
     pub max_events_per_sec_per_producer: u64,
     pub max_events_per_sec_per_execution: u64,
@@ -163,6 +164,7 @@ impl Config {
             ("demo_pace_ms", self.demo_pace_ms),
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("request_header_timeout_ms", self.request_header_timeout_ms),
             ("max_messages_per_sec", self.max_messages_per_sec),
             (
                 "max_events_per_sec_per_producer",

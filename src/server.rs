@@ -153,8 +153,11 @@ impl Broker {
             metrics: metrics.clone(),
             auth: guard.verifier(),
         };
-        let connections =
-            ConnectionLimiter::new(config.max_connections, config.max_connections_per_ip);
+        let connections = ConnectionLimiter::counted(
+            config.max_connections,
+            config.max_connections_per_ip,
+            metrics.clone(),
+        );
         let producers = Arc::new(producer_buckets(&config));
         Broker {
             config: Arc::new(config),
@@ -311,6 +314,11 @@ pub async fn run(config: Config, demo: bool) -> io::Result<()> {
     // Signals are ours: actix's own handling would stop the server before
     // the sessions have delivered what was accepted.
     .disable_signals()
+    // Named rather than left to actix's default, so that the bound on a
+    // slowloris (headers trickled a byte at a time) is a documented setting.
+    .client_request_timeout(Duration::from_millis(
+        broker.config.request_header_timeout_ms,
+    ))
     .shutdown_timeout(broker.config.shutdown_timeout_ms.div_ceil(1000))
     .listen(listener)?;
     for addr in server.addrs() {

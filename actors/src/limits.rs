@@ -6,6 +6,9 @@
 //! a token bucket lets a client burst briefly (a reconnect resubscribing to
 //! twenty executions) while holding it to a steady rate.
 
+use crate::metrics::Metrics;
+use crate::protocol::ErrorCode;
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,8 @@ pub struct ConnectionLimiter {
     max_total: usize,
     max_per_ip: usize,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Where refusals are counted, when the broker's figures are given.
+    refusals: Option<IntCounter>,
 }
 
 /// One open connection's slot; dropping it frees the slot.
@@ -38,15 +43,39 @@ pub enum Refusal {
 impl ConnectionLimiter {
     /// At most `max_total` connections, `max_per_ip` from one address.
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Self::build(max_total, max_per_ip, None)
+    }
+
+    /// As [`ConnectionLimiter::new`], counting each refusal in `metrics` as
+    /// a `too-many-connections` client error: a flood of connections that
+    /// hits the limit must show in `/admin/stats`, not only in the refused
+    /// clients' answers.
+    pub fn counted(max_total: usize, max_per_ip: usize, metrics: Metrics) -> Arc<Self> {
+        let refusals = metrics
+            .client_errors
+            .with_label_values(&[ErrorCode::TooManyConnections.as_str()]);
+        Self::build(max_total, max_per_ip, Some(refusals))
+    }
+
+    fn build(max_total: usize, max_per_ip: usize, refusals: Option<IntCounter>) -> Arc<Self> {
         Arc::new(ConnectionLimiter {
             max_total,
             max_per_ip,
             open: Mutex::new((0, HashMap::new())),
+            refusals,
         })
     }
 
     /// A slot for a connection from `ip`, or why there is none.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let admitted = self.try_admit(ip);
+        if let (Err(_), Some(refusals)) = (&admitted, &self.refusals) {
+            refusals.inc();
+        }
+        admitted
+    }
+
+    fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
         let mut open = self.open.lock().expect("limiter lock");
         if open.0 >= self.max_total {
             return Err(Refusal::Total(self.max_total));
@@ -195,6 +224,20 @@ mod tests {
         drop(first);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.admit(a).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_counted_when_metrics_are_given() {
+        let metrics = Metrics::new();
+        let limiter = ConnectionLimiter::counted(1, 1, metrics.clone());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let _held = limiter.admit(a).unwrap();
+        assert!(limiter.admit(a).is_err());
+        assert!(limiter.admit(a).is_err());
+        assert_eq!(
+            metrics.snapshot()["clientErrors"]["too-many-connections"],
+            2
+        );
     }
 
     #[test]

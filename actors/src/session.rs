@@ -17,7 +17,9 @@
 //! the client an `error` with code `slow-consumer` and close code 4000; the
 //! frames still queued are discarded (and counted), because the client will
 //! resume with `fromSeq` and get them again in order. Replayed events do not
-//! count against the bound: a replay is one burst the client asked for.
+//! count against the bound: a replay is one burst the client asked for. The
+//! answers to the client's own messages (pongs, errors) do: a client that
+//! floods requests and never reads would otherwise queue answers forever.
 //!
 //! # The replay seam
 //! On `subscribe` with `fromSeq`, the session registers with the Registry
@@ -60,13 +62,13 @@ pub struct SessionConfig {
     pub max_message_bytes: usize,
     /// Largest frame read at all; larger ones close the connection (1009).
     pub max_frame_bytes: usize,
-    /// Bytes of live frames that may wait for a slow client before it is closed.
+    /// Bytes of live frames and answers that may wait for a slow client before it is closed.
     pub queue_bytes: usize,
     /// How long a closing connection may take to flush before it is cut.
     pub close_timeout: Duration,
     /// With auth on, how long a connection may stay without a token.
     pub auth_timeout: Duration,
-    /// Messages a client may send per second (twice that in a burst).
+    /// Messages (ping and binary frames included) a client may send per second (twice that in a burst).
     pub max_messages_per_sec: f64,
 }
 
@@ -252,13 +254,28 @@ impl Session {
         }
     }
 
-    /// Sends a control message (answers, errors) that no bound applies to.
+    /// Sends an answer (pong, error, subscribed…), counted against
+    /// `queue_bytes`; [`Session::on_frame`] closes a client whose unread
+    /// answers pass it.
     fn send_text(&mut self, text: ByteString) {
+        self.count_queued(text.len());
         self.send(Outgoing::Text {
             text,
-            counted: false,
+            counted: true,
             essential: false,
         });
+    }
+
+    fn count_queued(&self, len: usize) {
+        if let Some(o) = &self.outbound {
+            o.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.outbound
+            .as_ref()
+            .map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed))
     }
 
     fn send_error(&mut self, code: ErrorCode, message: &str, target: Option<&Target>) {
@@ -283,17 +300,11 @@ impl Session {
             }
             let len = event.frame.len();
             if counted {
-                let queued = self
-                    .outbound
-                    .as_ref()
-                    .map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed));
-                if queued + len > self.deps.config.queue_bytes {
+                if self.queued_bytes() + len > self.deps.config.queue_bytes {
                     self.slow_consumer(ctx);
                     return;
                 }
-                if let Some(o) = &self.outbound {
-                    o.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                }
+                self.count_queued(len);
             }
             self.send(Outgoing::Text {
                 text: event.frame.clone(),
@@ -657,14 +668,27 @@ impl Session {
         self.last_heard = Instant::now();
         match frame {
             AggregatedMessage::Text(text) => self.on_text(&text, ctx),
-            AggregatedMessage::Binary(_) => self.send_error(
+            // Binary and ping frames are answered one by one, so they spend
+            // the message rate like text: a flood of them was answered in full
+            // (found by tests/hostile.rs), queueing without bound for a client
+            // that does not read.
+            AggregatedMessage::Binary(_) if self.within_rate() => self.send_error(
                 ErrorCode::BinaryNotSupported,
                 "frames must be JSON text; binary frames are not supported",
                 None,
             ),
-            AggregatedMessage::Ping(bytes) => self.send(Outgoing::Pong(bytes)),
+            AggregatedMessage::Ping(bytes) if self.within_rate() => {
+                self.count_queued(bytes.len());
+                self.send(Outgoing::Pong(bytes));
+            }
+            AggregatedMessage::Binary(_) | AggregatedMessage::Ping(_) => {}
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Close(reason) => self.close(reason, ctx),
+        }
+        // Within the rate, answers still pile up for a client that never
+        // reads; past the queue's bound it is a slow consumer like any other.
+        if !self.closing && self.queued_bytes() > self.deps.config.queue_bytes {
+            self.slow_consumer(ctx);
         }
     }
 
@@ -676,6 +700,12 @@ impl Session {
                     "frames are limited to {} bytes",
                     self.deps.config.max_frame_bytes
                 ),
+            ),
+            // A text frame that is not UTF-8: RFC 6455 names 1007 for data
+            // inconsistent with its type, and the client should know it was that.
+            ProtocolError::Io(err) if err.kind() == std::io::ErrorKind::InvalidData => (
+                CloseCode::Invalid,
+                format!("a text frame is not UTF-8: {err}"),
             ),
             other => (CloseCode::Protocol, other.to_string()),
         };
@@ -746,7 +776,10 @@ async fn write_frames(
                 transport.text(text).await
             }
             Outgoing::Ping => transport.ping(b"").await,
-            Outgoing::Pong(bytes) => transport.pong(&bytes).await,
+            Outgoing::Pong(bytes) => {
+                queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+                transport.pong(&bytes).await
+            }
             Outgoing::Close(reason) => {
                 let _ = transport.close(reason).await;
                 return;
