@@ -304,18 +304,19 @@ fn parse_events(bytes: &[u8], broker: &Broker) -> Result<Vec<AgentEvent>, ApiErr
         .map_err(|_| ApiError::new(ErrorCode::BadJson, "the body is not UTF-8"))?;
     let bad_json =
         |e: serde_json::Error| ApiError::new(ErrorCode::BadJson, format!("not JSON: {e}"));
-    let raws: Vec<Box<RawValue>> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(text).map_err(bad_json)?
+    let max_batch = broker.config.max_batch_events;
+    let raws: Vec<&RawValue> = if text.trim_start().starts_with('[') {
+        bounded_array(text, max_batch)
+            .map_err(bad_json)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("more than {max_batch} events in one request"),
+                )
+            })?
     } else {
         vec![serde_json::from_str(text).map_err(bad_json)?]
     };
-    let max_batch = broker.config.max_batch_events;
-    if raws.len() > max_batch {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("{} events in one request; at most {max_batch}", raws.len()),
-        ));
-    }
     if raws.is_empty() {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
@@ -326,6 +327,49 @@ fn parse_events(bytes: &[u8], broker: &Broker) -> Result<Vec<AgentEvent>, ApiErr
         .enumerate()
         .map(|(index, raw)| parse_event(index, raw, broker.config.max_event_bytes))
         .collect()
+}
+
+/// The items of a JSON array, or `None` as soon as there are more than
+/// `limit`. Why not parse it whole and count: a body of millions of tiny
+/// items (`[0,0,0,…]`, within `max_body_bytes`) would be parsed in full
+/// before being refused, on a worker thread that other clients share
+/// (tests/hostile.rs measured seconds of stall).
+fn bounded_array(text: &str, limit: usize) -> Result<Option<Vec<&RawValue>>, serde_json::Error> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    struct Items<'a> {
+        limit: usize,
+        overflow: &'a Cell<bool>,
+    }
+    impl<'de> Visitor<'de> for Items<'_> {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if items.len() == self.limit {
+                    self.overflow.set(true);
+                    return Err(A::Error::custom("too many items"));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    let overflow = Cell::new(false);
+    let mut input = serde_json::Deserializer::from_str(text);
+    let items = input.deserialize_seq(Items {
+        limit,
+        overflow: &overflow,
+    });
+    match items {
+        _ if overflow.get() => Ok(None),
+        Ok(items) => input.end().map(|()| Some(items)),
+        Err(err) => Err(err),
+    }
 }
 
 fn parse_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<AgentEvent, ApiError> {
