@@ -16,8 +16,10 @@ const REFRESH_MS = 3000
 const WINDOWS = { '15m': 15 * 60_000, '1h': 3_600_000, '24h': 86_400_000 }
 /** Buckets the events-per-second chart aims for. */
 const BUCKETS = 60
+/** Execution statuses in the order of a run's life. */
+const STATUSES = ['running', 'success', 'failed', 'partial']
 /** Drawing widths of the charts' viewBoxes; CSS scales them to the panel. */
-const BAR_WIDTH = 520
+const BAR_WIDTH = 460
 const RATE_WIDTH = 1080
 
 const $ = (id) => document.getElementById(id)
@@ -192,8 +194,9 @@ function render(a) {
   ].join(' · ')
   renderTiles(a)
   renderRate($('rate'), a.events.series, a.bucketSecs)
-  barChart($('statuses'), Object.entries(a.executions.byStatus).map(([status, n]) => ({
-    key: status, label: status, value: n, text: number(n), cls: `status-bar-${status}`,
+  barChart($('statuses'), STATUSES.map((status) => ({
+    key: status, label: status, value: a.executions.byStatus[status] ?? 0,
+    text: number(a.executions.byStatus[status] ?? 0), cls: `status-bar-${status}`,
   })))
   barChart($('types'), Object.entries(a.events.byType)
     .sort((x, y) => y[1] - x[1])
@@ -249,8 +252,8 @@ function renderTiles(a) {
  */
 function barChart(svg, rows, { max } = {}) {
   const rowHeight = 24
-  const left = 150
-  const right = 190
+  const left = 165
+  const right = 175
   const height = Math.max(rows.length, 1) * rowHeight + 6
   svg.replaceChildren()
   svg.setAttribute('viewBox', `0 0 ${BAR_WIDTH} ${height}`)
@@ -270,11 +273,16 @@ function barChart(svg, rows, { max } = {}) {
     })
     svg.append(s('g', { class: `bar ${row.cls ?? ''}`, dataset: { key: row.key, value: row.value } },
       s('title', {}, `${row.label}: ${row.text}`),
-      s('text', { x: left - 8, y: y + 15, 'text-anchor': 'end', class: 'bar-name' }, row.label),
+      s('text', { x: left - 8, y: y + 15, 'text-anchor': 'end', class: 'bar-name' }, clip(row.label)),
       s('rect', { x: left, y: y + 4, width: row.value > 0 ? Math.max(width, 2) : 0, height: rowHeight - 8, rx: 2 }),
       whisker,
       s('text', { x: left + Math.max(width, row.range ? scale(row.range[1]) : 0) + 6, y: y + 15, class: 'bar-value' }, row.text)))
   })
+}
+
+/** Long names (agent IDs) cut to what the label column holds; the row's title has them whole. */
+function clip(label) {
+  return label.length > 24 ? `${label.slice(0, 23)}…` : label
 }
 
 /** Events per second as columns over the window, with its scale and times. */
@@ -324,6 +332,7 @@ function niceCeiling(v) {
 }
 
 function rate(v) {
+  if (v === 0) return '0'
   return v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)
 }
 

@@ -24,12 +24,13 @@ const READY = /listening on http:\/\/127\.0\.0\.1:(\d+)/
 const KEEP_LINES = 300
 
 /**
- * Starts `agent-events --demo` and resolves once it listens.
- * @param {{port: number, dataDir: string, paceMs?: number}} options port 0 picks a free one
+ * Starts `agent-events --demo` (or without the demo, for a test that needs
+ * only its own events) and resolves once it listens.
+ * @param {{port: number, dataDir: string, paceMs?: number, demo?: boolean}} options port 0 picks a free one
  */
-export function startBroker({ port, dataDir, paceMs = 20 }) {
+export function startBroker({ port, dataDir, paceMs = 20, demo = true }) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build\` first`)
-  const child = spawn(BIN, ['--demo'], {
+  const child = spawn(BIN, demo ? ['--demo'] : [], {
     cwd: REPO,
     env: {
       ...process.env,
