@@ -464,7 +464,10 @@ impl Inner {
             .iter()
             .map(|(t, n)| (t.tool_name.clone(), *n))
             .collect();
-        let mut by_tool = busiest_tools(tools.into_iter().map(|(stats, _)| stats).collect());
+        // Events stored before `toolName` was copied group under no name:
+        // they count in the totals but are no tool of their own.
+        let named = tools.into_iter().map(|(stats, _)| stats);
+        let mut by_tool = busiest_tools(named.filter(|t| t.tool_name.is_some()).collect());
         let latencies = try_join_all(
             by_tool
                 .iter()
@@ -886,6 +889,23 @@ fn executions_filter(query: &ExecutionQuery) -> Document {
     filter
 }
 
+/// `quality-check` events that name a department, grouped by it: count, min,
+/// mean and max of `qualityScore`, and the `extra` accumulators.
+fn quality_by_department(extra: Document) -> Vec<Document> {
+    let mut group = doc! {
+        "_id": "$department",
+        "n": { "$sum": 1 },
+        "min": { "$min": "$qualityScore" },
+        "avg": { "$avg": "$qualityScore" },
+        "max": { "$max": "$qualityScore" },
+    };
+    group.extend(extra);
+    vec![
+        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
+        doc! { "$group": group },
+    ]
+}
+
 /// One pass over the execution's events, answering every statistic at once.
 fn stats_pipeline(execution_id: &str) -> Vec<Document> {
     let count_by = |field: &str| {
@@ -894,16 +914,7 @@ fn stats_pipeline(execution_id: &str) -> Vec<Document> {
             doc! { "$group": { "_id": format!("${field}"), "n": { "$sum": 1 } } },
         ]
     };
-    let quality = vec![
-        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
-        doc! { "$group": {
-            "_id": "$department",
-            "n": { "$sum": 1 },
-            "min": { "$min": "$qualityScore" },
-            "avg": { "$avg": "$qualityScore" },
-            "max": { "$max": "$qualityScore" },
-        } },
-    ];
+    let quality = quality_by_department(Document::new());
     let failures = vec![
         doc! { "$match": { "type": EventType::ToolResult.as_str(), "success": false } },
         doc! { "$count": "n" },
@@ -1051,21 +1062,13 @@ fn analytics_pipeline(query: &AnalyticsQuery, window: Document) -> Vec<Document>
         doc! { "$sort": { "n": -1, "_id": 1 } },
         doc! { "$limit": to_i64(TOP as u64) },
     ];
-    let quality = vec![
-        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
-        doc! { "$group": {
-            "_id": "$department",
-            "n": { "$sum": 1 },
-            "avg": { "$avg": "$qualityScore" },
-            "min": { "$min": "$qualityScore" },
-            "max": { "$max": "$qualityScore" },
-            "withThreshold": { "$sum": one_if(has_number("threshold")) },
-            "below": { "$sum": one_if(doc! { "$and": [
-                has_number("threshold"),
-                { "$lt": ["$qualityScore", "$threshold"] },
-            ] }) },
-        } },
-    ];
+    let quality = quality_by_department(doc! {
+        "withThreshold": { "$sum": one_if(has_number("threshold")) },
+        "below": { "$sum": one_if(doc! { "$and": [
+            has_number("threshold"),
+            { "$lt": ["$qualityScore", "$threshold"] },
+        ] }) },
+    });
     let reviews = doc! { "$match": { "type": EventType::ReviewStatus.as_str() } };
     // Seq order within an execution is event order, so `$first` after the
     // sort is each subject's first verdict.
@@ -1396,6 +1399,83 @@ mod tests {
         let doc = event_document(&review, 2).unwrap();
         assert_eq!(doc.get_str("status").unwrap(), "revision-requested");
         assert!(doc.get("agentId").is_none());
+    }
+
+    #[test]
+    fn event_document_copies_what_analytics_measures() {
+        let result = stored(
+            json!({"type":"tool-result","executionId":"e1","agentId":"a","toolName":"search","executionTime":12.5}),
+            1,
+            "2025-10-01T12:00:00Z",
+        );
+        let doc = event_document(&result.event, 1).unwrap();
+        assert_eq!(doc.get_str("toolName").unwrap(), "search");
+        assert_eq!(doc.get_f64("executionTime").unwrap(), 12.5);
+        let check = stored(
+            json!({"type":"quality-check","executionId":"e1","qualityScore":50,"threshold":70}),
+            2,
+            "2025-10-01T12:00:00Z",
+        );
+        assert_eq!(
+            event_document(&check.event, 2)
+                .unwrap()
+                .get_f64("threshold")
+                .unwrap(),
+            70.0
+        );
+        let review = stored(
+            json!({"type":"review-status","executionId":"e1","department":"d","status":"approved","specialistId":"s1"}),
+            3,
+            "2025-10-01T12:00:00Z",
+        );
+        let doc = event_document(&review.event, 3).unwrap();
+        assert_eq!(doc.get_str("specialistId").unwrap(), "s1");
+    }
+
+    #[test]
+    fn the_analytics_window_attributes_agents_to_the_department() {
+        let query = AnalyticsQuery::new(at("2025-10-01T12:00:00Z"), at("2025-10-01T13:00:00Z"))
+            .conversation("c1")
+            .department("story");
+        let (from, to) = (bson_time(query.from), bson_time(query.to));
+        let attributed = [("e1".to_owned(), vec!["writer".to_owned()])];
+        assert_eq!(
+            analytics_window_filter(&query, &attributed),
+            doc! {
+                "timestamp": { "$gte": from, "$lt": to },
+                "conversationId": "c1",
+                "$or": [
+                    { "department": "story" },
+                    { "department": { "$exists": false }, "$or": [
+                        { "executionId": "e1", "agentId": { "$in": ["writer"] } },
+                    ] },
+                ],
+            }
+        );
+        assert_eq!(
+            active_executions_filter(&query),
+            doc! {
+                "startedAt": { "$lt": to },
+                "lastEventAt": { "$gte": from },
+                "conversationId": "c1",
+                "departments": "story",
+            }
+        );
+        let pipeline = analytics_pipeline(&query, Document::new());
+        let facet = pipeline[1].get_document("$facet").unwrap();
+        let names: Vec<&str> = facet.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "byType",
+                "buckets",
+                "tools",
+                "agents",
+                "quality",
+                "reviewStatus",
+                "reviewRounds"
+            ]
+        );
     }
 
     #[test]
