@@ -253,7 +253,7 @@ function renderTiles(a) {
 function barChart(svg, rows, { max } = {}) {
   const rowHeight = 24
   const left = 165
-  const right = 175
+  const right = 205
   const height = Math.max(rows.length, 1) * rowHeight + 6
   svg.replaceChildren()
   svg.setAttribute('viewBox', `0 0 ${BAR_WIDTH} ${height}`)
