@@ -1,6 +1,7 @@
 /**
  * The analytics page: `GET /api/analytics` for the chosen window, drawn as
- * plain SVG charts, fetched again every few seconds so it stays live.
+ * plain SVG charts, fetched again every few seconds (every 15 s for windows
+ * over an hour) so it stays live.
  *
  * Why polling rather than a subscription: the figures are aggregates over
  * every execution in the window, which no single subscription covers; the
@@ -12,6 +13,8 @@ import { h, s, duration, count } from './monitor/dom.js'
 
 /** How often the figures are fetched again: often enough to read as live. */
 const REFRESH_MS = 3000
+/** For windows longer than an hour, whose scan costs more and whose picture moves slowly. */
+const SLOW_REFRESH_MS = 15_000
 /** The preset windows, in milliseconds. */
 const WINDOWS = { '15m': 15 * 60_000, '1h': 3_600_000, '24h': 86_400_000 }
 /** Buckets the events-per-second chart aims for. */
@@ -160,7 +163,7 @@ async function refresh() {
     showState('error', err.message)
   }
   // The next fetch is scheduled after this one ends, so they never pile up.
-  state.timer = setTimeout(refresh, REFRESH_MS)
+  state.timer = setTimeout(refresh, to - from > WINDOWS['1h'] ? SLOW_REFRESH_MS : REFRESH_MS)
 }
 
 function showState(name, text) {

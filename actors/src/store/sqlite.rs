@@ -2,10 +2,11 @@
 //!
 //! Why threads of its own: rusqlite blocks, and a commit with
 //! `synchronous=FULL` waits for the disk, so no actor may run it. The store
-//! owns two threads, each with its own connection: a writer, through which
-//! every change goes in the order it was asked for, and a reader, which WAL
-//! lets read while the writer commits. A call sends a job over a channel and
-//! returns a future of the job's answer.
+//! owns three threads, each with its own connection: a writer, through which
+//! every change goes in the order it was asked for, a reader, which WAL lets
+//! read while the writer commits, and a second reader for analytics, whose
+//! window scans must not hold up a replay. A call sends a job over a channel
+//! and returns a future of the job's answer.
 
 use super::analytics::{
     busiest_tools, AgentCalls, Analytics, AnalyticsQuery, EventFigures, ExecutionFigures,
@@ -129,7 +130,7 @@ const QUALITY_BY_DEPARTMENT: &str =
           WHERE execution_id = ?1 AND type = 'quality-check' AND department IS NOT NULL)
     WHERE score IS NOT NULL GROUP BY department";
 
-/// The SQLite store: a file, a writer thread and a reader thread.
+/// The SQLite store: a file, a writer thread and two reader threads.
 ///
 /// Dropping it ends both threads, after they finish the jobs already sent to
 /// them (so an append whose future was dropped still lands): the drop waits
@@ -138,6 +139,9 @@ pub struct SqliteStore {
     // Field order is drop order: the writer finishes its queue first.
     writer: Worker,
     reader: Worker,
+    /// Analytics scans a time window, which can take a while on a long one:
+    /// on a thread and connection of its own, it never delays a replay's read.
+    analyst: Worker,
 }
 
 impl SqliteStore {
@@ -167,9 +171,11 @@ impl SqliteStore {
         // The writer first: it creates the file and the schema the reader expects.
         let writer = open_writer(path, busy_timeout)?;
         let reader = open_reader(path, busy_timeout)?;
+        let analyst = open_reader(path, busy_timeout)?;
         Ok(SqliteStore {
             writer: Worker::spawn("sqlite-writer", writer)?,
             reader: Worker::spawn("sqlite-reader", reader)?,
+            analyst: Worker::spawn("sqlite-analytics", analyst)?,
         })
     }
 }
@@ -222,7 +228,7 @@ impl Store for SqliteStore {
     }
 
     fn analytics(&self, query: AnalyticsQuery) -> StoreFuture<Analytics> {
-        self.reader
+        self.analyst
             .run("analytics", move |conn| analytics(conn, &query))
     }
 
