@@ -6,6 +6,7 @@
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { createHmac } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -67,19 +68,30 @@ const EXPECTED = {
   'revision-rounds': ['1', '1'],
 }
 
-test('the analytics page shows the store\'s figures, follows the window and updates live', { timeout: 120_000 }, async (t) => {
-  mkdirSync(ARTIFACTS, { recursive: true })
+/** A broker of its own, without the demo, removed after the tests. */
+async function quietBroker(env = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'agent-events-analytics-'))
   cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }))
-  const broker = await startBroker({ port: 0, dataDir, demo: false })
+  const broker = await startBroker({ port: 0, dataDir, demo: false, env })
   cleanup.push(() => broker.kill())
-  await api(broker.base, '/api/events', fixture(5 * 60_000))
+  return broker
+}
 
-  const browser = await chromium.launch({
+let chromiumInstance
+async function browserOnce() {
+  chromiumInstance ??= await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
   })
-  cleanup.push(() => browser.close())
+  return chromiumInstance
+}
+after(() => chromiumInstance?.close())
+
+test('the analytics page shows the store\'s figures, follows the window and updates live', { timeout: 120_000 }, async (t) => {
+  mkdirSync(ARTIFACTS, { recursive: true })
+  const broker = await quietBroker()
+  await api(broker.base, '/api/events', fixture(5 * 60_000))
+  const browser = await browserOnce()
   // UTC, so that the custom window typed below means the same on any machine.
   const page = await browser.newPage({ viewport: { width: 1400, height: 1100 }, timezoneId: 'UTC' })
   const problems = []
@@ -143,6 +155,40 @@ test('the analytics page shows the store\'s figures, follows the window and upda
   assert.deepEqual(problems, [], 'no uncaught error or console error')
   if (process.env.DOCS_SCREENSHOT) await docsScreenshot(browser)
 })
+
+test('with auth on, the page reads with its ?token= and hands it to the monitor link', { timeout: 60_000 }, async () => {
+  const secret = 'analytics-e2e-secret-0123456789abcdef'
+  const broker = await quietBroker({ AGENT_EVENTS_AUTH_HMAC_SECRET: secret })
+  const token = (role) => jwt({ sub: 'e2e', exp: Math.floor(Date.now() / 1000) + 600, roles: [role] }, secret)
+  const admin = token('admin')
+  const posted = await fetch(`${broker.base}/api/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${admin}` },
+    body: JSON.stringify(fixture(5 * 60_000)),
+  })
+  assert.equal(posted.status, 202)
+  const browser = await browserOnce()
+
+  const page = await browser.newPage()
+  await page.goto(`${broker.base}/analytics?token=${admin}`)
+  await waitForFigures(page, EXPECTED)
+  assert.equal(await page.getAttribute('#to-monitor', 'href'), `/?token=${admin}`)
+  await page.click('#to-monitor')
+  await page.waitForSelector(`#to-analytics[href$="?token=${admin}"]`, { timeout: UI_MS })
+
+  // A subscriber's token does not open the figures; the page says why.
+  const refused = await browser.newPage()
+  await refused.goto(`${broker.base}/analytics?token=${token('subscriber')}`)
+  await refused.waitForSelector('#refresh[data-state="error"]', { timeout: UI_MS })
+  assert.match(await refused.textContent('#refresh .text'), /admin/)
+})
+
+/** An HS256 JWT, as `agent-events token` would sign it. */
+function jwt(claims, secret) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`
+}
 
 /** The README's picture: the page over a demo broker's last 15 minutes. */
 async function docsScreenshot(browser) {
