@@ -66,6 +66,7 @@ pub fn protocol() -> Value {
             "GET /api/executions": "recent executions, newest first; conversationId, status, limit, cursor",
             "GET /api/executions/{id}/events": "stored events in seq order; afterSeq, types, agentId, department, limit",
             "GET /api/executions/{id}/stats": "statistics of one execution",
+            "GET /api/analytics": "figures over a time window (executions, events per second, tools, agents, quality, reviews); from, to, conversationId, department, bucketSecs",
             "GET /api/executions/{id}/stream": "Server-Sent Events: id = seq, event = type; resume with Last-Event-ID or fromSeq",
             "GET /api/conversations/{id}/stream": "Server-Sent Events of every execution of a conversation; id = executionId:seq",
             "GET /api/executions/{id}/ag-ui": "the execution as AG-UI events over SSE (docs/ag-ui.md)",

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod analytics;
 mod api_doc;
 mod config;
 mod monitor;

@@ -40,9 +40,10 @@ macro_rules! asset {
 
 /// Every file of the monitor but the page itself. Modules import each other
 /// by relative path (`./monitor/model.js`), so these paths are the layout of `web/`.
-static ASSETS: [Asset; 14] = [
+static ASSETS: [Asset; 15] = [
     asset!("/client.js", JS, "client.js"),
     asset!("/monitor.js", JS, "monitor.js"),
+    asset!("/analytics.js", JS, "analytics.js"),
     asset!("/monitor.css", "text/css; charset=utf-8", "monitor.css"),
     asset!("/favicon.svg", "image/svg+xml", "favicon.svg"),
     asset!("/monitor/axis.js", JS, "monitor/axis.js"),
@@ -60,6 +61,10 @@ static ASSETS: [Asset; 14] = [
 /// The page.
 const INDEX_HTML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/index.html"));
 
+/// The analytics page (`/analytics`), drawn by `analytics.js` from `GET /api/analytics`.
+const ANALYTICS_HTML: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/analytics.html"));
+
 /// Only this origin's scripts, styles and connections: the page renders text
 /// from events, and a policy this strict makes an injection inert anyway.
 /// `ws:`/`wss:` because older browsers do not count WebSockets as 'self'.
@@ -67,8 +72,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Registers the monitor's asset routes.
+/// Registers the monitor's asset routes and the analytics page.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/analytics",
+        web::get().to(|| async { page(ANALYTICS_HTML) }),
+    );
     for asset in &ASSETS {
         // HEAD too, for `curl -I` and link checkers; actix sends no body for it.
         let get_or_head = guard::Any(guard::Get()).or(guard::Head());
@@ -83,13 +92,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The monitor page, for `GET /` without a WebSocket upgrade.
 pub fn index() -> HttpResponse {
+    page(INDEX_HTML)
+}
+
+/// A page of the monitor, with the headers every page gets.
+fn page(html: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(INDEX_HTML)
+        .body(html)
 }
 
 /// An asset, or 304 when the browser's copy is current.
@@ -178,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_reference_of_the_page_and_its_modules_is_served() {
-        let mut files = vec![("/index.html", INDEX_HTML)];
+        let mut files = vec![("/index.html", INDEX_HTML), ("/analytics", ANALYTICS_HTML)];
         for asset in &ASSETS {
             if asset.content_type == JS {
                 files.push((asset.path, std::str::from_utf8(asset.body).unwrap()));
@@ -188,8 +202,10 @@ mod tests {
             for reference in references(text) {
                 let reference = reference.split(['?', '#']).next().unwrap();
                 let target = resolve(path, reference);
+                // The pages link each other; everything else is an asset.
+                let page = ["/", "/analytics"].contains(&target.as_str());
                 assert!(
-                    ASSETS.iter().any(|a| a.path == target),
+                    page || ASSETS.iter().any(|a| a.path == target),
                     "{path} refers to {reference} ({target}), which is not served"
                 );
             }
@@ -241,5 +257,6 @@ mod tests {
         let csp = res.headers().get(header::CONTENT_SECURITY_POLICY).unwrap();
         assert!(csp.to_str().unwrap().contains("script-src 'self'"));
         assert!(INDEX_HTML.contains("type=\"module\" src=\"monitor.js\""));
+        assert!(ANALYTICS_HTML.contains("type=\"module\" src=\"analytics.js\""));
     }
 }

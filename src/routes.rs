@@ -5,7 +5,7 @@
 //! a batch is at fault, so a producer can fix exactly that.
 
 use crate::server::Broker;
-use crate::{api_doc, monitor, sse};
+use crate::{analytics, api_doc, monitor, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use agent_events_actors::auth::{AuthError, Grant, Role};
@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/stats", web::get().to(admin_stats))
         .route("/metrics", web::get().to(metrics))
         .configure(monitor::configure)
+        .configure(analytics::configure)
         .configure(sse::configure);
 }
 
@@ -91,7 +92,7 @@ impl ApiError {
         }
     }
 
-    fn store(err: StoreError) -> Self {
+    pub(crate) fn store(err: StoreError) -> Self {
         ApiError::new(
             ErrorCode::StoreUnavailable,
             format!("the store cannot answer: {err}"),

@@ -62,6 +62,8 @@ const log = new EventLog($('log-scroller'), $('log'), showAutoScroll)
 // ------------------------------------------------------------------ start
 
 function start() {
+  // The analytics page needs the token too; the page's query carries it.
+  if (token) $('to-analytics').search = `?token=${encodeURIComponent(token)}`
   readListFiltersFromUrl()
   wireConnectionBadge()
   wireListFilters()

@@ -12,7 +12,6 @@ use agent_events_actors::event::{
     ReviewVerdict, RunStatus, ToolCall, ToolResult,
 };
 use agent_events_actors::protocol::PublishedEvent;
-use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{
     EventQuery, ExecutionQuery, ExecutionStatus, ExecutionSummary, JournalEntry, Retention,
     ScoreSummary, Store,
@@ -20,99 +19,16 @@ use agent_events_actors::store::{
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-// ---------------------------------------------------------------------------
-// Backends
+#[macro_use]
+mod backends;
 
-/// Runs `rule` on a SQLite store in a fresh directory, removed afterwards.
-async fn on_sqlite<F, Fut>(rule: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    rule(open_sqlite(dir.path())).await;
-}
-
-fn open_sqlite(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(&dir.join("events.db")).expect("SQLite opens"))
-}
-
-/// Runs `rule` on a MongoDB store in a database of its own, when `MONGODB_URI` is set.
-async fn on_mongodb<F, Fut>(test: &str, rule: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Some(uri) = mongodb_uri() else { return };
-    let database = database_name(test);
-    rule(connect_mongodb(&uri, &database).await).await;
-    // Only after a pass: a failed test leaves its database to look at.
-    drop_database(&uri, &database).await;
-}
-
-fn mongodb_uri() -> Option<String> {
-    let uri = std::env::var("MONGODB_URI")
-        .ok()
-        .filter(|uri| !uri.is_empty());
-    if uri.is_none() {
-        eprintln!("SKIPPED: MongoDB conformance (MONGODB_URI not set)");
-    }
-    uri
-}
-
-/// The one place the suite names the MongoDB backend.
-async fn connect_mongodb(uri: &str, database: &str) -> Arc<dyn Store> {
-    // The URI is not printed: it may hold credentials.
-    let store = agent_events_actors::store::mongo::connect(uri, database)
-        .await
-        .unwrap_or_else(|e| panic!("MongoDB at MONGODB_URI, database {database}: {e}"));
-    Arc::new(store)
-}
-
-async fn drop_database(uri: &str, database: &str) {
-    let client = ::mongodb::Client::with_uri_str(uri)
-        .await
-        .expect("MongoDB client");
-    if let Err(e) = client.database(database).drop().await {
-        eprintln!("could not drop test database {database}: {e}");
-    }
-}
-
-/// A database name unique to this test and run, within MongoDB's 63 bytes.
-fn database_name(test: &str) -> String {
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let mut name = format!("aet_{nanos}_{test}");
-    name.truncate(63);
-    name
-}
-
-/// Declares, for each rule, one test per backend: `sqlite::rule`, `mongo::rule`.
-macro_rules! conformance_suite {
-    ($($rule:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $rule() {
-                    super::on_sqlite(super::$rule).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test]
-                async fn $rule() {
-                    super::on_mongodb(stringify!($rule), super::$rule).await;
-                }
-            )*
-        }
-    };
-}
+use backends::{connect_mongodb, database_name, drop_database, mongodb_uri, open_sqlite};
 
 conformance_suite!(
+    "conformance":
     appended_events_read_back_in_seq_order,
     appending_again_changes_nothing,
     last_seq_is_the_highest_stored,
@@ -140,7 +56,9 @@ async fn sqlite_keeps_everything_across_a_reopen() {
 
 #[tokio::test]
 async fn mongodb_keeps_everything_across_a_reconnect() {
-    let Some(uri) = mongodb_uri() else { return };
+    let Some(uri) = mongodb_uri("conformance") else {
+        return;
+    };
     let database = database_name("reconnect");
     let first = connect_mongodb(&uri, &database).await;
     everything_survives_a_reopen(first, || connect_mongodb(&uri, &database)).await;

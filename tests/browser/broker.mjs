@@ -24,12 +24,14 @@ const READY = /listening on http:\/\/127\.0\.0\.1:(\d+)/
 const KEEP_LINES = 300
 
 /**
- * Starts `agent-events --demo` and resolves once it listens.
- * @param {{port: number, dataDir: string, paceMs?: number}} options port 0 picks a free one
+ * Starts `agent-events --demo` (or without the demo, for a test that needs
+ * only its own events) and resolves once it listens.
+ * @param {{port: number, dataDir: string, paceMs?: number, demo?: boolean, env?: Record<string, string>}} options
+ *   port 0 picks a free one; `env` adds settings (`AGENT_EVENTS_…`)
  */
-export function startBroker({ port, dataDir, paceMs = 20 }) {
+export function startBroker({ port, dataDir, paceMs = 20, demo = true, env = {} }) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build\` first`)
-  const child = spawn(BIN, ['--demo'], {
+  const child = spawn(BIN, demo ? ['--demo'] : [], {
     cwd: REPO,
     env: {
       ...process.env,
@@ -38,6 +40,7 @@ export function startBroker({ port, dataDir, paceMs = 20 }) {
       DATA_DIR: dataDir,
       AGENT_EVENTS_DEMO_PACE_MS: String(paceMs),
       RUST_LOG: 'info',
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   })

@@ -32,4 +32,4 @@ log "npm ci"
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 
 log "node --test"
-node --test --test-concurrency=1 client.test.mjs model.test.mjs monitor.e2e.test.mjs eventsource.e2e.test.mjs
+node --test --test-concurrency=1 client.test.mjs model.test.mjs monitor.e2e.test.mjs analytics.e2e.test.mjs eventsource.e2e.test.mjs

@@ -16,6 +16,7 @@
 //! - Nothing here blocks the actor system: SQLite works on threads of its
 //!   own, MongoDB is async.
 
+pub mod analytics;
 pub mod journal;
 pub mod mongo;
 pub mod sqlite;
@@ -24,6 +25,7 @@ pub use journal::JournalEntry;
 
 use crate::event::{AgentEvent, EventType};
 use crate::protocol::PublishedEvent;
+use analytics::{Analytics, AnalyticsQuery};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -237,6 +239,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes what the policy says, events and summaries alike; returns the
     /// executions removed (so the broker can forget them in memory too).
     fn apply_retention(&self, policy: Retention) -> StoreFuture<Vec<String>>;
+
+    /// Figures over a time window, computed where the events are (see [`analytics`]).
+    fn analytics(&self, query: AnalyticsQuery) -> StoreFuture<Analytics>;
 
     /// Answers when the store is reachable and writable enough to take events.
     fn ping(&self) -> StoreFuture<()>;

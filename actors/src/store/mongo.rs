@@ -22,6 +22,11 @@
 //!   integer-valued floats into something else); the fields that queries and
 //!   statistics need are copied beside it.
 
+use super::analytics::{
+    busiest_tools, nearest_rank, ratio, AgentCalls, Analytics, AnalyticsQuery, EventFigures,
+    ExecutionFigures, Percentiles, QualityFigures, ReviewFigures, ToolFigures, ToolStats,
+    PERCENTILES, TOP,
+};
 use super::{
     EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
@@ -175,6 +180,10 @@ impl Store for MongoStore {
 
     fn apply_retention(&self, policy: Retention) -> StoreFuture<Vec<String>> {
         self.run(|store| async move { store.apply_retention(policy).await })
+    }
+
+    fn analytics(&self, query: AnalyticsQuery) -> StoreFuture<Analytics> {
+        self.run(|store| async move { store.analytics(&query).await })
     }
 
     fn ping(&self) -> StoreFuture<()> {
@@ -403,6 +412,203 @@ impl Inner {
         Ok(deleted.deleted_count)
     }
 
+    /// Every figure but the percentiles in one `$facet` pass over the window's
+    /// events (on the timestamp index); each percentile is then one sorted
+    /// `$skip` to its rank, which the server answers with a top-k sort.
+    async fn analytics(&self, query: &AnalyticsQuery) -> Result<Analytics, StoreError> {
+        let mut answer = Analytics::empty(query);
+        let active = active_executions_filter(query);
+        let attributed = match &query.department {
+            Some(department) => self.department_agents(&active, department).await?,
+            None => Vec::new(),
+        };
+        let window = analytics_window_filter(query, &attributed);
+
+        let cursor = self
+            .executions
+            .aggregate(executions_pipeline(&active))
+            .await;
+        let facets = self
+            .collect("computing execution analytics", cursor)
+            .await?;
+        let facets = facets.into_iter().next().unwrap_or_default();
+        let ended = facet_rows(&facets, "ended")
+            .first()
+            .and_then(|row| number(row, "n"))
+            .unwrap_or(0);
+        let mut ended_filter = active.clone();
+        ended_filter.insert("endedAt", doc! { "$type": "date" });
+        let durations = self
+            .percentiles(
+                &self.executions,
+                vec![
+                    doc! { "$match": ended_filter },
+                    doc! { "$project": { "_id": 0, "v": { "$subtract": ["$endedAt", "$startedAt"] } } },
+                ],
+                ended,
+            )
+            .await?;
+        answer.executions = ExecutionFigures::from_counts(counts(&facets, "status"), durations);
+
+        let cursor = self
+            .events
+            .aggregate(analytics_pipeline(query, window.clone()))
+            .allow_disk_use(true)
+            .await;
+        let facets = self.collect("computing analytics", cursor).await?;
+        let facets = facets.into_iter().next().unwrap_or_default();
+        let buckets = facet_rows(&facets, "buckets")
+            .into_iter()
+            .filter_map(|row| Some((row.get("_id").and_then(float)? as i64, number(row, "n")?)))
+            .collect();
+        answer.events = EventFigures::from_counts(query, counts(&facets, "byType"), &buckets);
+
+        let latency = |tool: Option<&str>, timed: u64| {
+            let mut filter = window.clone();
+            filter.insert("type", EventType::ToolResult.as_str());
+            filter.insert("executionTime", doc! { "$type": "number" });
+            if let Some(tool) = tool {
+                filter.insert("toolName", tool);
+            }
+            let stages = vec![
+                doc! { "$match": filter },
+                doc! { "$project": { "_id": 0, "v": "$executionTime" } },
+            ];
+            self.percentiles(&self.events, stages, timed)
+        };
+        let tools: Vec<(ToolStats, u64)> = facet_rows(&facets, "tools")
+            .into_iter()
+            .map(|row| {
+                let n = |field| number(row, field).unwrap_or(0);
+                let name = row.get_str("_id").ok().map(str::to_owned);
+                let stats = ToolStats::counted(name, n("calls"), n("results"), n("failures"));
+                (stats, n("timed"))
+            })
+            .collect();
+        let sum = |pick: fn(&(ToolStats, u64)) -> u64| tools.iter().map(pick).sum();
+        let mut total = ToolStats::counted(
+            None,
+            sum(|t| t.0.calls),
+            sum(|t| t.0.results),
+            sum(|t| t.0.failures),
+        );
+        total.latency_ms = latency(None, sum(|t| t.1)).await?;
+        let timed: HashMap<Option<String>, u64> = tools
+            .iter()
+            .map(|(t, n)| (t.tool_name.clone(), *n))
+            .collect();
+        // Events stored before `toolName` was copied group under no name:
+        // they count in the totals but are no tool of their own.
+        let named = tools.into_iter().map(|(stats, _)| stats);
+        let mut by_tool = busiest_tools(named.filter(|t| t.tool_name.is_some()).collect());
+        let latencies = try_join_all(
+            by_tool
+                .iter()
+                .map(|stats| latency(stats.tool_name.as_deref(), timed[&stats.tool_name])),
+        )
+        .await?;
+        for (stats, latency_ms) in by_tool.iter_mut().zip(latencies) {
+            stats.latency_ms = latency_ms;
+        }
+        answer.tools = ToolFigures { total, by_tool };
+
+        answer.agents = facet_rows(&facets, "agents")
+            .into_iter()
+            .filter_map(|row| {
+                Some(AgentCalls {
+                    agent_id: row.get_str("_id").ok()?.to_owned(),
+                    calls: number(row, "n")?,
+                })
+            })
+            .collect();
+        answer.quality = facet_rows(&facets, "quality")
+            .into_iter()
+            .filter_map(|row| {
+                let score = |field| row.get(field).and_then(float).unwrap_or(0.0);
+                let n = |field| number(row, field).unwrap_or(0);
+                let figures = QualityFigures {
+                    count: n("n"),
+                    avg: score("avg"),
+                    min: score("min"),
+                    max: score("max"),
+                    with_threshold: n("withThreshold"),
+                    below_threshold: n("below"),
+                    share_below_threshold: ratio(n("below"), n("withThreshold")),
+                };
+                Some((row.get_str("_id").ok()?.to_owned(), figures))
+            })
+            .collect();
+        let rounds: Vec<(u64, u64, u64)> = facet_rows(&facets, "reviewRounds")
+            .into_iter()
+            .filter_map(|row| {
+                let rounds = row.get("_id").and_then(float)? as u64;
+                Some((rounds, number(row, "n")?, number(row, "approved")?))
+            })
+            .collect();
+        answer.reviews = ReviewFigures::from_rounds(&rounds, counts(&facets, "reviewStatus"));
+        Ok(answer)
+    }
+
+    /// Per execution active in the window, the agents that named `department`:
+    /// their events that name no department are attributed to it.
+    async fn department_agents(
+        &self,
+        active: &Document,
+        department: &str,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let ids = self.execution_ids(active.clone(), None).await?;
+        let pipeline = [
+            doc! { "$match": {
+                "executionId": { "$in": ids },
+                "department": department,
+                "agentId": { "$type": "string" },
+            } },
+            doc! { "$group": { "_id": "$executionId", "agents": { "$addToSet": "$agentId" } } },
+        ];
+        let cursor = self.events.aggregate(pipeline).await;
+        let rows = self
+            .collect("finding a department's agents", cursor)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let agents = row
+                    .get_array("agents")
+                    .ok()?
+                    .iter()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect();
+                Some((row.get_str("_id").ok()?.to_owned(), agents))
+            })
+            .collect())
+    }
+
+    /// The values at the nearest ranks of [`PERCENTILES`] among the `count`
+    /// values `stages` yield as `v`.
+    async fn percentiles(
+        &self,
+        collection: &Collection<Document>,
+        stages: Vec<Document>,
+        count: u64,
+    ) -> Result<Percentiles, StoreError> {
+        let mut values = [None, None];
+        if count == 0 {
+            return Ok(Percentiles::default());
+        }
+        for (value, p) in values.iter_mut().zip(PERCENTILES) {
+            let mut pipeline = stages.clone();
+            pipeline.extend([
+                doc! { "$sort": { "v": 1 } },
+                doc! { "$skip": to_i64(nearest_rank(p, count) - 1) },
+                doc! { "$limit": 1 },
+            ]);
+            let cursor = collection.aggregate(pipeline).allow_disk_use(true).await;
+            let rows = self.collect("computing a percentile", cursor).await?;
+            *value = rows.first().and_then(|row| row.get("v")).and_then(float);
+        }
+        Ok(Percentiles::from_ranks(count, values))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // Commands go to the primary, so this also says a write could be taken.
         self.db
@@ -503,15 +709,31 @@ fn partial_index(field: &str) -> IndexModel {
     )
 }
 
-/// Every event read is within one execution and in seq order, so every index
-/// starts with `executionId` and ends with `seq`.
+/// Every event read is within one execution and in seq order, so those
+/// indexes start with `executionId` and end with `seq`. Analytics reads a
+/// time window instead (of one type, conversation or department): the
+/// `timestamp` indexes.
 fn event_indexes() -> Vec<IndexModel> {
     vec![
         unique_index(doc! { "executionId": 1, "seq": 1 }),
         plain_index(doc! { "executionId": 1, "type": 1, "seq": 1 }),
         partial_index("agentId"),
         partial_index("department"),
+        plain_index(doc! { "timestamp": 1 }),
+        plain_index(doc! { "type": 1, "timestamp": 1 }),
+        partial_time_index("conversationId"),
+        partial_time_index("department"),
     ]
+}
+
+/// `field` then `timestamp`, over the events that have the field.
+fn partial_time_index(field: &str) -> IndexModel {
+    index(
+        doc! { field: 1, "timestamp": 1 },
+        IndexOptions::builder()
+            .partial_filter_expression(doc! { field: { "$exists": true } })
+            .build(),
+    )
 }
 
 /// The list order leads the filtered indexes too, so that a filtered page is
@@ -555,17 +777,32 @@ fn event_document(event: &AgentEvent, seq: u64) -> Result<Document, StoreError> 
             doc.insert(field, value);
         }
     }
+    // What analytics groups and measures; events stored before a field was
+    // copied here lack it, and analytics does not see it for them.
     match &event.kind {
+        EventKind::ToolCall(call) => {
+            doc.insert("toolName", &call.tool_name);
+        }
         EventKind::ToolResult(result) => {
+            doc.insert("toolName", &result.tool_name);
             if let Some(success) = result.success {
                 doc.insert("success", success);
+            }
+            if let Some(execution_time) = result.execution_time {
+                doc.insert("executionTime", execution_time);
             }
         }
         EventKind::QualityCheck(check) => {
             doc.insert("qualityScore", check.quality_score);
+            if let Some(threshold) = check.threshold {
+                doc.insert("threshold", threshold);
+            }
         }
         EventKind::ReviewStatus(review) => {
             doc.insert("status", wire_name(&review.status));
+            if let Some(specialist_id) = &review.specialist_id {
+                doc.insert("specialistId", specialist_id);
+            }
         }
         _ => {}
     }
@@ -730,6 +967,23 @@ fn executions_filter(query: &ExecutionQuery) -> Document {
     filter
 }
 
+/// `quality-check` events that name a department, grouped by it: count, min,
+/// mean and max of `qualityScore`, and the `extra` accumulators.
+fn quality_by_department(extra: Document) -> Vec<Document> {
+    let mut group = doc! {
+        "_id": "$department",
+        "n": { "$sum": 1 },
+        "min": { "$min": "$qualityScore" },
+        "avg": { "$avg": "$qualityScore" },
+        "max": { "$max": "$qualityScore" },
+    };
+    group.extend(extra);
+    vec![
+        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
+        doc! { "$group": group },
+    ]
+}
+
 /// One pass over the execution's events, answering every statistic at once.
 fn stats_pipeline(execution_id: &str) -> Vec<Document> {
     let count_by = |field: &str| {
@@ -738,16 +992,7 @@ fn stats_pipeline(execution_id: &str) -> Vec<Document> {
             doc! { "$group": { "_id": format!("${field}"), "n": { "$sum": 1 } } },
         ]
     };
-    let quality = vec![
-        doc! { "$match": { "type": EventType::QualityCheck.as_str(), "department": { "$type": "string" } } },
-        doc! { "$group": {
-            "_id": "$department",
-            "n": { "$sum": 1 },
-            "min": { "$min": "$qualityScore" },
-            "avg": { "$avg": "$qualityScore" },
-            "max": { "$max": "$qualityScore" },
-        } },
-    ];
+    let quality = quality_by_department(Document::new());
     let failures = vec![
         doc! { "$match": { "type": EventType::ToolResult.as_str(), "success": false } },
         doc! { "$count": "n" },
@@ -770,18 +1015,8 @@ fn stats_pipeline(execution_id: &str) -> Vec<Document> {
 }
 
 fn stats_from_facets(summary: ExecutionSummary, facets: &Document) -> ExecutionStats {
-    let rows = |facet: &str| -> Vec<&Document> {
-        facets
-            .get_array(facet)
-            .map(|rows| rows.iter().filter_map(Bson::as_document).collect())
-            .unwrap_or_default()
-    };
-    let counts = |facet: &str| -> BTreeMap<String, u64> {
-        rows(facet)
-            .into_iter()
-            .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), number(row, "n")?)))
-            .collect()
-    };
+    let rows = |facet: &str| facet_rows(facets, facet);
+    let counts = |facet: &str| counts(facets, facet);
     let by_type = counts("byType");
     let score = |row: &Document, field: &str| row.get(field).and_then(float).unwrap_or(0.0);
     let quality_by_department = rows("quality")
@@ -817,6 +1052,154 @@ fn stats_from_facets(summary: ExecutionSummary, facets: &Document) -> ExecutionS
         quality_by_department,
         summary,
     }
+}
+
+/// Executions active during the analytics window (module docs of `analytics`).
+fn active_executions_filter(query: &AnalyticsQuery) -> Document {
+    let mut filter = doc! {
+        "startedAt": { "$lt": bson_time(query.to) },
+        "lastEventAt": { "$gte": bson_time(query.from) },
+    };
+    if let Some(conversation_id) = &query.conversation_id {
+        filter.insert("conversationId", conversation_id);
+    }
+    if let Some(department) = &query.department {
+        filter.insert("departments", department);
+    }
+    filter
+}
+
+/// Events in the analytics window; `attributed` lists, per execution, the
+/// agents whose department-less events count for the department filter.
+fn analytics_window_filter(
+    query: &AnalyticsQuery,
+    attributed: &[(String, Vec<String>)],
+) -> Document {
+    let mut filter = doc! {
+        "timestamp": { "$gte": bson_time(query.from), "$lt": bson_time(query.to) },
+    };
+    if let Some(conversation_id) = &query.conversation_id {
+        filter.insert("conversationId", conversation_id);
+    }
+    if let Some(department) = &query.department {
+        let mut either = vec![doc! { "department": department }];
+        let agents: Vec<Document> = attributed
+            .iter()
+            .map(|(execution_id, agents)| {
+                doc! { "executionId": execution_id, "agentId": { "$in": agents } }
+            })
+            .collect();
+        if !agents.is_empty() {
+            either.push(doc! { "department": { "$exists": false }, "$or": agents });
+        }
+        filter.insert("$or", either);
+    }
+    filter
+}
+
+fn executions_pipeline(active: &Document) -> Vec<Document> {
+    vec![
+        doc! { "$match": active.clone() },
+        doc! { "$facet": {
+            "status": [ { "$group": { "_id": "$status", "n": { "$sum": 1 } } } ],
+            "ended": [ { "$match": { "endedAt": { "$type": "date" } } }, { "$count": "n" } ],
+        } },
+    ]
+}
+
+/// 1 where `condition` holds, else 0: for `$sum`.
+fn one_if(condition: Document) -> Document {
+    doc! { "$cond": [condition, 1, 0] }
+}
+
+fn is_type(name: EventType) -> Document {
+    doc! { "$eq": ["$type", name.as_str()] }
+}
+
+/// Whether `field` holds a number (an absent one does not).
+fn has_number(field: &str) -> Document {
+    doc! { "$in": [ { "$type": format!("${field}") }, ["double", "int", "long", "decimal"] ] }
+}
+
+/// The analytics figures of the window's events, one facet each.
+fn analytics_pipeline(query: &AnalyticsQuery, window: Document) -> Vec<Document> {
+    let (call, result) = (EventType::ToolCall, EventType::ToolResult);
+    let tools = vec![
+        doc! { "$match": { "type": { "$in": [call.as_str(), result.as_str()] } } },
+        doc! { "$group": {
+            "_id": "$toolName",
+            "calls": { "$sum": one_if(is_type(call)) },
+            "results": { "$sum": one_if(is_type(result)) },
+            "failures": { "$sum": one_if(doc! { "$and": [is_type(result), { "$eq": ["$success", false] }] }) },
+            "timed": { "$sum": one_if(doc! { "$and": [is_type(result), has_number("executionTime")] }) },
+        } },
+    ];
+    let agents = vec![
+        doc! { "$match": { "type": call.as_str() } },
+        doc! { "$group": { "_id": "$agentId", "n": { "$sum": 1 } } },
+        doc! { "$sort": { "n": -1, "_id": 1 } },
+        doc! { "$limit": to_i64(TOP as u64) },
+    ];
+    let quality = quality_by_department(doc! {
+        "withThreshold": { "$sum": one_if(has_number("threshold")) },
+        "below": { "$sum": one_if(doc! { "$and": [
+            has_number("threshold"),
+            { "$lt": ["$qualityScore", "$threshold"] },
+        ] }) },
+    });
+    let reviews = doc! { "$match": { "type": EventType::ReviewStatus.as_str() } };
+    // Seq order within an execution is event order, so `$first` after the
+    // sort is each subject's first verdict.
+    let review_rounds = vec![
+        reviews.clone(),
+        doc! { "$sort": { "seq": 1 } },
+        doc! { "$group": {
+            "_id": {
+                "e": "$executionId",
+                "d": "$department",
+                "s": { "$ifNull": ["$specialistId", ""] },
+            },
+            "first": { "$first": "$status" },
+            "rounds": { "$sum": one_if(doc! { "$eq": ["$status", "revision-requested"] }) },
+        } },
+        doc! { "$group": {
+            "_id": "$rounds",
+            "n": { "$sum": 1 },
+            "approved": { "$sum": one_if(doc! { "$eq": ["$first", "approved"] }) },
+        } },
+    ];
+    let bucket = doc! { "$floor": { "$divide": [
+        { "$subtract": ["$timestamp", bson_time(query.from)] },
+        query.bucket_ms(),
+    ] } };
+    vec![
+        doc! { "$match": window },
+        doc! { "$facet": {
+            "byType": [ { "$group": { "_id": "$type", "n": { "$sum": 1 } } } ],
+            "buckets": [ { "$group": { "_id": bucket, "n": { "$sum": 1 } } } ],
+            "tools": tools,
+            "agents": agents,
+            "quality": quality,
+            "reviewStatus": [ reviews, { "$group": { "_id": "$status", "n": { "$sum": 1 } } } ],
+            "reviewRounds": review_rounds,
+        } },
+    ]
+}
+
+/// The rows of one facet of a `$facet` result.
+fn facet_rows<'a>(facets: &'a Document, facet: &str) -> Vec<&'a Document> {
+    facets
+        .get_array(facet)
+        .map(|rows| rows.iter().filter_map(Bson::as_document).collect())
+        .unwrap_or_default()
+}
+
+/// A facet of `{_id: name, n: count}` rows as a map.
+fn counts(facets: &Document, facet: &str) -> BTreeMap<String, u64> {
+    facet_rows(facets, facet)
+        .into_iter()
+        .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), number(row, "n")?)))
+        .collect()
 }
 
 fn summary_from_document(doc: &Document) -> Result<ExecutionSummary, StoreError> {
@@ -1094,6 +1477,83 @@ mod tests {
         let doc = event_document(&review, 2).unwrap();
         assert_eq!(doc.get_str("status").unwrap(), "revision-requested");
         assert!(doc.get("agentId").is_none());
+    }
+
+    #[test]
+    fn event_document_copies_what_analytics_measures() {
+        let result = stored(
+            json!({"type":"tool-result","executionId":"e1","agentId":"a","toolName":"search","executionTime":12.5}),
+            1,
+            "2025-10-01T12:00:00Z",
+        );
+        let doc = event_document(&result.event, 1).unwrap();
+        assert_eq!(doc.get_str("toolName").unwrap(), "search");
+        assert_eq!(doc.get_f64("executionTime").unwrap(), 12.5);
+        let check = stored(
+            json!({"type":"quality-check","executionId":"e1","qualityScore":50,"threshold":70}),
+            2,
+            "2025-10-01T12:00:00Z",
+        );
+        assert_eq!(
+            event_document(&check.event, 2)
+                .unwrap()
+                .get_f64("threshold")
+                .unwrap(),
+            70.0
+        );
+        let review = stored(
+            json!({"type":"review-status","executionId":"e1","department":"d","status":"approved","specialistId":"s1"}),
+            3,
+            "2025-10-01T12:00:00Z",
+        );
+        let doc = event_document(&review.event, 3).unwrap();
+        assert_eq!(doc.get_str("specialistId").unwrap(), "s1");
+    }
+
+    #[test]
+    fn the_analytics_window_attributes_agents_to_the_department() {
+        let query = AnalyticsQuery::new(at("2025-10-01T12:00:00Z"), at("2025-10-01T13:00:00Z"))
+            .conversation("c1")
+            .department("story");
+        let (from, to) = (bson_time(query.from), bson_time(query.to));
+        let attributed = [("e1".to_owned(), vec!["writer".to_owned()])];
+        assert_eq!(
+            analytics_window_filter(&query, &attributed),
+            doc! {
+                "timestamp": { "$gte": from, "$lt": to },
+                "conversationId": "c1",
+                "$or": [
+                    { "department": "story" },
+                    { "department": { "$exists": false }, "$or": [
+                        { "executionId": "e1", "agentId": { "$in": ["writer"] } },
+                    ] },
+                ],
+            }
+        );
+        assert_eq!(
+            active_executions_filter(&query),
+            doc! {
+                "startedAt": { "$lt": to },
+                "lastEventAt": { "$gte": from },
+                "conversationId": "c1",
+                "departments": "story",
+            }
+        );
+        let pipeline = analytics_pipeline(&query, Document::new());
+        let facet = pipeline[1].get_document("$facet").unwrap();
+        let names: Vec<&str> = facet.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "byType",
+                "buckets",
+                "tools",
+                "agents",
+                "quality",
+                "reviewStatus",
+                "reviewRounds"
+            ]
+        );
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //!
 //! Why threads of its own: rusqlite blocks, and a commit with
 //! `synchronous=FULL` waits for the disk, so no actor may run it. The store
-//! owns two threads, each with its own connection: a writer, through which
-//! every change goes in the order it was asked for, and a reader, which WAL
-//! lets read while the writer commits. A call sends a job over a channel and
-//! returns a future of the job's answer.
+//! owns three threads, each with its own connection: a writer, through which
+//! every change goes in the order it was asked for, a reader, which WAL lets
+//! read while the writer commits, and a second reader for analytics, whose
+//! window scans must not hold up a replay. A call sends a job over a channel
+//! and returns a future of the job's answer.
 
+use super::analytics::{
+    busiest_tools, AgentCalls, Analytics, AnalyticsQuery, EventFigures, ExecutionFigures,
+    Percentiles, QualityFigures, ReviewFigures, ToolFigures, ToolStats, PERCENTILES, TOP,
+};
 use super::{
     EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
@@ -37,6 +42,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The tables. `events.body` is the event's own JSON, which reads rebuild it
 /// from; the other columns are copies of what queries filter on. `executions`
 /// is the summary `append` keeps in step, so listing executions never scans events.
+/// The `events_by_*time` indexes serve analytics, which reads a time window
+/// (of one type, conversation or department); created with `IF NOT EXISTS`,
+/// they are added to an existing file on the next start.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     execution_id    TEXT NOT NULL,
@@ -74,6 +82,12 @@ CREATE TABLE IF NOT EXISTS journal (
     body      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_by_node ON journal (node_id, position);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp);
+CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, timestamp);
+CREATE INDEX IF NOT EXISTS events_by_conversation_time
+    ON events (conversation_id, timestamp) WHERE conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_department_time
+    ON events (department, timestamp) WHERE department IS NOT NULL;
 CREATE TABLE IF NOT EXISTS health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
@@ -123,7 +137,7 @@ const QUALITY_BY_DEPARTMENT: &str =
           WHERE execution_id = ?1 AND type = 'quality-check' AND department IS NOT NULL)
     WHERE score IS NOT NULL GROUP BY department";
 
-/// The SQLite store: a file, a writer thread and a reader thread.
+/// The SQLite store: a file, a writer thread and two reader threads.
 ///
 /// Dropping it ends both threads, after they finish the jobs already sent to
 /// them (so an append whose future was dropped still lands): the drop waits
@@ -132,6 +146,9 @@ pub struct SqliteStore {
     // Field order is drop order: the writer finishes its queue first.
     writer: Worker,
     reader: Worker,
+    /// Analytics scans a time window, which can take a while on a long one:
+    /// on a thread and connection of its own, it never delays a replay's read.
+    analyst: Worker,
 }
 
 impl SqliteStore {
@@ -161,9 +178,11 @@ impl SqliteStore {
         // The writer first: it creates the file and the schema the reader expects.
         let writer = open_writer(path, busy_timeout)?;
         let reader = open_reader(path, busy_timeout)?;
+        let analyst = open_reader(path, busy_timeout)?;
         Ok(SqliteStore {
             writer: Worker::spawn("sqlite-writer", writer)?,
             reader: Worker::spawn("sqlite-reader", reader)?,
+            analyst: Worker::spawn("sqlite-analytics", analyst)?,
         })
     }
 }
@@ -213,6 +232,11 @@ impl Store for SqliteStore {
         self.writer.run("apply_retention", move |conn| {
             apply_retention(conn, policy, now)
         })
+    }
+
+    fn analytics(&self, query: AnalyticsQuery) -> StoreFuture<Analytics> {
+        self.analyst
+            .run("analytics", move |conn| analytics(conn, &query))
     }
 
     fn ping(&self) -> StoreFuture<()> {
@@ -829,6 +853,247 @@ fn apply_retention(
         log::debug!("sqlite retention removed {} executions", removed.len());
     }
     Ok(removed)
+}
+
+/// An RFC 3339 text column as epoch milliseconds (`unixepoch` reads the `Z` and
+/// the fraction; the round trip through a float is exact to the millisecond).
+fn epoch_ms(column: &str) -> String {
+    format!("CAST(ROUND(unixepoch({column}, 'subsec') * 1000) AS INTEGER)")
+}
+
+/// Events in the analytics window, for `FROM events WHERE …` (module docs of
+/// `analytics` for what the department filter attributes).
+fn analytics_events(query: &AnalyticsQuery) -> Conditions {
+    let mut window = Conditions::default();
+    window.add("timestamp >= ?", [text(&format_timestamp(query.from))]);
+    window.add("timestamp < ?", [text(&format_timestamp(query.to))]);
+    window.add_if(
+        "conversation_id = ?",
+        query.conversation_id.as_deref().map(text),
+    );
+    if let Some(department) = query.department.as_deref() {
+        window.add(
+            "department = ? OR (department IS NULL AND (execution_id, agent_id) IN \
+             (SELECT execution_id, agent_id FROM events WHERE department = ? AND agent_id IS NOT NULL))",
+            [text(department), text(department)],
+        );
+    }
+    window
+}
+
+/// Executions active during the analytics window, for `FROM executions WHERE …`.
+fn analytics_executions(query: &AnalyticsQuery) -> Conditions {
+    let mut active = Conditions::default();
+    active.add("started_at < ?", [text(&format_timestamp(query.to))]);
+    active.add("last_event_at >= ?", [text(&format_timestamp(query.from))]);
+    active.add_if(
+        "conversation_id = ?",
+        query.conversation_id.as_deref().map(text),
+    );
+    active.add_if(
+        "execution_id IN (SELECT execution_id FROM events WHERE department = ?)",
+        query.department.as_deref().map(text),
+    );
+    active
+}
+
+/// Nearest-rank percentiles of `value` by `key`, over the rows of `source`
+/// (a `SELECT … AS key, … AS value`): the row numbered ⌈p·n/100⌉ in value
+/// order, as `analytics::nearest_rank` defines it.
+fn percentiles_sql(source: &str) -> String {
+    let [p50, p95] = PERCENTILES;
+    format!(
+        "SELECT key, MAX(n),
+            MAX(CASE WHEN rn = (n * {p50} + 99) / 100 THEN value END),
+            MAX(CASE WHEN rn = (n * {p95} + 99) / 100 THEN value END)
+         FROM (SELECT key, value,
+                 ROW_NUMBER() OVER (PARTITION BY key ORDER BY value) AS rn,
+                 COUNT(*) OVER (PARTITION BY key) AS n
+               FROM ({source}) WHERE value IS NOT NULL)
+         GROUP BY key"
+    )
+}
+
+fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics, Failure> {
+    // One read transaction, so that every figure comes from the same commit.
+    let tx = conn.transaction()?;
+    let window = analytics_events(query);
+    let w = window.all();
+    let args = || window.args.iter().cloned();
+    let mut answer = Analytics::empty(query);
+
+    let active = analytics_executions(query);
+    let e = active.all();
+    // `+status`: without it the planner walks the whole status index to skip a
+    // sort of a few rows, instead of the window's range of `last_event_at`.
+    let status_counts: Vec<(String, u64)> = grouped(
+        &tx,
+        &format!("SELECT status, COUNT(*) FROM executions WHERE {e} GROUP BY +status"),
+        active.args.iter().cloned(),
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)),
+    )?;
+    let durations = percentiles(
+        &tx,
+        &format!(
+            "SELECT '' AS key, {} - {} AS value FROM executions WHERE {e} AND ended_at IS NOT NULL",
+            epoch_ms("ended_at"),
+            epoch_ms("started_at")
+        ),
+        active.args.iter().cloned(),
+    )?;
+    answer.executions = ExecutionFigures::from_counts(
+        status_counts,
+        durations.get("").cloned().unwrap_or_default(),
+    );
+
+    let by_type = grouped(
+        &tx,
+        &format!("SELECT type, COUNT(*) FROM events WHERE {w} GROUP BY type"),
+        args(),
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let bucket_args = [
+        sql_int(query.from.timestamp_millis()),
+        sql_int(query.bucket_ms()),
+    ];
+    let buckets = grouped(
+        &tx,
+        &format!(
+            "SELECT ({} - ?) / ?, COUNT(*) FROM events WHERE {w} GROUP BY 1",
+            epoch_ms("timestamp")
+        ),
+        bucket_args.into_iter().chain(args()),
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    answer.events = EventFigures::from_counts(query, by_type, &buckets);
+
+    let tool_counts: Vec<(String, u64, u64, u64)> = grouped(&tx, &format!(
+        "SELECT json_extract(body, '$.toolName'), SUM(type = 'tool-call'), SUM(type = 'tool-result'),
+            SUM(type = 'tool-result' AND json_extract(body, '$.success') = 0)
+         FROM events WHERE {w} AND type IN ('tool-call', 'tool-result') GROUP BY 1"
+    ), args(), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+    let results = format!("FROM events WHERE {w} AND type = 'tool-result'");
+    let latency = "json_extract(body, '$.executionTime') AS value";
+    let mut by_tool_latency = percentiles(
+        &tx,
+        &format!("SELECT json_extract(body, '$.toolName') AS key, {latency} {results}"),
+        args(),
+    )?;
+    let all_latency = percentiles(
+        &tx,
+        &format!("SELECT '' AS key, {latency} {results}"),
+        args(),
+    )?;
+    let sum = |pick: fn(&(String, u64, u64, u64)) -> u64| tool_counts.iter().map(pick).sum();
+    let mut total = ToolStats::counted(None, sum(|t| t.1), sum(|t| t.2), sum(|t| t.3));
+    total.latency_ms = all_latency.get("").cloned().unwrap_or_default();
+    let by_tool = tool_counts
+        .into_iter()
+        .map(|(tool, calls, results, failures)| {
+            let mut stats = ToolStats::counted(None, calls, results, failures);
+            stats.latency_ms = by_tool_latency.remove(&tool).unwrap_or_default();
+            stats.tool_name = Some(tool);
+            stats
+        })
+        .collect();
+    answer.tools = ToolFigures {
+        total,
+        by_tool: busiest_tools(by_tool),
+    };
+
+    answer.agents = grouped(
+        &tx,
+        &format!(
+            "SELECT agent_id, COUNT(*) FROM events WHERE {w} AND type = 'tool-call'
+         GROUP BY agent_id ORDER BY 2 DESC, 1 LIMIT ?"
+        ),
+        args().chain([sql_int(TOP)]),
+        |row| {
+            Ok(AgentCalls {
+                agent_id: row.get(0)?,
+                calls: row.get(1)?,
+            })
+        },
+    )?;
+
+    answer.quality = grouped(
+        &tx,
+        &format!(
+            "SELECT department, COUNT(*), AVG(score), MIN(score), MAX(score),
+            COUNT(threshold), COALESCE(SUM(score < threshold), 0)
+         FROM (SELECT department, json_extract(body, '$.qualityScore') AS score,
+                 json_extract(body, '$.threshold') AS threshold
+               FROM events WHERE {w} AND type = 'quality-check' AND department IS NOT NULL)
+         GROUP BY department"
+        ),
+        args(),
+        |row| {
+            let (with_threshold, below_threshold) = (row.get(5)?, row.get(6)?);
+            let figures = QualityFigures {
+                count: row.get(1)?,
+                avg: row.get(2)?,
+                min: row.get(3)?,
+                max: row.get(4)?,
+                with_threshold,
+                below_threshold,
+                share_below_threshold: super::analytics::ratio(below_threshold, with_threshold),
+            };
+            Ok((row.get(0)?, figures))
+        },
+    )?;
+
+    let reviews = format!("FROM events WHERE {w} AND type = 'review-status'");
+    let by_status = grouped(
+        &tx,
+        &format!("SELECT json_extract(body, '$.status'), COUNT(*) {reviews} GROUP BY 1"),
+        args(),
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    // A subject's first verdict is its first review by seq; every row of the
+    // partition carries it, so MAX only picks it out.
+    let subject = "execution_id, department, COALESCE(json_extract(body, '$.specialistId'), '')";
+    let rounds: Vec<(u64, u64, u64)> = grouped(
+        &tx,
+        &format!(
+            "SELECT rounds, COUNT(*), SUM(first_status = 'approved') FROM (
+            SELECT SUM(status = 'revision-requested') AS rounds, MAX(first_status) AS first_status
+            FROM (SELECT {subject} AS subject_key, json_extract(body, '$.status') AS status,
+                    FIRST_VALUE(json_extract(body, '$.status'))
+                        OVER (PARTITION BY {subject} ORDER BY seq) AS first_status,
+                    execution_id AS e, department AS d
+                  {reviews})
+            GROUP BY e, d, subject_key)
+         GROUP BY rounds"
+        ),
+        args(),
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
+    answer.reviews = ReviewFigures::from_rounds(&rounds, by_status);
+    Ok(answer)
+}
+
+/// Runs a grouping query and collects its rows, whatever the collection.
+fn grouped<T, C: FromIterator<T>>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: impl IntoIterator<Item = SqlValue>,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<C, Failure> {
+    let mut statement = tx.prepare_cached(sql)?;
+    let rows = statement.query_map(params_from_iter(args), read)?;
+    Ok(rows.collect::<rusqlite::Result<C>>()?)
+}
+
+/// Runs [`percentiles_sql`] over `source`: percentiles by key.
+fn percentiles(
+    tx: &Transaction<'_>,
+    source: &str,
+    args: impl IntoIterator<Item = SqlValue>,
+) -> Result<BTreeMap<String, Percentiles>, Failure> {
+    grouped(tx, &percentiles_sql(source), args, |row| {
+        let figures = Percentiles::from_ranks(row.get(1)?, [row.get(2)?, row.get(3)?]);
+        Ok((row.get(0)?, figures))
+    })
 }
 
 #[cfg(test)]
