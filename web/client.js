@@ -80,8 +80,17 @@ export const EVENT_TYPES = Object.freeze([
  *   'quality-check': QualityCheckEvent,
  *   'review-status': ReviewStatusEvent,
  *   subscribed: SubscribedInfo,
+ *   resync: ResyncInfo,
  *   error: ClientError,
  * }} SubscriptionEventMap
+ */
+
+/**
+ * @typedef {object} ResyncInfo
+ * @property {string} executionId the execution
+ * @property {number} fromSeq drop what you hold of it from this seq on: the
+ *   events that follow (from this seq) replace it. Sent by a cluster that
+ *   gave seqs shown during a Redis outage to other events (README "Cluster").
  */
 
 /**
@@ -605,6 +614,8 @@ export class AgentEventsClient {
         return this.unsubscribed(msg)
       case 'event':
         return this.routeEvent(msg.event)
+      case 'resync':
+        return this.resync(msg)
       case 'error':
         return this.brokerError(msg)
       default:
@@ -644,6 +655,22 @@ export class AgentEventsClient {
     for (const sub of this.subscriptions.values()) {
       if (sub.state !== 'active' || !sub.wants(event)) continue
       if (sub.deliver(event) === 'gap') this.recoverGap(sub, event)
+    }
+  }
+
+  /**
+   * The broker says seqs of an execution from `fromSeq` on now belong to
+   * other events: each subscription watching it moves its position back (so
+   * those seqs are taken again, not dropped as duplicates) and tells its
+   * listeners to drop what they hold from there.
+   */
+  resync(msg) {
+    if (typeof msg.executionId !== 'string' || typeof msg.fromSeq !== 'number') return
+    for (const sub of this.subscriptions.values()) {
+      const last = sub.lastSeq(msg.executionId)
+      if (last === undefined) continue
+      if (last >= msg.fromSeq) sub.positions.set(msg.executionId, msg.fromSeq - 1)
+      sub.emitter.emit('resync', { executionId: msg.executionId, fromSeq: msg.fromSeq })
     }
   }
 

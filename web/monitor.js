@@ -235,6 +235,8 @@ function openExecution(executionId) {
   ui.detailSub.on('event', (event) => {
     if (applyEvent(ui.model, event)) scheduleRender()
   })
+  // The cluster re-sequenced part of it (README "Cluster"): read it again.
+  ui.detailSub.on('resync', () => openExecution(executionId))
   showSubscribed($('execution'), ui.detailSub)
   openLog()
   scheduleRender()

@@ -237,6 +237,27 @@ test('a gap in an unfiltered execution resubscribes from the last seq', () => {
   assert.deepEqual(seqs, [1, 2, 3])
 })
 
+test('a resync moves the position back and tells listeners what to drop', () => {
+  const { ws, client } = setup()
+  const sub = subscribed(ws, client, { executionId: 'exec-1', fromSeq: 0 })
+  const other = subscribed(ws, client, { executionId: 'exec-2', fromSeq: 0 })
+  const seqs = seqsOf(sub)
+  const resyncs = []
+  sub.on('resync', (info) => resyncs.push(info))
+  other.on('resync', (info) => resyncs.push({ other: info }))
+  const socket = ws.last()
+  for (const seq of [1, 2, 3, 4]) socket.message(event('exec-1', seq))
+  socket.message({ type: 'resync', executionId: 'exec-1', fromSeq: 3 })
+  assert.deepEqual(resyncs, [{ executionId: 'exec-1', fromSeq: 3 }], 'only its watchers hear it')
+  assert.equal(sub.lastSeq(), 2)
+  // The seqs from 3 are taken again, in order, not dropped as duplicates.
+  socket.message(event('exec-1', 3))
+  socket.message(event('exec-1', 4))
+  socket.message(event('exec-1', 5))
+  assert.deepEqual(seqs, [1, 2, 3, 4, 3, 4, 5])
+  assert.equal(sub.lastSeq(), 5)
+})
+
 test('a refused replay is read over HTTP, then the subscription resumes from its end', async () => {
   const history = [1, 2, 3, 4, 5].map((seq) => event('exec-1', seq).event)
   const { fetch, calls } = fakeHistory(history, 2)
