@@ -214,6 +214,10 @@ pub struct StopAccepting;
 
 struct ExecutionState {
     last_seq: u64,
+    /// Cluster mode: the highest seq known from the stream or the store, never
+    /// a provisional one. The floor sent to the script: a floor above what
+    /// the cluster really handed out would make it skip seqs (a hole).
+    settled_seq: u64,
     conversation_id: Option<String>,
     buffer: VecDeque<Arc<PublishedEvent>>,
     last_event_at: Instant,
@@ -223,6 +227,7 @@ impl ExecutionState {
     fn empty() -> Self {
         ExecutionState {
             last_seq: 0,
+            settled_seq: 0,
             conversation_id: None,
             buffer: VecDeque::new(),
             last_event_at: Instant::now(),
@@ -310,6 +315,7 @@ impl Emitter {
             .entry(execution_id.into())
             .or_insert_with(ExecutionState::empty);
         state.last_seq = state.last_seq.max(last_seq);
+        state.settled_seq = state.settled_seq.max(last_seq);
     }
 
     /// Reads the highest stored seq of each execution.
@@ -514,15 +520,14 @@ impl Emitter {
             .take(REPUBLISH_BATCH)
             .map(|pending| {
                 let event = &pending.entry.event;
-                // A shown event asks for its own seq back; a displaced one
-                // only for one above what this node knows.
-                let floor = if pending.shown {
-                    event.seq - 1
-                } else {
-                    self.executions
-                        .get(event.execution_id())
-                        .map_or(0, |s| s.last_seq)
-                };
+                // Never the provisional seq itself: if it ran ahead of what
+                // the cluster handed out, the script would skip seqs. The
+                // journal's own order makes a shown event get its seq back
+                // when nobody else took it.
+                let floor = self
+                    .executions
+                    .get(event.execution_id())
+                    .map_or(0, |s| s.settled_seq);
                 let mut body = event.event.clone();
                 body.seq = None;
                 Draft {
@@ -608,12 +613,32 @@ impl Emitter {
             return;
         };
         let node_id = self.node_id();
-        let read = async move { storage.store.journal_read(&node_id).await };
+        let store = storage.store;
+        // With the journal, each of its executions' highest stored seq: the
+        // floor its events are published with (Redis may have lost its counter).
+        let read = async move {
+            let entries = store.journal_read(&node_id).await?;
+            let mut executions: Vec<String> = entries
+                .iter()
+                .map(|e| e.event.execution_id().to_owned())
+                .collect();
+            executions.sort();
+            executions.dedup();
+            let mut seeds = Vec::with_capacity(executions.len());
+            for execution_id in executions {
+                let last_seq = store.last_seq(&execution_id).await?;
+                seeds.push((execution_id, last_seq));
+            }
+            Ok::<_, StoreError>((entries, seeds))
+        };
         ctx.wait(
             read.into_actor(self)
                 .map(|result, emitter, _| match result {
-                    Ok(entries) if !entries.is_empty() => {
+                    Ok((entries, seeds)) if !entries.is_empty() => {
                         log::info!("{} journaled events wait to be published", entries.len());
+                        for (execution_id, last_seq) in seeds {
+                            emitter.seed(execution_id, last_seq);
+                        }
                         let published: Vec<_> = entries.iter().map(|e| e.event.clone()).collect();
                         emitter.advance(&published);
                         emitter.release(published);
@@ -647,7 +672,7 @@ impl Emitter {
                 }
                 Ok(Draft {
                     id: sequencer.next_draft_id(),
-                    floor: state.map_or(0, |s| s.last_seq),
+                    floor: state.map_or(0, |s| s.settled_seq),
                     execution_id: event.execution_id,
                     body,
                 })
@@ -1058,6 +1083,10 @@ impl Handler<Sequenced> for Emitter {
 
     fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
         let mut arrived = msg.0;
+        for event in &arrived {
+            let state = self.state_of(event);
+            state.settled_seq = state.settled_seq.max(event.seq);
+        }
         if self.fallback.is_active() {
             for (execution, from_seq) in self.fallback.disputes(&arrived) {
                 self.resync(execution, from_seq);

@@ -205,12 +205,12 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILLs it (it loses everything: no persistence).
+    /// SIGKILLs it (it loses everything unless started with persistence).
     pub fn kill(&mut self) {
         self.process.take().expect("Redis is running");
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port and directory: empty, unless started with persistence.
     pub async fn restart(&mut self) {
         self.launch().await;
     }
