@@ -24,6 +24,7 @@
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::metrics::Metrics;
+use crate::notifier::Notify;
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
@@ -226,6 +227,8 @@ pub struct Emitter {
     accepting: bool,
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
+    /// Gets this node's committed events for webhooks; `None`: no notifications.
+    notifier: Option<Recipient<Notify>>,
 }
 
 impl Emitter {
@@ -245,6 +248,22 @@ impl Emitter {
             executions: HashMap::new(),
             accepting: true,
             myself: None,
+            notifier: None,
+        }
+    }
+
+    /// Sends this node's committed events to the Notifier (fire-and-forget).
+    pub fn with_notifier(mut self, notifier: Recipient<Notify>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Only events a producer gave this node are notified: on a single node
+    /// those the Persister releases, in a cluster those Redis sequenced for
+    /// this node (every node reads them back, only the origin notifies).
+    fn notify(&self, events: &[Arc<PublishedEvent>]) {
+        if let Some(notifier) = self.notifier.as_ref().filter(|_| !events.is_empty()) {
+            notifier.do_send(Notify(events.to_vec()));
         }
     }
 
@@ -344,15 +363,22 @@ impl Emitter {
             Ok(drafts) => drafts,
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
+        let bodies: Vec<String> = match self.notifier {
+            Some(_) => drafts.iter().map(|d| d.body.clone()).collect(),
+            None => Vec::new(),
+        };
         let publish = async move { sequencer.publish(&drafts).await };
         Box::pin(
             publish
                 .into_actor(self)
-                .map(|result, emitter, _| match result {
-                    Ok(seqs) => Ok(Receipt {
-                        accepted: seqs.into_iter().map(|seq| Accepted { seq }).collect(),
-                        durable: None,
-                    }),
+                .map(move |result, emitter, _| match result {
+                    Ok(seqs) => {
+                        emitter.notify(&sequenced(&bodies, &seqs));
+                        Ok(Receipt {
+                            accepted: seqs.into_iter().map(|seq| Accepted { seq }).collect(),
+                            durable: None,
+                        })
+                    }
                     Err(err) => {
                         emitter
                             .metrics
@@ -636,6 +662,20 @@ impl Emitter {
     }
 }
 
+/// This node's events as Redis sequenced them, for the Notifier: the
+/// drafts' bodies with their seqs.
+fn sequenced(bodies: &[String], seqs: &[u64]) -> Vec<Arc<PublishedEvent>> {
+    bodies
+        .iter()
+        .zip(seqs)
+        .filter_map(|(body, &seq)| {
+            let mut event = AgentEvent::from_stored_json(serde_json::from_str(body).ok()?).ok()?;
+            event.seq = Some(seq);
+            Some(PublishedEvent::new(event))
+        })
+        .collect()
+}
+
 /// Bytes the `event` message adds around an event (`{"type":"event",…}`), plus
 /// the execution ID it repeats; the size limit is on the event itself.
 const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
@@ -719,6 +759,7 @@ impl Handler<Release> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.notify(&msg.0);
         self.release(msg.0);
     }
 }

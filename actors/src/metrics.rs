@@ -44,6 +44,20 @@ pub const CLUSTER_EVENTS: [&str; 7] = [
     "publish-failed",
 ];
 
+/// What happened to notifications; the `outcome` label of `notifications`.
+pub const NOTIFY_OUTCOMES: [&str; 5] = [
+    // a rule matched and the delivery was added to the outbox (a repeated key is not counted)
+    "enqueued",
+    // a receiver answered 2xx
+    "delivered",
+    // an attempt failed and another is scheduled
+    "retried",
+    // the last attempt failed: the delivery is a dead letter
+    "dead-lettered",
+    // matched, but the outbox write kept failing (the store was down): never delivered
+    "lost",
+];
+
 /// The broker's figures.
 #[derive(Clone)]
 pub struct Metrics {
@@ -76,6 +90,12 @@ pub struct Metrics {
     pub store_retries: IntCounter,
     /// Cluster stream events, by kind (see [`CLUSTER_EVENTS`]).
     pub cluster: IntCounterVec,
+    /// Notifications, by outcome (see [`NOTIFY_OUTCOMES`]).
+    pub notifications: IntCounterVec,
+    /// Notifications waiting in the outbox (as last counted in the store).
+    pub notifications_pending: IntGauge,
+    /// Dead letters in the outbox (as last counted in the store).
+    pub notifications_dead: IntGauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +176,20 @@ impl Metrics {
                 "event",
                 &CLUSTER_EVENTS,
             ),
+            notifications: labelled(
+                "notifications",
+                "Webhook notifications, by outcome",
+                "outcome",
+                &NOTIFY_OUTCOMES,
+            ),
+            notifications_pending: gauge(
+                "notifications_pending",
+                "Webhook notifications waiting in the outbox",
+            ),
+            notifications_dead: gauge(
+                "notifications_dead",
+                "Webhook notifications in the dead-letter list",
+            ),
             registry,
         }
     }
@@ -191,7 +225,16 @@ impl Metrics {
             "drops": by_label(&self.drops, DROP_REASONS),
             "clientErrors": by_label(&self.client_errors, error_codes()),
             "cluster": by_label(&self.cluster, CLUSTER_EVENTS),
+            "notifications": self.notifications_snapshot(),
         })
+    }
+
+    /// Counts by outcome, plus `pending` and `deadLetters` now.
+    fn notifications_snapshot(&self) -> Value {
+        let mut out = by_label(&self.notifications, NOTIFY_OUTCOMES);
+        out["pending"] = json!(self.notifications_pending.get());
+        out["deadLetters"] = json!(self.notifications_dead.get());
+        out
     }
 }
 

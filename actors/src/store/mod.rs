@@ -15,8 +15,11 @@
 //!   [`AgentEvent::from_stored_json`] from the JSON the event was stored as.
 //! - Nothing here blocks the actor system: SQLite works on threads of its
 //!   own, MongoDB is async.
+//!
+//! Every store is also the notification [`outbox`] (its rules are there).
 
 pub mod mongo;
+pub mod outbox;
 pub mod sqlite;
 
 use crate::event::{AgentEvent, EventType};
@@ -212,7 +215,7 @@ pub struct Retention {
 }
 
 /// The store interface; see the module documentation for its rules.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: outbox::Outbox + Send + Sync + 'static {
     /// Short name for logs and `/health`: `sqlite`, `mongodb`.
     fn name(&self) -> &'static str;
 

@@ -44,6 +44,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod outbox;
+
 /// One document per event.
 const EVENTS: &str = "agentEvents";
 /// One document per execution: the seed's AgentExecutions collection.
@@ -112,6 +114,9 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
         .create_indexes(execution_indexes())
         .await
         .map_err(|err| fail("creating the agentExecutions indexes", err))?;
+    outbox::create_indexes(&db)
+        .await
+        .map_err(|err| fail("creating the notifyOutbox indexes", err))?;
     info!("store: MongoDB database `{database}` ready");
     Ok(MongoStore {
         inner: Arc::new(Inner {
