@@ -6,6 +6,7 @@
 mod api_doc;
 mod config;
 mod monitor;
+mod notifications;
 mod routes;
 mod security;
 mod server;

@@ -5,7 +5,7 @@
 //! a batch is at fault, so a producer can fix exactly that.
 
 use crate::server::Broker;
-use crate::{api_doc, monitor, sse};
+use crate::{api_doc, monitor, notifications, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use agent_events_actors::auth::{AuthError, Grant, Role};
@@ -40,7 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/stats", web::get().to(admin_stats))
         .route("/metrics", web::get().to(metrics))
         .configure(monitor::configure)
-        .configure(sse::configure);
+        .configure(sse::configure)
+        .configure(notifications::configure);
 }
 
 /// An HTTP error with its stable code.

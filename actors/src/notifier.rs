@@ -348,24 +348,20 @@ impl Notifier {
     }
 
     /// Records how an attempt ended: delivered, retry later, or dead letter.
+    /// The figures move once the store has it, so `/admin/stats` never shows
+    /// a dead letter the dead-letter list does not have yet.
     fn finish(&mut self, delivery: Delivery, result: Result<(), String>, ctx: &mut Context<Self>) {
         let now = Utc::now();
-        let outcome = match result {
-            Ok(()) => {
-                self.count("delivered", 1);
-                self.metrics.notifications_pending.dec();
-                Outcome::Delivered
-            }
+        // (outcome, its label, change of pending, change of dead)
+        let (outcome, label, pending, dead) = match result {
+            Ok(()) => (Outcome::Delivered, "delivered", -1, 0),
             Err(error) if delivery.attempts >= self.config.max_attempts => {
                 log::warn!(
                     "notification {} is a dead letter after {} attempts: {error}",
                     delivery.key,
                     delivery.attempts
                 );
-                self.count("dead-lettered", 1);
-                self.metrics.notifications_pending.dec();
-                self.metrics.notifications_dead.inc();
-                Outcome::Dead(error)
+                (Outcome::Dead(error), "dead-lettered", -1, 1)
             }
             Err(error) => {
                 let wait = backoff::full_jitter(backoff::exponential(
@@ -378,17 +374,21 @@ impl Notifier {
                     delivery.key,
                     delivery.attempts
                 );
-                self.count("retried", 1);
                 let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
-                Outcome::RetryAt(at, error)
+                (Outcome::RetryAt(at, error), "retried", 0, 0)
             }
         };
         let key = delivery.key;
         let record = self.store.record_attempt(&key, outcome, now);
         ctx.spawn(record.into_actor(self).map(move |result, notifier, ctx| {
-            if let Err(err) = result {
+            match result {
+                Ok(()) => {
+                    notifier.count(label, 1);
+                    notifier.metrics.notifications_pending.add(pending);
+                    notifier.metrics.notifications_dead.add(dead);
+                }
                 // Not lost: the lease ends and the delivery is attempted again.
-                log::warn!("notification {key}: cannot record the attempt: {err}");
+                Err(err) => log::warn!("notification {key}: cannot record the attempt: {err}"),
             }
             notifier.in_flight.remove(&key);
             notifier.claim(ctx);
