@@ -15,8 +15,8 @@ use crate::server::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use agent_events_actors::auth::Role;
 use agent_events_actors::notifier::{
-    DeadLetters, DeleteRule, DiscardDeadLetter, ListRules, NotifierConfig, NotifyError, PutRule,
-    RetryDeadLetter, RuleSource, RuleView,
+    DeadLetters, DeleteRule, DiscardDeadLetter, ListRules, Notifier, NotifierConfig, NotifyError,
+    PutRule, RetryDeadLetter, RuleSource, RuleView,
 };
 use agent_events_actors::notify_rule::{Rule, RuleSpec};
 use agent_events_actors::protocol::ErrorCode;
@@ -145,17 +145,23 @@ async fn put_rule(req: HttpRequest, body: web::Bytes, broker: web::Data<Broker>)
         spec: spec.clone(),
         source: RuleSource::Api,
     };
-    let replaced = broker
-        .notifier
-        .send(PutRule(spec))
-        .await
-        .map_err(stopping)??;
+    let replaced = ask(&broker, PutRule(spec)).await?;
     let mut response = if replaced {
         HttpResponse::Ok()
     } else {
         HttpResponse::Created()
     };
     Ok(response.json(json!({ "rule": view })))
+}
+
+/// Asks the Notifier; its refusal is the answer.
+async fn ask<M, T>(broker: &Broker, msg: M) -> Result<T, ApiError>
+where
+    M: actix::Message<Result = Result<T, NotifyError>> + Send + 'static,
+    T: Send + 'static,
+    Notifier: actix::Handler<M>,
+{
+    Ok(broker.notifier.send(msg).await.map_err(stopping)??)
 }
 
 /// `DELETE /admin/notifications/rules/{id}`.
@@ -165,11 +171,7 @@ async fn delete_rule(
     broker: web::Data<Broker>,
 ) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
-    broker
-        .notifier
-        .send(DeleteRule(path.into_inner()))
-        .await
-        .map_err(stopping)??;
+    ask(&broker, DeleteRule(path.into_inner())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -188,11 +190,7 @@ async fn dead_letters(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult 
     broker.guard.require(&req, Role::Admin)?;
     let params: DeadLettersParams = query(&req)?;
     let limit = params.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
-    let dead = broker
-        .notifier
-        .send(DeadLetters { limit })
-        .await
-        .map_err(stopping)??;
+    let dead = ask(&broker, DeadLetters { limit }).await?;
     Ok(HttpResponse::Ok().json(json!({ "deadLetters": dead })))
 }
 
@@ -204,11 +202,7 @@ async fn retry_dead_letter(
 ) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
     let key = path.into_inner();
-    broker
-        .notifier
-        .send(RetryDeadLetter(key.clone()))
-        .await
-        .map_err(stopping)??;
+    ask(&broker, RetryDeadLetter(key.clone())).await?;
     Ok(HttpResponse::Accepted().json(json!({ "key": key, "state": "pending" })))
 }
 
@@ -219,11 +213,7 @@ async fn discard_dead_letter(
     broker: web::Data<Broker>,
 ) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
-    broker
-        .notifier
-        .send(DiscardDeadLetter(path.into_inner()))
-        .await
-        .map_err(stopping)??;
+    ask(&broker, DiscardDeadLetter(path.into_inner())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -27,9 +27,11 @@ use crate::event::format_timestamp;
 use crate::metrics::Metrics;
 use crate::notify_rule::{idempotency_key, Rule, RuleError, RuleSpec};
 use crate::protocol::PublishedEvent;
-use crate::store::outbox::{Delivery, NewDelivery, Outcome, StoredRule};
-use crate::store::{ExecutionQuery, ExecutionStatus, ExecutionSummary, Store, StoreError};
-use crate::webhook::{self, Attempt};
+use crate::store::outbox::{Delivery, Notification, Outcome, StoredRule};
+use crate::store::{
+    ExecutionQuery, ExecutionStatus, ExecutionSummary, Store, StoreError, StoreFuture,
+};
+use crate::webhook;
 use actix::prelude::*;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -236,7 +238,7 @@ impl Notifier {
     }
 
     /// The deliveries a batch of events makes: one per event and matching rule.
-    fn deliveries_for(&self, events: &[Arc<PublishedEvent>]) -> Vec<NewDelivery> {
+    fn deliveries_for(&self, events: &[Arc<PublishedEvent>]) -> Vec<Notification> {
         let mut deliveries = Vec::new();
         for item in events {
             let event_type = item.event.event_type();
@@ -254,7 +256,7 @@ impl Notifier {
                 .into_iter()
                 .filter(|r| r.matches(event_type, &value))
             {
-                deliveries.push(NewDelivery {
+                deliveries.push(Notification {
                     key: idempotency_key(execution_id, item.seq, &rule.spec.id),
                     rule_id: rule.spec.id.clone(),
                     execution_id: execution_id.to_owned(),
@@ -269,7 +271,7 @@ impl Notifier {
 
     /// Writes deliveries into the outbox, retrying a while if the store
     /// fails, then starts the due ones.
-    fn enqueue(&mut self, deliveries: Vec<NewDelivery>, tries: u32, ctx: &mut Context<Self>) {
+    fn enqueue(&mut self, deliveries: Vec<Notification>, tries: u32, ctx: &mut Context<Self>) {
         let write = self.store.enqueue(deliveries.clone(), Utc::now());
         ctx.spawn(write.into_actor(self).map(move |result, notifier, ctx| {
             match result {
@@ -325,19 +327,13 @@ impl Notifier {
 
     /// Runs one attempt beside the mailbox; its end is recorded in the store.
     fn attempt(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
-        if !self.in_flight.insert(delivery.key.clone()) {
+        if !self.in_flight.insert(delivery.notification.key.clone()) {
             // Still running from an earlier lease; due again when this one ends.
             return;
         }
-        let attempt = Attempt {
-            url: delivery.url.clone(),
-            body: delivery.body.clone(),
-            key: delivery.key.clone(),
-            rule_id: delivery.rule_id.clone(),
-        };
         let post = webhook::post(
             self.client.clone(),
-            attempt,
+            delivery.notification.clone(),
             self.config.secret.clone(),
             self.config.timeout,
         );
@@ -358,7 +354,7 @@ impl Notifier {
             Err(error) if delivery.attempts >= self.config.max_attempts => {
                 log::warn!(
                     "notification {} is a dead letter after {} attempts: {error}",
-                    delivery.key,
+                    delivery.notification.key,
                     delivery.attempts
                 );
                 (Outcome::Dead(error), "dead-lettered", -1, 1)
@@ -371,14 +367,14 @@ impl Notifier {
                 ));
                 log::info!(
                     "notification {} attempt {} failed ({error}); retry in {wait:?}",
-                    delivery.key,
+                    delivery.notification.key,
                     delivery.attempts
                 );
                 let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
                 (Outcome::RetryAt(at, error), "retried", 0, 0)
             }
         };
-        let key = delivery.key;
+        let key = delivery.notification.key;
         let record = self.store.record_attempt(&key, outcome, now);
         ctx.spawn(record.into_actor(self).map(move |result, notifier, ctx| {
             match result {
@@ -486,6 +482,24 @@ impl Notifier {
         }));
     }
 
+    /// Waits for a change of the dead letter `key` (retry or discard): not
+    /// found when it was no dead letter; otherwise one dead letter fewer, then `done`.
+    fn change_dead_letter(
+        &mut self,
+        key: String,
+        change: StoreFuture<bool>,
+        done: fn(&mut Notifier, &mut Context<Notifier>),
+    ) -> ResponseActFuture<Self, Result<(), NotifyError>> {
+        Box::pin(change.into_actor(self).map(move |result, notifier, ctx| {
+            if !result.map_err(NotifyError::Store)? {
+                return Err(NotifyError::NotFound(format!("no dead letter `{key}`")));
+            }
+            notifier.metrics.notifications_dead.dec();
+            done(notifier, ctx);
+            Ok(())
+        }))
+    }
+
     fn count(&self, outcome: &str, n: u64) {
         self.metrics
             .notifications
@@ -534,7 +548,7 @@ async fn overdue(
 
 /// The delivery of a running-too-long rule: no event, so the body describes
 /// the execution, and the key's seq is 0.
-fn overdue_delivery(rule: &Rule, execution: &ExecutionSummary, now: DateTime<Utc>) -> NewDelivery {
+fn overdue_delivery(rule: &Rule, execution: &ExecutionSummary, now: DateTime<Utc>) -> Notification {
     let body = json!({
         "type": "execution-overdue",
         "executionId": execution.execution_id,
@@ -545,7 +559,7 @@ fn overdue_delivery(rule: &Rule, execution: &ExecutionSummary, now: DateTime<Utc
         "lastSeq": execution.last_seq,
         "checkedAt": format_timestamp(now),
     });
-    NewDelivery {
+    Notification {
         key: idempotency_key(&execution.execution_id, 0, &rule.spec.id),
         rule_id: rule.spec.id.clone(),
         execution_id: execution.execution_id.clone(),
@@ -682,15 +696,10 @@ impl Handler<RetryDeadLetter> for Notifier {
 
     fn handle(&mut self, msg: RetryDeadLetter, _: &mut Self::Context) -> Self::Result {
         let change = self.store.retry_dead(&msg.0, Utc::now());
-        Box::pin(change.into_actor(self).map(move |result, notifier, ctx| {
-            if !result.map_err(NotifyError::Store)? {
-                return Err(NotifyError::NotFound(format!("no dead letter `{}`", msg.0)));
-            }
-            notifier.metrics.notifications_dead.dec();
+        self.change_dead_letter(msg.0, change, |notifier, ctx| {
             notifier.metrics.notifications_pending.inc();
             notifier.claim(ctx);
-            Ok(())
-        }))
+        })
     }
 }
 
@@ -699,12 +708,6 @@ impl Handler<DiscardDeadLetter> for Notifier {
 
     fn handle(&mut self, msg: DiscardDeadLetter, _: &mut Self::Context) -> Self::Result {
         let change = self.store.discard_dead(&msg.0, Utc::now());
-        Box::pin(change.into_actor(self).map(move |result, notifier, _| {
-            if !result.map_err(NotifyError::Store)? {
-                return Err(NotifyError::NotFound(format!("no dead letter `{}`", msg.0)));
-            }
-            notifier.metrics.notifications_dead.dec();
-            Ok(())
-        }))
+        self.change_dead_letter(msg.0, change, |_, _| {})
     }
 }

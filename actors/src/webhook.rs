@@ -6,6 +6,7 @@
 //! in `X-Agent-Events-Timestamp`. Signing the timestamp with the body lets a
 //! receiver refuse an old request replayed by someone who recorded it.
 
+use crate::store::outbox::Notification;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt::Write as _;
@@ -38,40 +39,30 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
     out
 }
 
-/// What one attempt needs, owned, so the attempt is a `'static` future.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// Where to POST.
-    pub url: String,
-    /// The JSON body.
-    pub body: String,
-    /// `executionId:seq:ruleId`.
-    pub key: String,
-    /// The rule that fired.
-    pub rule_id: String,
-}
-
-/// POSTs `attempt` once. `Ok` for a 2xx answer; otherwise why not (a status
+/// POSTs `notification` once. `Ok` for a 2xx answer; otherwise why not (a status
 /// with the start of the receiver's answer, a timeout, a refused connection).
 pub async fn post(
     client: reqwest::Client,
-    attempt: Attempt,
+    notification: Notification,
     secret: Option<std::sync::Arc<[u8]>>,
     timeout: Duration,
 ) -> Result<(), String> {
     let timestamp = chrono::Utc::now().timestamp();
     let mut request = client
-        .post(&attempt.url)
+        .post(&notification.url)
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(IDEMPOTENCY_HEADER, &attempt.key)
-        .header(RULE_HEADER, &attempt.rule_id)
+        .header(IDEMPOTENCY_HEADER, &notification.key)
+        .header(RULE_HEADER, &notification.rule_id)
         .header(TIMESTAMP_HEADER, timestamp.to_string());
     if let Some(secret) = &secret {
-        request = request.header(SIGNATURE_HEADER, sign(secret, timestamp, &attempt.body));
+        request = request.header(
+            SIGNATURE_HEADER,
+            sign(secret, timestamp, &notification.body),
+        );
     }
     let response = request
-        .body(attempt.body)
+        .body(notification.body)
         .send()
         .await
         .map_err(|e| describe(&e))?;

@@ -13,7 +13,7 @@ use agent_events_actors::event::{
 };
 use agent_events_actors::protocol::PublishedEvent;
 use agent_events_actors::store::outbox::{
-    DeliveryState, NewDelivery, OutboxCounts, Outcome, StoredRule,
+    DeliveryState, Notification, OutboxCounts, Outcome, StoredRule,
 };
 use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{
@@ -1063,8 +1063,8 @@ fn now_ms() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
 }
 
-fn delivery(execution_id: &str, seq: u64, rule: &str) -> NewDelivery {
-    NewDelivery {
+fn delivery(execution_id: &str, seq: u64, rule: &str) -> Notification {
+    Notification {
         key: format!("{execution_id}:{seq}:{rule}"),
         rule_id: rule.to_owned(),
         execution_id: execution_id.to_owned(),
@@ -1090,7 +1090,7 @@ async fn outbox_enqueue_is_idempotent_by_key(store: Arc<dyn Store>) {
     let claimed = store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
     for d in &claimed {
         store
-            .record_attempt(&d.key, Outcome::Delivered, t0)
+            .record_attempt(&d.notification.key, Outcome::Delivered, t0)
             .await
             .unwrap();
     }
@@ -1123,16 +1123,23 @@ async fn outbox_claims_each_due_delivery_once_per_lease(store: Arc<dyn Store>) {
     let second = store.claim_due(t0, lease, 2).await.unwrap();
     assert_eq!((first.len(), second.len()), (2, 1));
     assert!(store.claim_due(t0, lease, 2).await.unwrap().is_empty());
-    let mut keys: Vec<String> = first.iter().chain(&second).map(|d| d.key.clone()).collect();
+    let mut keys: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|d| d.notification.key.clone())
+        .collect();
     keys.sort();
     assert_eq!(keys, all.iter().map(|d| d.key.clone()).collect::<Vec<_>>());
     let claimed = &first[0];
-    let original = all.iter().find(|d| d.key == claimed.key).unwrap();
-    assert_eq!(claimed.rule_id, "r");
-    assert_eq!(claimed.execution_id, "e");
-    assert_eq!(claimed.seq, original.seq);
-    assert_eq!(claimed.url, original.url);
-    assert_eq!(claimed.body, original.body);
+    let original = all
+        .iter()
+        .find(|d| d.key == claimed.notification.key)
+        .unwrap();
+    assert_eq!(claimed.notification.rule_id, "r");
+    assert_eq!(claimed.notification.execution_id, "e");
+    assert_eq!(claimed.notification.seq, original.seq);
+    assert_eq!(claimed.notification.url, original.url);
+    assert_eq!(claimed.notification.body, original.body);
     assert_eq!(claimed.state, DeliveryState::Pending);
     assert_eq!(claimed.attempts, 1);
     assert_eq!(claimed.next_attempt_at, lease);
@@ -1151,11 +1158,9 @@ async fn outbox_records_delivered_retry_and_dead(store: Arc<dyn Store>) {
     let lease = t0 + ms(60_000);
     store
         .enqueue(
-            vec![
-                delivery("e", 1, "ok"),
-                delivery("e", 1, "retry"),
-                delivery("e", 1, "dead"),
-            ],
+            ["ok", "retry", "dead"]
+                .map(|rule| delivery("e", 1, rule))
+                .to_vec(),
             t0,
         )
         .await
@@ -1187,12 +1192,12 @@ async fn outbox_records_delivered_retry_and_dead(store: Arc<dyn Store>) {
         .is_empty());
     let due = store.claim_due(retry_at, lease, 10).await.unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].key, "e:1:retry");
+    assert_eq!(due[0].notification.key, "e:1:retry");
     assert_eq!(due[0].attempts, 2);
     assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500: no"));
     let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].key, "e:1:dead");
+    assert_eq!(dead[0].notification.key, "e:1:dead");
     assert_eq!(dead[0].state, DeliveryState::Dead);
     assert_eq!(dead[0].last_error.as_deref(), Some("timed out"));
     assert_eq!(dead[0].attempts, 1);
@@ -1202,14 +1207,7 @@ async fn outbox_records_delivered_retry_and_dead(store: Arc<dyn Store>) {
 async fn outbox_dead_letters_are_retried_or_discarded(store: Arc<dyn Store>) {
     let t0 = now_ms();
     store
-        .enqueue(
-            vec![
-                delivery("e", 1, "a"),
-                delivery("e", 2, "a"),
-                delivery("e", 3, "a"),
-            ],
-            t0,
-        )
+        .enqueue((1..=3).map(|seq| delivery("e", seq, "a")).collect(), t0)
         .await
         .unwrap();
     store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
@@ -1231,7 +1229,10 @@ async fn outbox_dead_letters_are_retried_or_discarded(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_counts().await.unwrap(), tally(2, 0));
     // The retried one is due at once with a fresh count of attempts.
     let due = store.claim_due(t1, t1 + ms(1000), 10).await.unwrap();
-    let retried: Vec<_> = due.iter().filter(|d| d.key == "e:1:a").collect();
+    let retried: Vec<_> = due
+        .iter()
+        .filter(|d| d.notification.key == "e:1:a")
+        .collect();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].attempts, 1);
     // A discarded key stays seen.

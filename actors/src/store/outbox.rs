@@ -56,8 +56,9 @@ impl DeliveryState {
 }
 
 /// A notification to deliver, as the Notifier enqueues it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewDelivery {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
     /// `executionId:seq:ruleId`: the idempotency key.
     pub key: String,
     /// The rule that fired.
@@ -72,22 +73,13 @@ pub struct NewDelivery {
     pub body: String,
 }
 
-/// A delivery as stored.
+/// A notification as stored: with where its delivery stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// `executionId:seq:ruleId`.
-    pub key: String,
-    /// The rule that fired.
-    pub rule_id: String,
-    /// The execution it is about.
-    pub execution_id: String,
-    /// The event's seq (0: a running-too-long notification).
-    pub seq: u64,
-    /// Where to POST.
-    pub url: String,
-    /// The JSON to POST.
-    pub body: String,
+    /// What to deliver.
+    #[serde(flatten)]
+    pub notification: Notification,
     /// Where it stands.
     pub state: DeliveryState,
     /// Attempts made (claimed) so far.
@@ -136,7 +128,7 @@ pub struct StoredRule {
 /// The outbox and rule operations every store offers; see the module documentation.
 pub trait Outbox {
     /// Adds the deliveries whose key is new; returns how many were new.
-    fn enqueue(&self, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> StoreFuture<u64>;
+    fn enqueue(&self, deliveries: Vec<Notification>, now: DateTime<Utc>) -> StoreFuture<u64>;
 
     /// Claims up to `limit` pending deliveries due at `now`, oldest due
     /// first: each gets one more attempt counted and is not due again before

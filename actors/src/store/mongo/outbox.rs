@@ -8,7 +8,7 @@
 use super::{bson_time, chrono_time, durable_write_concern, insert_only_duplicates, number};
 use super::{plain_index, Inner, MongoStore};
 use crate::store::outbox::{
-    Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, Outcome, StoredRule,
+    Delivery, DeliveryState, Notification, Outbox, OutboxCounts, Outcome, StoredRule,
 };
 use crate::store::{StoreError, StoreFuture};
 use chrono::{DateTime, Utc};
@@ -52,7 +52,7 @@ impl Inner {
 
     async fn enqueue(
         &self,
-        deliveries: Vec<NewDelivery>,
+        deliveries: Vec<Notification>,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         if deliveries.is_empty() {
@@ -235,7 +235,7 @@ impl Inner {
 }
 
 impl Outbox for MongoStore {
-    fn enqueue(&self, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> StoreFuture<u64> {
+    fn enqueue(&self, deliveries: Vec<Notification>, now: DateTime<Utc>) -> StoreFuture<u64> {
         self.run(|store| async move { store.enqueue(deliveries, now).await })
     }
 
@@ -324,11 +324,14 @@ fn delivery_from_document(doc: &Document) -> Result<Delivery, StoreError> {
         .and_then(DeliveryState::parse)
         .ok_or_else(|| broken("no known state"))?;
     Ok(Delivery {
-        rule_id: text("ruleId")?,
-        execution_id: text("executionId")?,
-        seq: number(doc, "seq").unwrap_or(0),
-        url: text("url")?,
-        body: text("body")?,
+        notification: Notification {
+            rule_id: text("ruleId")?,
+            execution_id: text("executionId")?,
+            seq: number(doc, "seq").unwrap_or(0),
+            url: text("url")?,
+            body: text("body")?,
+            key: key.clone(),
+        },
         state,
         attempts: number(doc, "attempts")
             .unwrap_or(0)
@@ -338,6 +341,5 @@ fn delivery_from_document(doc: &Document) -> Result<Delivery, StoreError> {
         last_error: doc.get_str("lastError").ok().map(str::to_owned),
         created_at: time("createdAt")?,
         updated_at: time("updatedAt")?,
-        key,
     })
 }

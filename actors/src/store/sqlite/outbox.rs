@@ -4,7 +4,7 @@
 
 use super::{sql_int, Failure, SqliteStore};
 use crate::store::outbox::{
-    Delivery, DeliveryState, NewDelivery, Outbox, OutboxCounts, Outcome, StoredRule,
+    Delivery, DeliveryState, Notification, Outbox, OutboxCounts, Outcome, StoredRule,
 };
 use crate::store::StoreFuture;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ const DELIVERY_COLUMNS: &str = "key, rule_id, execution_id, seq, url, body, stat
      next_attempt_at, last_error, created_at, updated_at";
 
 impl Outbox for SqliteStore {
-    fn enqueue(&self, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> StoreFuture<u64> {
+    fn enqueue(&self, deliveries: Vec<Notification>, now: DateTime<Utc>) -> StoreFuture<u64> {
         let now = now.timestamp_millis();
         self.writer.run("enqueue", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -218,12 +218,7 @@ impl SqliteStore {
 
 /// A `notify_outbox` row as stored, before its state and times are checked.
 struct DeliveryRow {
-    key: String,
-    rule_id: String,
-    execution_id: String,
-    seq: u64,
-    url: String,
-    body: String,
+    notification: Notification,
     state: String,
     attempts: u32,
     next_attempt_at: i64,
@@ -235,12 +230,14 @@ struct DeliveryRow {
 /// Reads the columns of [`DELIVERY_COLUMNS`].
 fn read_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
-        key: row.get(0)?,
-        rule_id: row.get(1)?,
-        execution_id: row.get(2)?,
-        seq: row.get(3)?,
-        url: row.get(4)?,
-        body: row.get(5)?,
+        notification: Notification {
+            key: row.get(0)?,
+            rule_id: row.get(1)?,
+            execution_id: row.get(2)?,
+            seq: row.get(3)?,
+            url: row.get(4)?,
+            body: row.get(5)?,
+        },
         state: row.get(6)?,
         attempts: row.get(7)?,
         next_attempt_at: row.get(8)?,
@@ -252,26 +249,22 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
 
 impl DeliveryRow {
     fn into_delivery(self) -> Result<Delivery, Failure> {
+        let key = &self.notification.key;
         let state = DeliveryState::parse(&self.state).ok_or_else(|| {
             Failure(format!(
-                "delivery {} has an unknown state `{}`",
-                self.key, self.state
+                "delivery {key} has an unknown state `{}`",
+                self.state
             ))
         })?;
         let time = |ms: i64| {
             DateTime::from_timestamp_millis(ms)
-                .ok_or_else(|| Failure(format!("delivery {}: bad time {ms}", self.key)))
+                .ok_or_else(|| Failure(format!("delivery {key}: bad time {ms}")))
         };
         Ok(Delivery {
             next_attempt_at: time(self.next_attempt_at)?,
             created_at: time(self.created_at)?,
             updated_at: time(self.updated_at)?,
-            key: self.key,
-            rule_id: self.rule_id,
-            execution_id: self.execution_id,
-            seq: self.seq,
-            url: self.url,
-            body: self.body,
+            notification: self.notification,
             state,
             attempts: self.attempts,
             last_error: self.last_error,
