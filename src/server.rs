@@ -123,7 +123,7 @@ impl Broker {
             Some(storage),
             metrics.clone(),
         )
-        .with_notifier(notifier.clone().recipient());
+        .with_notifier(notifier.clone());
         if let Some(client) = &redis {
             let sequencer = RedisSequencer::new(
                 client.clone(),

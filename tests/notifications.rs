@@ -2,11 +2,14 @@
 //! on loopback by the test: the signature and payload a receiver gets,
 //! retries after 500s, dead letters and the admin API that retries or
 //! discards them, redelivery after a `kill -9` and restart, the
-//! running-too-long rule, and WebSocket delivery going on while the receiver
-//! hangs. Every wait is for a condition, with a deadline.
+//! running-too-long rule, WebSocket delivery going on while the receiver
+//! hangs, and in a cluster only the node a producer posted to notifying.
+//! Every wait is for a condition, with a deadline.
 
+mod cluster_support;
 mod common;
 
+use cluster_support::{start_nodes, Redis};
 use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, STEP};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -263,9 +266,14 @@ fn notifying() -> BrokerBuilder {
 
 /// An admin request: (status, JSON body or null).
 async fn admin(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    admin_at(broker.url(path), method, body).await
+}
+
+/// An admin request to `url`: (status, JSON body or null).
+async fn admin_at(url: String, method: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = client.request(method, broker.url(path));
+    let mut request = client.request(method, url);
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -680,4 +688,55 @@ async fn rules_are_checked_listed_replaced_and_deleted_through_the_admin_api() {
         .await;
     let received = receiver.wait_for_count(1).await;
     assert_eq!(received[0].key(), "exec-t:1:from-file");
+}
+
+#[tokio::test]
+async fn in_a_cluster_only_the_node_a_producer_posted_to_notifies() {
+    let receiver = Receiver::start(Answer::Ok).await;
+    let redis = Redis::start().await;
+    let nodes = start_nodes(&redis, &["notify-a", "notify-b"]).await;
+    for node in &nodes {
+        let url = node.url("/admin/notifications/rules");
+        let (status, answer) = admin_at(url, "POST", Some(failed_tool_rule(&receiver))).await;
+        assert_eq!(status, 201, "{}: {answer}", node.name);
+    }
+    // Each node receives every event; each event is notified once, by the
+    // node it was posted to.
+    let first = nodes[0].post_event(&failed_tool("exec-c")).await;
+    nodes[1].wait_stored("exec-c", first).await;
+    let second = nodes[1].post_event(&failed_tool("exec-c")).await;
+    nodes[0].wait_stored("exec-c", second).await;
+    let third = nodes[0].post_event(&failed_tool("exec-c")).await;
+    nodes[1].wait_stored("exec-c", third).await;
+
+    let received = receiver.wait_for_count(3).await;
+    let mut keys: Vec<String> = received.iter().map(|r| r.key().to_owned()).collect();
+    keys.sort();
+    let expected: Vec<String> = [first, second, third]
+        .iter()
+        .map(|seq| format!("exec-c:{seq}:failed-tool"))
+        .collect();
+    assert_eq!(keys, expected);
+    for request in &received {
+        assert_unsigned(request);
+        let seq = request.payload()["seq"].as_u64().unwrap();
+        assert_eq!(request.key(), format!("exec-c:{seq}:failed-tool"));
+    }
+    for (node, enqueued) in nodes.iter().zip([2, 1]) {
+        node.wait_for("/admin/stats", "its own deliveries", |s| {
+            notifications(s)["enqueued"] == enqueued && notifications(s)["delivered"] == enqueued
+        })
+        .await;
+    }
+    assert_eq!(receiver.received().len(), 3);
+}
+
+/// The cluster nodes run without `notify_secret`: unsigned, but otherwise whole.
+fn assert_unsigned(request: &Received) {
+    assert!(!request.headers.contains_key("x-agent-events-signature"));
+    assert_eq!(request.header("content-type"), "application/json");
+    assert!(request
+        .header("x-agent-events-timestamp")
+        .parse::<i64>()
+        .is_ok());
 }

@@ -24,7 +24,7 @@
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::metrics::Metrics;
-use crate::notifier::Notify;
+use crate::notifier::{Notifier, Notify, NotifyDrafts};
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
@@ -228,7 +228,7 @@ pub struct Emitter {
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
     /// Gets this node's committed events for webhooks; `None`: no notifications.
-    notifier: Option<Recipient<Notify>>,
+    notifier: Option<Addr<Notifier>>,
 }
 
 impl Emitter {
@@ -253,14 +253,15 @@ impl Emitter {
     }
 
     /// Sends this node's committed events to the Notifier (fire-and-forget).
-    pub fn with_notifier(mut self, notifier: Recipient<Notify>) -> Self {
+    pub fn with_notifier(mut self, notifier: Addr<Notifier>) -> Self {
         self.notifier = Some(notifier);
         self
     }
 
     /// Only events a producer gave this node are notified: on a single node
-    /// those the Persister releases, in a cluster those Redis sequenced for
-    /// this node (every node reads them back, only the origin notifies).
+    /// those the Persister releases (here), in a cluster those Redis
+    /// sequenced for this node (`publish_to_cluster`): every node reads
+    /// every event back through `Sequenced`, and only the origin notifies.
     fn notify(&self, events: &[Arc<PublishedEvent>]) {
         if let Some(notifier) = self.notifier.as_ref().filter(|_| !events.is_empty()) {
             notifier.do_send(Notify(events.to_vec()));
@@ -373,7 +374,10 @@ impl Emitter {
                 .into_actor(self)
                 .map(move |result, emitter, _| match result {
                     Ok(seqs) => {
-                        emitter.notify(&sequenced(&bodies, &seqs));
+                        if let Some(notifier) = &emitter.notifier {
+                            let drafts = bodies.into_iter().zip(seqs.iter().copied()).collect();
+                            notifier.do_send(NotifyDrafts(drafts));
+                        }
                         Ok(Receipt {
                             accepted: seqs.into_iter().map(|seq| Accepted { seq }).collect(),
                             durable: None,
@@ -660,20 +664,6 @@ impl Emitter {
             .count();
         self.metrics.executions_buffered.set(buffered as i64);
     }
-}
-
-/// This node's events as Redis sequenced them, for the Notifier: the
-/// drafts' bodies with their seqs.
-fn sequenced(bodies: &[String], seqs: &[u64]) -> Vec<Arc<PublishedEvent>> {
-    bodies
-        .iter()
-        .zip(seqs)
-        .filter_map(|(body, &seq)| {
-            let mut event = AgentEvent::from_stored_json(serde_json::from_str(body).ok()?).ok()?;
-            event.seq = Some(seq);
-            Some(PublishedEvent::new(event))
-        })
-        .collect()
 }
 
 /// Bytes the `event` message adds around an event (`{"type":"event",…}`), plus

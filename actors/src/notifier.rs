@@ -23,7 +23,7 @@
 //! outbox, is not notified (the outbox write is not in the event's commit).
 
 use crate::backoff;
-use crate::event::format_timestamp;
+use crate::event::{format_timestamp, AgentEvent, EventType};
 use crate::metrics::Metrics;
 use crate::notify_rule::{idempotency_key, Rule, RuleError, RuleSpec};
 use crate::protocol::PublishedEvent;
@@ -46,6 +46,14 @@ use std::time::{Duration, Instant};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Notify(pub Vec<Arc<PublishedEvent>>);
+
+/// This node's events in cluster mode, as Redis sequenced them: each
+/// event's JSON as sent to Redis (without its seq) and its seq. Why not
+/// events: the Emitter would have to rebuild every one, and it is the
+/// broker's one sequencing actor; here only those a rule wants are rebuilt.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NotifyDrafts(pub Vec<(String, u64)>);
 
 /// Every rule: those of the rules file, then those of the admin API.
 #[derive(Message)]
@@ -237,36 +245,34 @@ impl Notifier {
         self.file_rules.iter().any(|r| r.spec.id == id)
     }
 
-    /// The deliveries a batch of events makes: one per event and matching rule.
-    fn deliveries_for(&self, events: &[Arc<PublishedEvent>]) -> Vec<Notification> {
-        let mut deliveries = Vec::new();
-        for item in events {
-            let event_type = item.event.event_type();
-            let wanting: Vec<&Arc<Rule>> = self.rules().filter(|r| r.wants(event_type)).collect();
-            if wanting.is_empty() {
-                continue;
-            }
-            // Only now, for an event some rule may want, is it made JSON.
-            let Ok(value) = serde_json::to_value(&item.event) else {
-                continue;
-            };
-            let body = serde_json::to_string(&item.event).expect("an event always serializes");
-            let execution_id = item.execution_id();
-            for rule in wanting
-                .into_iter()
-                .filter(|r| r.matches(event_type, &value))
-            {
-                deliveries.push(Notification {
-                    key: idempotency_key(execution_id, item.seq, &rule.spec.id),
-                    rule_id: rule.spec.id.clone(),
-                    execution_id: execution_id.to_owned(),
-                    seq: item.seq,
-                    url: rule.spec.url.clone(),
-                    body: body.clone(),
-                });
-            }
+    /// Whether any rule may want an event of this type.
+    fn wanted(&self, event_type: EventType) -> bool {
+        self.rules().any(|r| r.wants(event_type))
+    }
+
+    /// The deliveries one sequenced event makes: one per matching rule.
+    fn deliveries_for(&self, event: &AgentEvent, deliveries: &mut Vec<Notification>) {
+        let event_type = event.event_type();
+        if !self.wanted(event_type) {
+            return;
         }
-        deliveries
+        // Only now, for an event some rule may want, is it made JSON.
+        let Ok(value) = serde_json::to_value(event) else {
+            return;
+        };
+        let seq = event.seq.unwrap_or(0);
+        // The body as the struct serializes it: the field order clients see.
+        let body = serde_json::to_string(event).expect("an event always serializes");
+        for rule in self.rules().filter(|r| r.matches(event_type, &value)) {
+            deliveries.push(Notification {
+                key: idempotency_key(&event.execution_id, seq, &rule.spec.id),
+                rule_id: rule.spec.id.clone(),
+                execution_id: event.execution_id.clone(),
+                seq,
+                url: rule.spec.url.clone(),
+                body: body.clone(),
+            });
+        }
     }
 
     /// Writes deliveries into the outbox, retrying a while if the store
@@ -402,8 +408,8 @@ impl Notifier {
         }
     }
 
-    /// Reads the outbox's counts (a read, not a write: an idle outbox costs
-    /// the writer nothing) and claims when something is pending.
+    /// Reads the outbox's counts (a read, not a write: an outbox with
+    /// nothing due costs the writer nothing) and claims when something is due.
     fn recount(&mut self, ctx: &mut Context<Self>) {
         if self.counting {
             return;
@@ -419,7 +425,7 @@ impl Notifier {
                         .notifications_pending
                         .set(counts.pending as i64);
                     notifier.metrics.notifications_dead.set(counts.dead as i64);
-                    if counts.pending > 0 {
+                    if counts.next_due.is_some_and(|due| due <= Utc::now()) {
                         notifier.claim(ctx);
                     }
                 }
@@ -610,7 +616,35 @@ impl Handler<Notify> for Notifier {
     type Result = ();
 
     fn handle(&mut self, msg: Notify, ctx: &mut Self::Context) {
-        let deliveries = self.deliveries_for(&msg.0);
+        let mut deliveries = Vec::new();
+        for item in &msg.0 {
+            self.deliveries_for(&item.event, &mut deliveries);
+        }
+        if !deliveries.is_empty() {
+            self.enqueue(deliveries, 0, ctx);
+        }
+    }
+}
+
+impl Handler<NotifyDrafts> for Notifier {
+    type Result = ();
+
+    fn handle(&mut self, msg: NotifyDrafts, ctx: &mut Self::Context) {
+        let mut deliveries = Vec::new();
+        for (body, seq) in msg.0 {
+            // The type first: most events are wanted by no rule.
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let wanted = value["type"]
+                .as_str()
+                .and_then(EventType::parse)
+                .is_some_and(|t| self.wanted(t));
+            if let (true, Ok(mut event)) = (wanted, AgentEvent::from_stored_json(value)) {
+                event.seq = Some(seq);
+                self.deliveries_for(&event, &mut deliveries);
+            }
+        }
         if !deliveries.is_empty() {
             self.enqueue(deliveries, 0, ctx);
         }

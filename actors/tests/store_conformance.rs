@@ -12,9 +12,7 @@ use agent_events_actors::event::{
     ReviewVerdict, RunStatus, ToolCall, ToolResult,
 };
 use agent_events_actors::protocol::PublishedEvent;
-use agent_events_actors::store::outbox::{
-    DeliveryState, Notification, OutboxCounts, Outcome, StoredRule,
-};
+use agent_events_actors::store::outbox::{DeliveryState, Notification, Outcome, StoredRule};
 use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{
     EventQuery, ExecutionQuery, ExecutionStatus, ExecutionSummary, Retention, ScoreSummary, Store,
@@ -1074,8 +1072,10 @@ fn delivery(execution_id: &str, seq: u64, rule: &str) -> Notification {
     }
 }
 
-fn tally(pending: u64, dead: u64) -> OutboxCounts {
-    OutboxCounts { pending, dead }
+/// The counts, without the next due time.
+async fn tally_of(store: &Arc<dyn Store>) -> (u64, u64) {
+    let counts = store.outbox_counts().await.unwrap();
+    (counts.pending, counts.dead)
 }
 
 async fn outbox_enqueue_is_idempotent_by_key(store: Arc<dyn Store>) {
@@ -1085,7 +1085,7 @@ async fn outbox_enqueue_is_idempotent_by_key(store: Arc<dyn Store>) {
     let again = vec![delivery("e", 2, "r"), delivery("e", 2, "other")];
     assert_eq!(store.enqueue(again, t0).await.unwrap(), 1);
     assert_eq!(store.enqueue(Vec::new(), t0).await.unwrap(), 0);
-    assert_eq!(store.outbox_counts().await.unwrap(), tally(3, 0));
+    assert_eq!(tally_of(&store).await, (3, 0));
     // A delivered key stays seen: the same match later is not a second delivery.
     let claimed = store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
     for d in &claimed {
@@ -1101,7 +1101,7 @@ async fn outbox_enqueue_is_idempotent_by_key(store: Arc<dyn Store>) {
             .unwrap(),
         0
     );
-    assert_eq!(store.outbox_counts().await.unwrap(), tally(0, 0));
+    assert_eq!(tally_of(&store).await, (0, 0));
 }
 
 async fn outbox_claims_each_due_delivery_once_per_lease(store: Arc<dyn Store>) {
@@ -1112,6 +1112,9 @@ async fn outbox_claims_each_due_delivery_once_per_lease(store: Arc<dyn Store>) {
         delivery("e", 3, "r"),
     ];
     store.enqueue(all.clone(), t0).await.unwrap();
+    let next_due =
+        |store: Arc<dyn Store>| async move { store.outbox_counts().await.unwrap().next_due };
+    assert_eq!(next_due(store.clone()).await, Some(t0));
     // Nothing is due before it was enqueued.
     assert!(store
         .claim_due(t0 - ms(1), t0 + ms(10_000), 10)
@@ -1123,6 +1126,7 @@ async fn outbox_claims_each_due_delivery_once_per_lease(store: Arc<dyn Store>) {
     let second = store.claim_due(t0, lease, 2).await.unwrap();
     assert_eq!((first.len(), second.len()), (2, 1));
     assert!(store.claim_due(t0, lease, 2).await.unwrap().is_empty());
+    assert_eq!(next_due(store.clone()).await, Some(lease));
     let mut keys: Vec<String> = first
         .iter()
         .chain(&second)
@@ -1183,7 +1187,9 @@ async fn outbox_records_delivered_retry_and_dead(store: Arc<dyn Store>) {
         .record_attempt("e:1:dead", Outcome::Dead("timed out".into()), t0)
         .await
         .unwrap();
-    assert_eq!(store.outbox_counts().await.unwrap(), tally(1, 1));
+    assert_eq!(tally_of(&store).await, (1, 1));
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(counts.next_due, Some(retry_at));
     // The retry is due at its time, not before, and the lease no longer counts.
     assert!(store
         .claim_due(retry_at - ms(1), lease, 10)
@@ -1226,7 +1232,7 @@ async fn outbox_dead_letters_are_retried_or_discarded(store: Arc<dyn Store>) {
     assert!(store.discard_dead("e:2:a", t1).await.unwrap());
     assert!(!store.discard_dead("e:2:a", t1).await.unwrap());
     assert!(store.dead_letters(10).await.unwrap().is_empty());
-    assert_eq!(store.outbox_counts().await.unwrap(), tally(2, 0));
+    assert_eq!(tally_of(&store).await, (2, 0));
     // The retried one is due at once with a fresh count of attempts.
     let due = store.claim_due(t1, t1 + ms(1000), 10).await.unwrap();
     let retried: Vec<_> = due
@@ -1273,7 +1279,7 @@ async fn outbox_prunes_only_finished_deliveries(store: Arc<dyn Store>) {
         "nothing older than t0"
     );
     assert_eq!(store.prune_outbox(t0 + ms(1)).await.unwrap(), 2);
-    assert_eq!(store.outbox_counts().await.unwrap(), tally(1, 1));
+    assert_eq!(tally_of(&store).await, (1, 1));
     // Pruned keys are new again; kept ones are not.
     let again = (1..=4).map(|seq| delivery("e", seq, "a")).collect();
     assert_eq!(store.enqueue(again, t0).await.unwrap(), 2);

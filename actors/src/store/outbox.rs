@@ -105,7 +105,7 @@ pub enum Outcome {
     Dead(String),
 }
 
-/// How many deliveries wait, and how many are dead letters.
+/// How many deliveries wait, how many are dead letters, and when the next is due.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxCounts {
@@ -113,6 +113,9 @@ pub struct OutboxCounts {
     pub pending: u64,
     /// Dead letters.
     pub dead: u64,
+    /// The earliest `next_attempt_at` of a pending delivery, if any: the
+    /// Notifier claims (a write) only once it has come.
+    pub next_due: Option<DateTime<Utc>>,
 }
 
 /// A rule made through the admin API: its ID and its JSON (the store does
@@ -153,7 +156,7 @@ pub trait Outbox {
     /// A dead letter marked discarded; false when `key` is not a dead letter.
     fn discard_dead(&self, key: &str, now: DateTime<Utc>) -> StoreFuture<bool>;
 
-    /// Pending deliveries and dead letters, counted.
+    /// Pending deliveries and dead letters, counted, and the next due.
     fn outbox_counts(&self) -> StoreFuture<OutboxCounts>;
 
     /// Removes delivered and discarded deliveries last changed before

@@ -181,9 +181,22 @@ impl Inner {
                 .await
                 .map_err(|err| self.secrets.error("counting notifications", &err))
         };
+        let next = self
+            .outbox()
+            .find_one(doc! { "state": DeliveryState::Pending.as_str() })
+            .sort(doc! { "nextAttemptAt": 1 })
+            .projection(doc! { "_id": 0, "nextAttemptAt": 1 })
+            .await
+            .map_err(|err| {
+                self.secrets
+                    .error("reading the next due notification", &err)
+            })?;
         Ok(OutboxCounts {
             pending: count(DeliveryState::Pending).await?,
             dead: count(DeliveryState::Dead).await?,
+            next_due: next
+                .and_then(|doc| doc.get_datetime("nextAttemptAt").ok().copied())
+                .map(chrono_time),
         })
     }
 

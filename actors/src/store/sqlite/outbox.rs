@@ -138,9 +138,15 @@ impl Outbox for SqliteStore {
                     .prepare_cached("SELECT COUNT(*) FROM notify_outbox WHERE state = ?1")?
                     .query_row([state.as_str()], |row| row.get(0))?)
             };
+            let next_due: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM notify_outbox WHERE state = 'pending'",
+                )?
+                .query_row([], |row| row.get(0))?;
             Ok(OutboxCounts {
                 pending: count(conn, DeliveryState::Pending)?,
                 dead: count(conn, DeliveryState::Dead)?,
+                next_due: next_due.and_then(DateTime::from_timestamp_millis),
             })
         })
     }
