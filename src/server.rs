@@ -9,7 +9,9 @@
 //!    every event published before that message, so each client receives
 //!    everything accepted, then a close frame 1001.
 //! 4. Once the sessions are gone (or the deadline passes), the HTTP server
-//!    stops, and the process exits 0.
+//!    stops, and the process exits 0. Webhook attempts still running are
+//!    cut off: their deliveries stay in the store's outbox and go out after
+//!    the next start, as after a crash.
 
 use crate::config::Config;
 use crate::notifications;

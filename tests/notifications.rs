@@ -266,14 +266,22 @@ fn notifying() -> BrokerBuilder {
 
 /// An admin request: (status, JSON body or null).
 async fn admin(broker: &Broker, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    admin_at(broker.url(path), method, body).await
+    admin_at(broker.url(path), method, body, None).await
 }
 
-/// An admin request to `url`: (status, JSON body or null).
-async fn admin_at(url: String, method: &str, body: Option<Value>) -> (u16, Value) {
+/// An admin request to `url`, with a bearer token if given: (status, JSON body or null).
+async fn admin_at(
+    url: String,
+    method: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     if let Some(body) = body {
         request = request
             .header("content-type", "application/json")
@@ -697,7 +705,7 @@ async fn in_a_cluster_only_the_node_a_producer_posted_to_notifies() {
     let nodes = start_nodes(&redis, &["notify-a", "notify-b"]).await;
     for node in &nodes {
         let url = node.url("/admin/notifications/rules");
-        let (status, answer) = admin_at(url, "POST", Some(failed_tool_rule(&receiver))).await;
+        let (status, answer) = admin_at(url, "POST", Some(failed_tool_rule(&receiver)), None).await;
         assert_eq!(status, 201, "{}: {answer}", node.name);
     }
     // Each node receives every event; each event is notified once, by the
@@ -739,4 +747,43 @@ fn assert_unsigned(request: &Received) {
         .header("x-agent-events-timestamp")
         .parse::<i64>()
         .is_ok());
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_role() {
+    use agent_events_actors::auth::{now_secs, sign_hmac, Claims, Role};
+    const AUTH_SECRET: &str = "notifications-auth-secret-0123456789abcdef";
+    let token = |role: Role| {
+        let claims = Claims {
+            sub: "tester".into(),
+            exp: now_secs() + 600,
+            roles: vec![role],
+            executions: Vec::new(),
+            conversations: Vec::new(),
+        };
+        sign_hmac(&claims, AUTH_SECRET.as_bytes())
+    };
+    let broker = notifying()
+        .setting("AUTH_HMAC_SECRET", AUTH_SECRET)
+        .start()
+        .await;
+    let producer = token(Role::Producer);
+    let routes = [
+        ("GET", "/admin/notifications/rules"),
+        ("POST", "/admin/notifications/rules"),
+        ("DELETE", "/admin/notifications/rules/r"),
+        ("GET", "/admin/notifications/dead-letters"),
+        ("POST", "/admin/notifications/dead-letters/e:1:r/retry"),
+        ("DELETE", "/admin/notifications/dead-letters/e:1:r"),
+    ];
+    for (method, path) in routes {
+        let (status, answer) = admin_at(broker.url(path), method, None, None).await;
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        let (status, answer) = admin_at(broker.url(path), method, None, Some(&producer)).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+    }
+    let admin_token = token(Role::Admin);
+    let url = broker.url("/admin/notifications/rules");
+    let (status, answer) = admin_at(url, "GET", None, Some(&admin_token)).await;
+    assert_eq!((status, &answer["rules"]), (200, &json!([])));
 }

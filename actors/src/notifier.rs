@@ -181,9 +181,12 @@ const SCAN_PAGES: usize = 20;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Tries to write matched deliveries into the outbox before giving them up
-/// (while the store fails), and the first wait between tries.
+/// (while the store fails), and the first wait between tries (doubling):
+/// about three seconds in all, so a short store hiccup loses nothing and a
+/// long outage does not pile matches up in memory.
 const ENQUEUE_TRIES: u32 = 5;
 const ENQUEUE_BACKOFF: Duration = Duration::from_millis(200);
+const ENQUEUE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// The Notifier actor; see the module documentation.
 pub struct Notifier {
@@ -287,8 +290,7 @@ impl Notifier {
                     notifier.claim(ctx);
                 }
                 Err(err) if tries + 1 < ENQUEUE_TRIES => {
-                    let wait =
-                        backoff::exponential(ENQUEUE_BACKOFF, Duration::from_secs(10), tries + 1);
+                    let wait = backoff::exponential(ENQUEUE_BACKOFF, ENQUEUE_BACKOFF_MAX, tries + 1);
                     log::warn!("notifications: outbox write failed ({err}); retry in {wait:?}");
                     ctx.run_later(wait, move |notifier, ctx| {
                         notifier.enqueue(deliveries, tries + 1, ctx)
