@@ -248,6 +248,29 @@ impl Notifier {
         self.file_rules.iter().any(|r| r.spec.id == id)
     }
 
+    /// Takes the admin-API rules the store kept; one that no longer reads
+    /// (written by another version) is left out and logged, not fatal.
+    fn load_rules(&mut self, stored: Vec<StoredRule>) {
+        for rule in stored {
+            let parsed = serde_json::from_str::<RuleSpec>(&rule.body)
+                .map_err(|e| e.to_string())
+                .and_then(|spec| Rule::parse(spec).map_err(|e| e.0));
+            match parsed {
+                Ok(parsed) => {
+                    self.api_rules.insert(rule.id, Arc::new(parsed));
+                }
+                Err(why) => log::error!("stored notification rule `{}` ignored: {why}", rule.id),
+            }
+        }
+        let rules = self.rules().count();
+        if rules > 0 {
+            log::info!("notifications: {rules} rules");
+            if self.config.secret.is_none() {
+                log::warn!("notifications: notify_secret is empty, webhooks go unsigned");
+            }
+        }
+    }
+
     /// Whether any rule may want an event of this type.
     fn wanted(&self, event_type: EventType) -> bool {
         self.rules().any(|r| r.wants(event_type))
@@ -587,29 +610,10 @@ impl Actor for Notifier {
         ctx.wait(
             load.into_actor(self)
                 .map(|result, notifier, _| match result {
-                    Ok(stored) => {
-                        for rule in stored {
-                            let parsed = serde_json::from_str::<RuleSpec>(&rule.body)
-                                .map_err(|e| e.to_string())
-                                .and_then(|spec| Rule::parse(spec).map_err(|e| e.0));
-                            match parsed {
-                                Ok(parsed) => {
-                                    notifier.api_rules.insert(rule.id, Arc::new(parsed));
-                                }
-                                Err(why) => log::error!(
-                                    "stored notification rule `{}` ignored: {why}",
-                                    rule.id
-                                ),
-                            }
-                        }
-                    }
+                    Ok(stored) => notifier.load_rules(stored),
                     Err(err) => log::error!("notifications: cannot read the stored rules: {err}"),
                 }),
         );
-        let rules = self.rules().count();
-        if rules > 0 && self.config.secret.is_none() {
-            log::warn!("notifications: notify_secret is empty, webhooks go unsigned");
-        }
         ctx.run_interval(self.config.poll, |notifier, ctx| notifier.tick(ctx));
     }
 }
