@@ -339,7 +339,7 @@ impl Notifier {
         self.claiming = true;
         let now = Utc::now();
         let lease = self.config.timeout + LEASE_MARGIN;
-        let lease_until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        let lease_until = shifted(now, lease, true);
         let claim = self.store.claim_due(now, lease_until, free);
         ctx.spawn(claim.into_actor(self).map(|result, notifier, ctx| {
             notifier.claiming = false;
@@ -401,7 +401,7 @@ impl Notifier {
                     delivery.notification.key,
                     delivery.attempts
                 );
-                let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+                let at = shifted(now, wait, true);
                 (Outcome::RetryAt(at, error), "retried", 0, 0)
             }
         };
@@ -478,7 +478,12 @@ impl Notifier {
             let mut scanned = Vec::new();
             for (rule, since) in rules {
                 let limit = rule.running_limit().unwrap_or_default();
-                let cutoff = now - TimeDelta::from_std(limit).unwrap_or(TimeDelta::MAX);
+                // At the millisecond, as the store keeps times: with a finer
+                // cutoff an execution at the boundary's millisecond would be
+                // before this scan's bound and the next scan's both.
+                let cutoff = shifted(now, limit, false);
+                let cutoff =
+                    DateTime::from_timestamp_millis(cutoff.timestamp_millis()).unwrap_or(cutoff);
                 for execution in overdue(store.as_ref(), cutoff, since).await? {
                     deliveries.push(overdue_delivery(&rule, &execution, now));
                 }
@@ -501,10 +506,7 @@ impl Notifier {
     }
 
     fn prune(&mut self, ctx: &mut Context<Self>) {
-        let keep = TimeDelta::from_std(self.config.keep).unwrap_or(TimeDelta::MAX);
-        let Some(before) = Utc::now().checked_sub_signed(keep) else {
-            return;
-        };
+        let before = shifted(Utc::now(), self.config.keep, false);
         let prune = self.store.prune_outbox(before);
         ctx.spawn(prune.into_actor(self).map(|result, _, _| match result {
             Ok(0) => {}
@@ -537,6 +539,22 @@ impl Notifier {
             .with_label_values(&[outcome])
             .inc_by(n);
     }
+}
+
+/// `at` moved `by` later (or earlier), stopping at the ends of time rather
+/// than overflowing: a setting of years must not panic the Notifier.
+fn shifted(at: DateTime<Utc>, by: Duration, later: bool) -> DateTime<Utc> {
+    let by = TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
+    let moved = if later {
+        at.checked_add_signed(by)
+    } else {
+        at.checked_sub_signed(by)
+    };
+    moved.unwrap_or(if later {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    })
 }
 
 /// Running executions that started before `cutoff` (and, after the first
@@ -749,5 +767,54 @@ impl Handler<DiscardDeadLetter> for Notifier {
     fn handle(&mut self, msg: DiscardDeadLetter, _: &mut Self::Context) -> Self::Result {
         let change = self.store.discard_dead(&msg.0, Utc::now());
         self.change_dead_letter(msg.0, change, |_, _| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify_rule::RuleSpec;
+
+    #[test]
+    fn shifting_by_years_stops_at_the_ends_of_time() {
+        let now = Utc::now();
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(shifted(now, huge, true), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(shifted(now, huge, false), DateTime::<Utc>::MIN_UTC);
+        let second = Duration::from_secs(1);
+        assert_eq!(shifted(now, second, true) - now, TimeDelta::seconds(1));
+        assert_eq!(now - shifted(now, second, false), TimeDelta::seconds(1));
+    }
+
+    #[test]
+    fn an_overdue_notification_is_keyed_with_seq_0_and_describes_the_execution() {
+        let rule = Rule::parse(RuleSpec {
+            id: "slow".into(),
+            url: "http://127.0.0.1:9/h".into(),
+            types: Vec::new(),
+            when: Vec::new(),
+            running_longer_than_secs: Some(60),
+        })
+        .unwrap();
+        let started_at = Utc::now() - TimeDelta::seconds(90);
+        let execution = ExecutionSummary {
+            execution_id: "exec-1".into(),
+            conversation_id: Some("conv".into()),
+            status: ExecutionStatus::Running,
+            started_at,
+            ended_at: None,
+            event_count: 4,
+            last_seq: 4,
+        };
+        let notification = overdue_delivery(&rule, &execution, Utc::now());
+        assert_eq!(notification.key, "exec-1:0:slow");
+        assert_eq!(notification.seq, 0);
+        let body: serde_json::Value = serde_json::from_str(&notification.body).unwrap();
+        assert_eq!(body["type"], "execution-overdue");
+        assert_eq!(body["executionId"], "exec-1");
+        assert_eq!(body["conversationId"], "conv");
+        assert_eq!(body["runningLongerThanSecs"], 60);
+        assert_eq!(body["lastSeq"], 4);
+        assert_eq!(body["startedAt"], format_timestamp(started_at));
     }
 }
