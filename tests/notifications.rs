@@ -9,13 +9,12 @@
 mod cluster_support;
 mod common;
 
-use cluster_support::{start_nodes, Redis};
+use cluster_support::{start_nodes, Redis, TempDir};
 use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, STEP};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -233,27 +232,6 @@ fn assert_signed(request: &Received) {
 
 // --------------------------------------------------------------- the broker
 
-/// A directory the test owns (rules files, a data dir shared by restarts).
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let path = common::unique_dir();
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Small waits and backoffs, so retries take milliseconds.
 fn notifying() -> BrokerBuilder {
     Broker::builder()
@@ -323,7 +301,7 @@ fn notifications(stats: &Value) -> &Value {
 #[tokio::test]
 async fn a_match_is_posted_signed_with_the_event_as_its_payload() {
     let receiver = Receiver::start(Answer::Ok).await;
-    let dir = Dir::new();
+    let dir = TempDir::new("notify");
     let rules = dir.path().join("rules.json");
     let file = json!({"rules": [
         {"id": "low-quality", "url": receiver.url, "types": ["quality-check"], "when": ["qualityScore < 0.7"]},
@@ -491,7 +469,7 @@ async fn a_receiver_that_stays_down_gives_dead_letters_that_can_be_retried_or_di
 #[tokio::test]
 async fn a_pending_delivery_is_delivered_after_kill_9_and_a_restart() {
     let receiver = Receiver::start(Answer::Down).await;
-    let data = Dir::new();
+    let data = TempDir::new("notify");
     let mut first = notifying()
         .data_dir(data.path())
         .setting("NOTIFY_MAX_ATTEMPTS", 1000)
@@ -625,7 +603,7 @@ async fn websocket_delivery_goes_on_while_the_receiver_hangs() {
 #[tokio::test]
 async fn rules_are_checked_listed_replaced_and_deleted_through_the_admin_api() {
     let receiver = Receiver::start(Answer::Ok).await;
-    let dir = Dir::new();
+    let dir = TempDir::new("notify");
     let rules = dir.path().join("rules.toml");
     let toml = format!(
         "[[rules]]\nid = \"from-file\"\nurl = \"{}\"\ntypes = [\"agent-start\"]\n",

@@ -389,8 +389,7 @@ impl Drop for Broker {
     }
 }
 
-/// A fresh path under the temporary directory, unique to this process and call.
-pub fn unique_dir() -> PathBuf {
+fn unique_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
