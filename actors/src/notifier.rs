@@ -422,7 +422,7 @@ impl Notifier {
         }));
     }
 
-    /// Every poll: recount the outbox (and claim if anything waits), look
+    /// Every poll: recount the outbox (and claim if anything is due), look
     /// for executions running too long, and now and then prune.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.recount(ctx);
