@@ -74,6 +74,12 @@ pub fn protocol() -> Value {
             "GET /health": "liveness and the state of the store",
             "GET /admin/stats": "connections, subscriptions, events in and out, buffers, drops",
             "GET /metrics": "the same figures for Prometheus",
+            "GET /admin/notifications/rules": "notification rules, from the rules file and the admin API",
+            "POST /admin/notifications/rules": "adds (201) or replaces (200) a rule: {id, url, types, when} or {id, url, runningLongerThanSecs}",
+            "DELETE /admin/notifications/rules/{id}": "removes an admin-API rule (204)",
+            "GET /admin/notifications/dead-letters": "deliveries that used every attempt; limit",
+            "POST /admin/notifications/dead-letters/{key}/retry": "a dead letter back to pending (202)",
+            "DELETE /admin/notifications/dead-letters/{key}": "a dead letter discarded (204)",
         },
     })
 }

@@ -70,6 +70,15 @@ pub struct Config {
     pub max_messages_per_sec: u64,
     pub max_events_per_sec_per_producer: u64,
     pub max_events_per_sec_per_execution: u64,
+    pub notify_rules_file: PathBuf,
+    pub notify_secret: Secret,
+    pub notify_timeout_ms: u64,
+    pub notify_max_attempts: u32,
+    pub notify_backoff_base_ms: u64,
+    pub notify_backoff_max_ms: u64,
+    pub notify_concurrency: usize,
+    pub notify_poll_ms: u64,
+    pub notify_keep_secs: u64,
 }
 
 /// A setting that must never be printed: its `Debug` says only whether it is set.
@@ -170,6 +179,10 @@ impl Config {
                 "max_events_per_sec_per_producer",
                 self.max_events_per_sec_per_producer,
             ),
+            ("notify_timeout_ms", self.notify_timeout_ms),
+            ("notify_max_attempts", u64::from(self.notify_max_attempts)),
+            ("notify_concurrency", self.notify_concurrency as u64),
+            ("notify_poll_ms", self.notify_poll_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));

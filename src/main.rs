@@ -7,6 +7,7 @@ mod analytics;
 mod api_doc;
 mod config;
 mod monitor;
+mod notifications;
 mod routes;
 mod security;
 mod server;

@@ -5,7 +5,7 @@
 //! a batch is at fault, so a producer can fix exactly that.
 
 use crate::server::Broker;
-use crate::{analytics, api_doc, monitor, sse};
+use crate::{analytics, api_doc, monitor, notifications, sse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use agent_events_actors::auth::{AuthError, Grant, Role};
@@ -41,7 +41,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .configure(monitor::configure)
         .configure(analytics::configure)
-        .configure(sse::configure);
+        .configure(sse::configure)
+        .configure(notifications::configure);
 }
 
 /// An HTTP error with its stable code.

@@ -9,9 +9,12 @@
 //!    every event published before that message, so each client receives
 //!    everything accepted, then a close frame 1001.
 //! 4. Once the sessions are gone (or the deadline passes), the HTTP server
-//!    stops, and the process exits 0.
+//!    stops, and the process exits 0. Webhook attempts still running are
+//!    cut off: their deliveries stay in the store's outbox and go out after
+//!    the next start, as after a crash.
 
 use crate::config::Config;
+use crate::notifications;
 use crate::routes;
 use crate::security::Guard;
 use actix::prelude::*;
@@ -21,6 +24,8 @@ use agent_events_actors::emitter::{Emitter, EmitterConfig, Forget, StopAccepting
 use agent_events_actors::history::History;
 use agent_events_actors::limits::{ConnectionLimiter, KeyedBuckets};
 use agent_events_actors::metrics::Metrics;
+use agent_events_actors::notifier::Notifier;
+use agent_events_actors::notify_rule::Rule;
 use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
 use agent_events_actors::redis_sequencer::{ClusterKeys, RedisSequencer};
 use agent_events_actors::redis_subscriber::{RedisHealth, RedisSubscriber, SubscriberConfig};
@@ -64,6 +69,8 @@ pub struct Broker {
     pub connections: Arc<ConnectionLimiter>,
     /// Events per second per producer.
     pub producers: Arc<KeyedBuckets>,
+    /// Webhooks for events that match a rule; rules and dead letters.
+    pub notifier: Addr<Notifier>,
 }
 
 /// This node's part of the cluster.
@@ -85,7 +92,8 @@ impl Broker {
         store: Arc<dyn Store>,
         redis: Option<redis::Client>,
         local: SocketAddr,
-    ) -> Broker {
+        notify_rules: Vec<Rule>,
+    ) -> io::Result<Broker> {
         let metrics = Metrics::new();
         let backlog = Backlog::new(config.persist_backlog_max);
         let persister = Persister::new(
@@ -96,6 +104,14 @@ impl Broker {
         )
         .start();
         let registry = Registry::new(metrics.clone()).start();
+        let notifier = Notifier::new(
+            notifications::notifier_config(&config),
+            store.clone(),
+            notify_rules,
+            metrics.clone(),
+        )
+        .map_err(io::Error::other)?
+        .start();
         let storage = Storage {
             store: store.clone(),
             persister: persister.clone(),
@@ -108,7 +124,8 @@ impl Broker {
             registry.clone(),
             Some(storage),
             metrics.clone(),
-        );
+        )
+        .with_notifier(notifier.clone());
         if let Some(client) = &redis {
             let sequencer = RedisSequencer::new(
                 client.clone(),
@@ -159,7 +176,7 @@ impl Broker {
             metrics.clone(),
         );
         let producers = Arc::new(producer_buckets(&config));
-        Broker {
+        Ok(Broker {
             config: Arc::new(config),
             emitter,
             registry,
@@ -173,7 +190,8 @@ impl Broker {
             producers,
             cluster,
             guard,
-        }
+            notifier,
+        })
     }
 
     /// Steps 1–3 of the module documentation, then waits for the sessions.
@@ -296,11 +314,12 @@ pub async fn run(config: Config, demo: bool) -> io::Result<()> {
         .transpose()
         .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))?;
     let guard = Guard::from_config(&config).map_err(io::Error::other)?;
+    let notify_rules = notifications::load_rules_file(&config).map_err(io::Error::other)?;
     let store = open_store(&config).await?;
     // Bound before the actors start, so the node can announce its real address.
     let listener = TcpListener::bind((config.bind_addr.as_str(), config.ws_port))?;
     let local = listener.local_addr()?;
-    let broker = Broker::start(config, guard, store, redis, local);
+    let broker = Broker::start(config, guard, store, redis, local, notify_rules)?;
     broker.schedule_retention();
     let state = web::Data::new(broker.clone());
     let max_body = broker.config.max_body_bytes;

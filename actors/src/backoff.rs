@@ -1,4 +1,4 @@
-//! Exponential backoff for retries against a store or Redis.
+//! Exponential backoff for retries against a store, Redis or a webhook receiver.
 //!
 //! Why capped: a dependency that comes back should be used again within
 //! seconds, not after a doubling that has grown to minutes.
@@ -12,9 +12,28 @@ pub fn exponential(first: Duration, max: Duration, failures: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(max)
 }
 
+/// A uniformly random wait between zero and `wait` ("full jitter"). Why:
+/// deliveries that failed together (a receiver's outage) must not all be
+/// retried at the same instant when it comes back. Not cryptographic: the
+/// randomness is the standard library's per-process hash keys.
+pub fn full_jitter(wait: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    wait.mul_f64(random as f64 / u64::MAX as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_jitter_stays_within_the_wait_and_varies() {
+        let wait = Duration::from_millis(1000);
+        let waits: Vec<Duration> = (0..50).map(|_| full_jitter(wait)).collect();
+        assert!(waits.iter().all(|w| *w <= wait));
+        assert!(waits.iter().any(|w| *w != waits[0]), "{waits:?}");
+        assert_eq!(full_jitter(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn doubles_from_first_and_stops_at_max() {

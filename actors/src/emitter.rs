@@ -25,6 +25,7 @@
 use crate::event::{AgentEvent, ValidationError};
 use crate::fallback::{Fallback, Settled};
 use crate::metrics::Metrics;
+use crate::notifier::{Notifier, Notify, NotifyDrafts};
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
@@ -264,6 +265,8 @@ pub struct Emitter {
     accepting: bool,
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
+    /// Gets this node's committed events for webhooks; `None`: no notifications.
+    notifier: Option<Addr<Notifier>>,
 }
 
 impl Emitter {
@@ -286,6 +289,41 @@ impl Emitter {
             executions: HashMap::new(),
             accepting: true,
             myself: None,
+            notifier: None,
+        }
+    }
+
+    /// Sends this node's committed events to the Notifier (fire-and-forget).
+    pub fn with_notifier(mut self, notifier: Addr<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Only events a producer gave this node are notified: on a single node
+    /// those the Persister releases (here), in a cluster those Redis
+    /// sequenced for this node (`publish_to_cluster`): every node reads
+    /// every event back through `Sequenced`, and only the origin notifies.
+    fn notify(&self, events: &[Arc<PublishedEvent>]) {
+        if let Some(notifier) = self.notifier.as_ref().filter(|_| !events.is_empty()) {
+            notifier.do_send(Notify(events.to_vec()));
+        }
+    }
+
+    /// The drafts' bodies, kept for the Notifier when there is one (cluster
+    /// mode notifies from the drafts the origin published).
+    fn notifier_bodies(&self, drafts: &[Draft]) -> Vec<String> {
+        match self.notifier {
+            Some(_) => drafts.iter().map(|d| d.body.clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Cluster mode: the origin notifies what Redis sequenced for it, with
+    /// the seqs it got (after a fallback, the seqs the journal got).
+    fn notify_drafts(&self, bodies: Vec<String>, seqs: &[u64]) {
+        if let Some(notifier) = self.notifier.as_ref().filter(|_| !bodies.is_empty()) {
+            let drafts = bodies.into_iter().zip(seqs.iter().copied()).collect();
+            notifier.do_send(NotifyDrafts(drafts));
         }
     }
 
@@ -408,6 +446,7 @@ impl Emitter {
             // Older provisional events wait for Redis: nothing may overtake them.
             return self.sequence_provisionally(plan, drafts);
         }
+        let bodies = self.notifier_bodies(&drafts);
         let publish = async move { sequencer.publish(&drafts).await.map_err(|e| (e, drafts)) };
         Box::pin(publish.into_actor(self).then(move |result, emitter, _| {
             let mut plan = plan;
@@ -415,6 +454,7 @@ impl Emitter {
                 Ok(seqs) => {
                     // Only now is the batch certain: tokens and slots change.
                     emitter.commit(&mut plan);
+                    emitter.notify_drafts(bodies, &seqs);
                     Box::pin(fut::ready(Ok(Receipt {
                         accepted: Accepted::of_plan(&plan.outcomes, &seqs),
                         provisional: false,
@@ -569,6 +609,8 @@ impl Emitter {
     /// are, disputed executions re-sync. Returns the draft IDs now in the stream.
     fn settle(&mut self, seqs: &[u64], drafts: Vec<Draft>) -> Vec<String> {
         let (fates, disputes) = self.fallback.settle(seqs);
+        let bodies = self.notifier_bodies(&drafts[..fates.len()]);
+        self.notify_drafts(bodies, seqs);
         for (execution, from_seq) in disputes {
             self.resync(execution, from_seq);
         }
@@ -1115,6 +1157,7 @@ impl Handler<Release> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.notify(&msg.0);
         self.release(msg.0);
     }
 }

@@ -11,6 +11,9 @@
 //! - [`redis_subscriber`]: the Redis-subscriber actor: reads the cluster's stream into this node.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
+//! - [`notifier`]: the Notifier actor: webhooks for events that match a rule, from a stored outbox.
+//! - [`notify_rule`]: notification rules and their matching (pure).
+//! - [`webhook`]: one signed webhook POST, and its signature.
 //! - [`sse_stream`]: the SseStream actor, one per Server-Sent Events response.
 //! - [`history`]: where a `fromSeq` replay reads the events a client missed.
 //! - [`protocol`]: the WebSocket messages, error codes and close codes.
@@ -40,6 +43,8 @@ pub mod handle;
 pub mod history;
 pub mod limits;
 pub mod metrics;
+pub mod notifier;
+pub mod notify_rule;
 pub mod persister;
 pub mod protocol;
 pub mod redis_sequencer;
@@ -49,5 +54,6 @@ pub mod session;
 pub mod sse_stream;
 pub mod store;
 pub mod throttle;
+pub mod webhook;
 
 pub use handle::EmitterHandle;

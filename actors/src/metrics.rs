@@ -52,6 +52,20 @@ pub const CLUSTER_EVENTS: [&str; 10] = [
     "resync",
 ];
 
+/// What happened to notifications; the `outcome` label of `notifications`.
+pub const NOTIFY_OUTCOMES: [&str; 5] = [
+    // a rule matched and the delivery was added to the outbox (a repeated key is not counted)
+    "enqueued",
+    // a receiver answered 2xx
+    "delivered",
+    // an attempt failed and another is scheduled
+    "retried",
+    // the last attempt failed: the delivery is a dead letter
+    "dead-lettered",
+    // matched, but the outbox write kept failing (the store was down): never delivered
+    "lost",
+];
+
 /// The broker's figures.
 #[derive(Clone)]
 pub struct Metrics {
@@ -91,6 +105,12 @@ pub struct Metrics {
     pub thoughts_waiting: IntGauge,
     /// Cluster fallback: provisional events journaled here, waiting for Redis.
     pub fallback_pending: IntGauge,
+    /// Notifications, by outcome (see [`NOTIFY_OUTCOMES`]).
+    pub notifications: IntCounterVec,
+    /// Notifications waiting in the outbox (as last counted in the store).
+    pub notifications_pending: IntGauge,
+    /// Dead letters in the outbox (as last counted in the store).
+    pub notifications_dead: IntGauge,
 }
 
 impl Default for Metrics {
@@ -183,6 +203,20 @@ impl Metrics {
                 "fallback_pending",
                 "Provisional events journaled while Redis was unreachable, not yet published",
             ),
+            notifications: labelled(
+                "notifications",
+                "Webhook notifications, by outcome",
+                "outcome",
+                &NOTIFY_OUTCOMES,
+            ),
+            notifications_pending: gauge(
+                "notifications_pending",
+                "Webhook notifications waiting in the outbox",
+            ),
+            notifications_dead: gauge(
+                "notifications_dead",
+                "Webhook notifications in the dead-letter list",
+            ),
             registry,
         }
     }
@@ -221,7 +255,16 @@ impl Metrics {
             "thoughtsCoalesced": self.thoughts_coalesced.get(),
             "thoughtsWaiting": self.thoughts_waiting.get(),
             "fallbackPending": self.fallback_pending.get(),
+            "notifications": self.notifications_snapshot(),
         })
+    }
+
+    /// Counts by outcome, plus `pending` and `deadLetters` now.
+    fn notifications_snapshot(&self) -> Value {
+        let mut out = by_label(&self.notifications, NOTIFY_OUTCOMES);
+        out["pending"] = json!(self.notifications_pending.get());
+        out["deadLetters"] = json!(self.notifications_dead.get());
+        out
     }
 }
 

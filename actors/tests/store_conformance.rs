@@ -12,6 +12,7 @@ use agent_events_actors::event::{
     ReviewVerdict, RunStatus, ToolCall, ToolResult,
 };
 use agent_events_actors::protocol::PublishedEvent;
+use agent_events_actors::store::outbox::{DeliveryState, Notification, Outcome, StoredRule};
 use agent_events_actors::store::{
     EventQuery, ExecutionQuery, ExecutionStatus, ExecutionSummary, JournalEntry, Retention,
     ScoreSummary, Store,
@@ -45,6 +46,12 @@ conformance_suite!(
     retention_without_limits_removes_nothing,
     ping_answers,
     the_journal_keeps_each_nodes_entries_in_order,
+    outbox_enqueue_is_idempotent_by_key,
+    outbox_claims_each_due_delivery_once_per_lease,
+    outbox_records_delivered_retry_and_dead,
+    outbox_dead_letters_are_retried_or_discarded,
+    outbox_prunes_only_finished_deliveries,
+    outbox_rules_are_stored_replaced_and_deleted,
 );
 
 #[tokio::test]
@@ -1018,4 +1025,254 @@ async fn the_journal_keeps_each_nodes_entries_in_order(store: Arc<dyn Store>) {
         read(&store, all_of("exec-j")).await.is_empty(),
         "journaled events are not stored events"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The notification outbox (store/outbox.rs)
+
+/// Now, at the millisecond: what every backend keeps of a time.
+fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
+fn delivery(execution_id: &str, seq: u64, rule: &str) -> Notification {
+    Notification {
+        key: format!("{execution_id}:{seq}:{rule}"),
+        rule_id: rule.to_owned(),
+        execution_id: execution_id.to_owned(),
+        seq,
+        url: "http://127.0.0.1:9/hook".to_owned(),
+        body: format!(r#"{{"executionId":"{execution_id}","seq":{seq}}}"#),
+    }
+}
+
+/// The counts, without the next due time.
+async fn tally_of(store: &Arc<dyn Store>) -> (u64, u64) {
+    let counts = store.outbox_counts().await.unwrap();
+    (counts.pending, counts.dead)
+}
+
+async fn outbox_enqueue_is_idempotent_by_key(store: Arc<dyn Store>) {
+    let t0 = now_ms();
+    let first = vec![delivery("e", 1, "r"), delivery("e", 2, "r")];
+    assert_eq!(store.enqueue(first, t0).await.unwrap(), 2);
+    let again = vec![delivery("e", 2, "r"), delivery("e", 2, "other")];
+    assert_eq!(store.enqueue(again, t0).await.unwrap(), 1);
+    assert_eq!(store.enqueue(Vec::new(), t0).await.unwrap(), 0);
+    assert_eq!(tally_of(&store).await, (3, 0));
+    // A delivered key stays seen: the same match later is not a second delivery.
+    let claimed = store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
+    for d in &claimed {
+        store
+            .record_attempt(&d.notification.key, Outcome::Delivered, t0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .enqueue(vec![delivery("e", 1, "r")], t0)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(tally_of(&store).await, (0, 0));
+}
+
+async fn outbox_claims_each_due_delivery_once_per_lease(store: Arc<dyn Store>) {
+    let t0 = now_ms();
+    let all = vec![
+        delivery("e", 1, "r"),
+        delivery("e", 2, "r"),
+        delivery("e", 3, "r"),
+    ];
+    store.enqueue(all.clone(), t0).await.unwrap();
+    let next_due =
+        |store: Arc<dyn Store>| async move { store.outbox_counts().await.unwrap().next_due };
+    assert_eq!(next_due(store.clone()).await, Some(t0));
+    // Nothing is due before it was enqueued.
+    assert!(store
+        .claim_due(t0 - ms(1), t0 + ms(10_000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let lease = t0 + ms(10_000);
+    let first = store.claim_due(t0, lease, 2).await.unwrap();
+    let second = store.claim_due(t0, lease, 2).await.unwrap();
+    assert_eq!((first.len(), second.len()), (2, 1));
+    assert!(store.claim_due(t0, lease, 2).await.unwrap().is_empty());
+    assert_eq!(next_due(store.clone()).await, Some(lease));
+    let mut keys: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|d| d.notification.key.clone())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, all.iter().map(|d| d.key.clone()).collect::<Vec<_>>());
+    let claimed = &first[0];
+    let original = all
+        .iter()
+        .find(|d| d.key == claimed.notification.key)
+        .unwrap();
+    assert_eq!(claimed.notification.rule_id, "r");
+    assert_eq!(claimed.notification.execution_id, "e");
+    assert_eq!(claimed.notification.seq, original.seq);
+    assert_eq!(claimed.notification.url, original.url);
+    assert_eq!(claimed.notification.body, original.body);
+    assert_eq!(claimed.state, DeliveryState::Pending);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.next_attempt_at, lease);
+    assert_eq!(claimed.created_at, t0);
+    // A lease that ended (the claimer crashed) makes them due again, attempt 2.
+    let again = store
+        .claim_due(lease, lease + ms(10_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|d| d.attempts == 2));
+}
+
+async fn outbox_records_delivered_retry_and_dead(store: Arc<dyn Store>) {
+    let t0 = now_ms();
+    let lease = t0 + ms(60_000);
+    store
+        .enqueue(
+            ["ok", "retry", "dead"]
+                .map(|rule| delivery("e", 1, rule))
+                .to_vec(),
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.claim_due(t0, lease, 10).await.unwrap().len(), 3);
+    store
+        .record_attempt("e:1:ok", Outcome::Delivered, t0)
+        .await
+        .unwrap();
+    let retry_at = t0 + ms(5_000);
+    store
+        .record_attempt(
+            "e:1:retry",
+            Outcome::RetryAt(retry_at, "HTTP 500: no".into()),
+            t0,
+        )
+        .await
+        .unwrap();
+    store
+        .record_attempt("e:1:dead", Outcome::Dead("timed out".into()), t0)
+        .await
+        .unwrap();
+    assert_eq!(tally_of(&store).await, (1, 1));
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(counts.next_due, Some(retry_at));
+    // The retry is due at its time, not before, and the lease no longer counts.
+    assert!(store
+        .claim_due(retry_at - ms(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = store.claim_due(retry_at, lease, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].notification.key, "e:1:retry");
+    assert_eq!(due[0].attempts, 2);
+    assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500: no"));
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].notification.key, "e:1:dead");
+    assert_eq!(dead[0].state, DeliveryState::Dead);
+    assert_eq!(dead[0].last_error.as_deref(), Some("timed out"));
+    assert_eq!(dead[0].attempts, 1);
+    assert!(store.dead_letters(0).await.unwrap().is_empty());
+}
+
+async fn outbox_dead_letters_are_retried_or_discarded(store: Arc<dyn Store>) {
+    let t0 = now_ms();
+    store
+        .enqueue((1..=3).map(|seq| delivery("e", seq, "a")).collect(), t0)
+        .await
+        .unwrap();
+    store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
+    for key in ["e:1:a", "e:2:a"] {
+        store
+            .record_attempt(key, Outcome::Dead("down".into()), t0)
+            .await
+            .unwrap();
+    }
+    // Only a dead letter can be retried or discarded.
+    assert!(!store.retry_dead("e:3:a", t0).await.unwrap());
+    assert!(!store.discard_dead("e:3:a", t0).await.unwrap());
+    assert!(!store.retry_dead("nope", t0).await.unwrap());
+    let t1 = t0 + ms(2000);
+    assert!(store.retry_dead("e:1:a", t1).await.unwrap());
+    assert!(store.discard_dead("e:2:a", t1).await.unwrap());
+    assert!(!store.discard_dead("e:2:a", t1).await.unwrap());
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(tally_of(&store).await, (2, 0));
+    // The retried one is due at once with a fresh count of attempts.
+    let due = store.claim_due(t1, t1 + ms(1000), 10).await.unwrap();
+    let retried: Vec<_> = due
+        .iter()
+        .filter(|d| d.notification.key == "e:1:a")
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+    // A discarded key stays seen.
+    assert_eq!(
+        store
+            .enqueue(vec![delivery("e", 2, "a")], t1)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn outbox_prunes_only_finished_deliveries(store: Arc<dyn Store>) {
+    let t0 = now_ms();
+    let keys = ["e:1:a", "e:2:a", "e:3:a", "e:4:a"];
+    store
+        .enqueue((1..=4).map(|seq| delivery("e", seq, "a")).collect(), t0)
+        .await
+        .unwrap();
+    store.claim_due(t0, t0 + ms(1000), 10).await.unwrap();
+    store
+        .record_attempt(keys[0], Outcome::Delivered, t0)
+        .await
+        .unwrap();
+    store
+        .record_attempt(keys[1], Outcome::Dead("x".into()), t0)
+        .await
+        .unwrap();
+    store
+        .record_attempt(keys[2], Outcome::Dead("x".into()), t0)
+        .await
+        .unwrap();
+    store.discard_dead(keys[2], t0).await.unwrap();
+    // keys[3] stays pending.
+    assert_eq!(
+        store.prune_outbox(t0).await.unwrap(),
+        0,
+        "nothing older than t0"
+    );
+    assert_eq!(store.prune_outbox(t0 + ms(1)).await.unwrap(), 2);
+    assert_eq!(tally_of(&store).await, (1, 1));
+    // Pruned keys are new again; kept ones are not.
+    let again = (1..=4).map(|seq| delivery("e", seq, "a")).collect();
+    assert_eq!(store.enqueue(again, t0).await.unwrap(), 2);
+}
+
+async fn outbox_rules_are_stored_replaced_and_deleted(store: Arc<dyn Store>) {
+    assert!(store.rules().await.unwrap().is_empty());
+    let rule = |id: &str, body: &str| StoredRule {
+        id: id.to_owned(),
+        body: body.to_owned(),
+    };
+    store.put_rule(rule("b", r#"{"v":1}"#)).await.unwrap();
+    store.put_rule(rule("a", r#"{"v":1}"#)).await.unwrap();
+    store.put_rule(rule("b", r#"{"v":2}"#)).await.unwrap();
+    assert_eq!(
+        store.rules().await.unwrap(),
+        vec![rule("a", r#"{"v":1}"#), rule("b", r#"{"v":2}"#)]
+    );
+    assert!(store.delete_rule("a").await.unwrap());
+    assert!(!store.delete_rule("a").await.unwrap());
+    assert_eq!(store.rules().await.unwrap(), vec![rule("b", r#"{"v":2}"#)]);
 }

@@ -117,10 +117,11 @@ fn tail(log: &Log) -> String {
 }
 
 /// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    /// A fresh, empty directory named after `tag`.
+    pub fn new(tag: &str) -> TempDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "agent-events-cluster-{tag}-{}-{}",
@@ -132,7 +133,8 @@ impl TempDir {
         TempDir(path)
     }
 
-    fn path(&self) -> &Path {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -53,6 +53,7 @@ const READY: &str = "listening on http://127.0.0.1:";
 pub struct BrokerBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
+    data_dir: Option<PathBuf>,
 }
 
 impl BrokerBuilder {
@@ -69,9 +70,17 @@ impl BrokerBuilder {
         self
     }
 
+    /// Runs on `dir` (a restart of an earlier broker on it), which the
+    /// caller owns and removes: dropping this broker leaves it.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Spawns the broker and waits until it says it is listening.
     pub async fn start(self) -> Broker {
-        let data_dir = unique_dir();
+        let owns_data_dir = self.data_dir.is_none();
+        let data_dir = self.data_dir.clone().unwrap_or_else(unique_dir);
         std::fs::create_dir_all(&data_dir).expect("create the broker's data dir");
         let bin = bin();
         let mut command = Command::new(&bin);
@@ -130,6 +139,7 @@ impl BrokerBuilder {
             pid,
             port,
             data_dir,
+            owns_data_dir,
             http: reqwest::Client::new(),
             log,
         }
@@ -142,8 +152,9 @@ pub struct Broker {
     pid: u32,
     /// The port it listens on.
     pub port: u16,
-    /// Its fresh data directory, removed on drop.
+    /// Its data directory, removed on drop when the harness made it.
     pub data_dir: PathBuf,
+    owns_data_dir: bool,
     http: reqwest::Client,
     log: Arc<Mutex<VecDeque<String>>>,
 }
@@ -372,7 +383,9 @@ impl Drop for Broker {
         if std::thread::panicking() {
             eprintln!("--- broker on port {} wrote:\n{}", self.port, self.output());
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

@@ -15,10 +15,13 @@
 //!   [`AgentEvent::from_stored_json`] from the JSON the event was stored as.
 //! - Nothing here blocks the actor system: SQLite works on threads of its
 //!   own, MongoDB is async.
+//!
+//! Every store is also the notification [`outbox`] (its rules are there).
 
 pub mod analytics;
 pub mod journal;
 pub mod mongo;
+pub mod outbox;
 pub mod sqlite;
 
 pub use journal::JournalEntry;
@@ -217,7 +220,7 @@ pub struct Retention {
 }
 
 /// The store interface; see the module documentation for its rules.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: outbox::Outbox + Send + Sync + 'static {
     /// Short name for logs and `/health`: `sqlite`, `mongodb`.
     fn name(&self) -> &'static str;
 

@@ -49,6 +49,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod outbox;
+
 /// One document per event.
 const EVENTS: &str = "agentEvents";
 /// One document per execution: the seed's AgentExecutions collection.
@@ -129,6 +131,9 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
         )
         .await
         .map_err(|err| fail("creating the agentJournal index", err))?;
+    outbox::create_indexes(&db)
+        .await
+        .map_err(|err| fail("creating the notifyOutbox indexes", err))?;
     info!("store: MongoDB database `{database}` ready");
     Ok(MongoStore {
         inner: Arc::new(Inner {

@@ -30,6 +30,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod outbox;
+
 /// Version of [`SCHEMA`], kept in `PRAGMA user_version`; a file written by a
 /// newer broker is refused rather than misread.
 const SCHEMA_VERSION: i64 = 1;
@@ -39,7 +41,9 @@ const SCHEMA_VERSION: i64 = 1;
 /// operation fails and the Persister retries it.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The tables. `events.body` is the event's own JSON, which reads rebuild it
+/// The tables. The outbox tables were added without a version bump: they
+/// are created if missing, and an older broker ignores them.
+/// `events.body` is the event's own JSON, which reads rebuild it
 /// from; the other columns are copies of what queries filter on. `executions`
 /// is the summary `append` keeps in step, so listing executions never scans events.
 /// The `events_by_*time` indexes serve analytics, which reads a time window
@@ -91,6 +95,27 @@ CREATE INDEX IF NOT EXISTS events_by_department_time
 CREATE TABLE IF NOT EXISTS health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
+);
+-- The notification outbox (sqlite/outbox.rs); times in Unix milliseconds.
+CREATE TABLE IF NOT EXISTS notify_outbox (
+    key             TEXT PRIMARY KEY,
+    rule_id         TEXT NOT NULL,
+    execution_id    TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    url             TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notify_outbox_due
+    ON notify_outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS notify_rules (
+    id   TEXT PRIMARY KEY,
+    body TEXT NOT NULL
 );
 ";
 
