@@ -271,7 +271,9 @@ async function relay(port) {
 }
 
 test('after a dropped connection EventSource resumes with Last-Event-ID: every seq once, in order, while a producer posts', { timeout: 60_000 }, async () => {
-  await withBroker({}, async (broker) => {
+  // The producer posts thoughts flat-out: past the per-execution rate they
+  // would be coalesced, and what is under test here is the resume.
+  await withBroker({ env: { AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION: '0' } }, async (broker) => {
     const network = await relay(broker.port);
     // `?fromSeq=0` stays in the URL on every reconnection; the header must win over it.
     const inbox = await open(network.url('/api/executions/node-2/stream?fromSeq=0'), ['agent-thinking']);
