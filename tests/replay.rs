@@ -194,3 +194,69 @@ async fn a_position_that_cannot_be_served_is_refused_not_holed() {
         _ => panic!("expected subscribed or replay-unavailable, got {answer}"),
     }
 }
+
+/// Subscribe, unsubscribe and subscribe again in one burst while producers
+/// post: the second subscription must replay from its `fromSeq` and go live
+/// without a hole. The Registry answers the first subscribe too; had that
+/// answer sent the second subscription live before the Registry routed to
+/// it, the events published in between would be missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resubscribe_in_a_burst_replays_and_goes_live_without_a_hole() {
+    const EXECUTION: &str = "exec-churn";
+    let broker = Arc::new(Broker::start().await);
+    let producers = common::BusyProducers::start(&broker, EXECUTION, 2);
+    let mut progress = producers.progress();
+    progress
+        .wait_for(|seq| *seq >= 20)
+        .await
+        .expect("producers run");
+
+    let mut client = broker.connect().await;
+    for round in 0..20 {
+        let subscribe = json!({"type": "subscribe", "executionId": EXECUTION, "fromSeq": 0});
+        client.send_json(&subscribe).await;
+        client
+            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
+            .await;
+        client.send_json(&subscribe).await;
+        // The first subscription may be answered (if the Registry's answer
+        // came before the unsubscribe was read) or not; the second one's
+        // events follow the `subscribed` after `unsubscribed`.
+        let mut unsubscribed = false;
+        loop {
+            let message = client.next_json().await;
+            match message["type"].as_str() {
+                Some("unsubscribed") => unsubscribed = true,
+                Some("subscribed") if unsubscribed => break,
+                Some("subscribed") | Some("event") => {}
+                _ => panic!("round {round}: unexpected {message}"),
+            }
+        }
+        let target = progress.borrow().to_owned() + 10;
+        progress
+            .wait_for(|seq| *seq >= target)
+            .await
+            .expect("producers run");
+        let mut got = Vec::new();
+        while got.last().and_then(|e: &Value| e["seq"].as_u64()) < Some(target) {
+            got.push(client.next_event_body().await);
+        }
+        let want: Vec<u64> = (1..=target).collect();
+        let got_seqs = seqs(&got);
+        assert!(
+            got_seqs == want,
+            "round {round}: {}",
+            describe_gaps(&got_seqs, 0)
+        );
+        client
+            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
+            .await;
+        loop {
+            let message = client.next_json().await;
+            if message["type"] == "unsubscribed" {
+                break;
+            }
+        }
+    }
+    producers.stop_after(0).await;
+}

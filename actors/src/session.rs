@@ -199,6 +199,12 @@ pub struct Session {
     outbound: Option<Outbound>,
     transport: Option<actix_ws::Session>,
     subscriptions: HashMap<Target, Subscription>,
+    /// `Subscribe`s sent to the Registry whose `Registered` has not come back,
+    /// per target. The Registry answers in order, so only the answer that
+    /// brings this to zero belongs to the current subscription: after a
+    /// subscribe, unsubscribe, subscribe, the first answer must not send the
+    /// second subscription live before the Registry routes to it.
+    registering: HashMap<Target, u32>,
     last_heard: Instant,
     closing: bool,
     grant: Option<Grant>,
@@ -235,6 +241,7 @@ impl Session {
                 outbound: None,
                 transport: Some(transport),
                 subscriptions: HashMap::new(),
+                registering: HashMap::new(),
                 last_heard: Instant::now(),
                 closing: false,
                 grant,
@@ -462,6 +469,7 @@ impl Session {
             },
         );
         self.deps.metrics.subscriptions.inc();
+        *self.registering.entry(target.clone()).or_default() += 1;
         self.deps.registry.do_send(registry::Subscribe {
             session: self.id,
             target,
@@ -483,6 +491,13 @@ impl Session {
 
     /// Registration is in force: read the history (if asked), then go live.
     fn on_registered(&mut self, target: Target, ctx: &mut Context<Self>) {
+        if let Some(waiting) = self.registering.get_mut(&target) {
+            *waiting -= 1;
+            if *waiting > 0 {
+                return; // the answer to an older subscribe of this target
+            }
+            self.registering.remove(&target);
+        }
         let from_seq = match self.subscriptions.get(&target).map(|s| &s.phase) {
             Some(Phase::CatchingUp { from_seq, .. }) => *from_seq,
             _ => return, // unsubscribed meanwhile

@@ -91,6 +91,10 @@ impl BrokerBuilder {
             .env("BIND_ADDR", "127.0.0.1")
             .env("DATA_DIR", &data_dir)
             .env("RUST_LOG", "info")
+            // Tests post as fast as the broker acknowledges, past the
+            // default 100 events a second per execution: the per-execution
+            // rate is off unless a test sets it (tests/execution_rate.rs).
+            .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION", "0")
             .env_remove("REDIS_URL")
             .env_remove("MONGODB_URI")
             .env_remove("TEST_BROKER_BIN")
