@@ -22,6 +22,9 @@ doubled or reordered an event, or could not run.
   --target T           broker, baseline or both (default: both; broker with --url)
   --url URL            load a running server instead (http://127.0.0.1:PORT;
                        loopback only); --pid PID to report its memory
+  --also-url URL       with --url: more nodes of the same cluster (repeatable);
+                       subscribers are spread evenly over all of them, the
+                       producers post to --url
   --broker-bin PATH    the broker (default: agent-events beside this binary,
                        or $AGENT_EVENTS_BIN)
   --target-env K=V     extra environment for the broker child (repeatable)
@@ -55,6 +58,8 @@ pub struct RunArgs {
     pub scenario: String,
     pub targets: Vec<Kind>,
     pub url: Option<SocketAddr>,
+    /// More nodes of the `url`'s cluster: subscribers spread over all.
+    pub also: Vec<SocketAddr>,
     pub pid: Option<u32>,
     pub broker_bin: Option<PathBuf>,
     pub target_env: Vec<(String, String)>,
@@ -108,6 +113,7 @@ fn parse_run(mut words: impl Iterator<Item = String>) -> Result<RunArgs, String>
     let mut scenario = "custom".to_owned();
     let mut target: Option<String> = None;
     let mut url = None;
+    let mut also = Vec::new();
     let mut pid = None;
     let mut broker_bin = None;
     let mut target_env = Vec::new();
@@ -125,6 +131,7 @@ fn parse_run(mut words: impl Iterator<Item = String>) -> Result<RunArgs, String>
             "--scenario" => scenario = value(flag, next)?,
             "--target" => target = Some(value(flag, next)?),
             "--url" => url = Some(parse_loopback_url(&value::<String>(flag, next)?)?),
+            "--also-url" => also.push(parse_loopback_url(&value::<String>(flag, next)?)?),
             "--pid" => pid = Some(value(flag, next)?),
             "--broker-bin" => broker_bin = Some(value(flag, next)?),
             "--target-env" => {
@@ -160,6 +167,9 @@ fn parse_run(mut words: impl Iterator<Item = String>) -> Result<RunArgs, String>
         (None, Some(_)) => vec![Kind::Broker],
         (Some(t), _) => vec![Kind::parse(t)?],
     };
+    if !also.is_empty() && url.is_none() {
+        return Err("--also-url goes with --url (the first node)".into());
+    }
     if pid.is_some() && url.is_none() {
         return Err("--pid goes with --url (a started target's pid is known)".into());
     }
@@ -167,6 +177,7 @@ fn parse_run(mut words: impl Iterator<Item = String>) -> Result<RunArgs, String>
         scenario,
         targets,
         url,
+        also,
         pid,
         broker_bin,
         target_env,
@@ -187,6 +198,14 @@ mod tests {
             Command::Run(args) => Ok(*args),
             _ => Err("not run".into()),
         }
+    }
+
+    #[test]
+    fn also_url_adds_cluster_nodes_to_a_url() {
+        let a = run("--url http://127.0.0.1:3001 --also-url http://127.0.0.1:3002").unwrap();
+        assert_eq!(a.also, ["127.0.0.1:3002".parse().unwrap()]);
+        assert!(run("--also-url http://127.0.0.1:3002").is_err(), "needs --url");
+        assert!(run("--url http://127.0.0.1:3001 --also-url http://10.0.0.1:3002").is_err());
     }
 
     #[test]

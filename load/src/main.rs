@@ -88,6 +88,7 @@ fn run(args: cli::RunArgs) -> ExitCode {
         scenario: args.scenario,
         targets: args.targets,
         url: args.url,
+        also: args.also,
         pid: args.pid,
         start: target::StartOptions {
             broker_bin: args.broker_bin,

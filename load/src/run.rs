@@ -77,7 +77,7 @@ pub async fn run(
     let subscribers: Vec<_> = (0..shape.subscribers)
         .map(|i| {
             let plan = subscriber::Plan {
-                addr: target.addr,
+                addr: target.nodes[i % target.nodes.len()],
                 executions: shape.subscriptions(i),
                 prefix: prefix.clone(),
             };

@@ -164,6 +164,8 @@ pub struct Options {
     pub targets: Vec<Kind>,
     /// A running target instead of children (`--url`), and its pid.
     pub url: Option<SocketAddr>,
+    /// More nodes of that cluster (`--also-url`).
+    pub also: Vec<SocketAddr>,
     pub pid: Option<u32>,
     pub start: StartOptions,
     pub overrides: Overrides,
@@ -282,7 +284,7 @@ async fn run_one(
     shape: &Shape,
 ) -> Result<report::RunReport, String> {
     let mut target = match options.url {
-        Some(addr) => Target::external(kind, addr, options.pid),
+        Some(addr) => Target::external(kind, addr, options.pid).with_nodes(&options.also),
         None => {
             let mut env = broker_settings(shape);
             env.extend(options.start.env.iter().cloned());

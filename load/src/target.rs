@@ -62,6 +62,9 @@ pub struct StartOptions {
 pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Every node subscribers connect to, `addr` first (more than one only
+    /// for a cluster named with `--also-url`).
+    pub nodes: Vec<SocketAddr>,
     /// The process to read memory from: the child, or `--pid`.
     pub pid: Option<u32>,
     /// Where the target runs, in words, for the report.
@@ -79,6 +82,7 @@ impl Target {
         Target {
             kind,
             addr,
+            nodes: vec![addr],
             pid,
             placement: "external (--url); not started or pinned by this tool".into(),
             settings: Vec::new(),
@@ -86,6 +90,20 @@ impl Target {
             data_dir: None,
             log: Arc::default(),
         }
+    }
+
+    /// The same target with more nodes of its cluster for the subscribers.
+    pub fn with_nodes(mut self, more: &[SocketAddr]) -> Target {
+        self.nodes.extend_from_slice(more);
+        if more.is_empty() {
+            return self;
+        }
+        self.placement = format!(
+            "external cluster of {} nodes (--url, --also-url); subscribers spread over them, \
+             producers post to the first",
+            self.nodes.len()
+        );
+        self
     }
 
     /// Starts the target and waits until it says it is listening.
@@ -152,6 +170,7 @@ impl Target {
         let mut target = Target {
             kind,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            nodes: Vec::new(),
             pid,
             placement,
             settings: match kind {
@@ -165,6 +184,7 @@ impl Target {
         match tokio::time::timeout(STARTUP, ready_rx).await {
             Ok(Ok(port)) => {
                 target.addr.set_port(port);
+                target.nodes = vec![target.addr];
                 Ok(target)
             }
             Ok(Err(_)) => {
