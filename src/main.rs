@@ -4,10 +4,12 @@
 #![warn(missing_docs)]
 
 mod analytics;
-mod api_doc;
+mod asyncapi;
 mod config;
 mod monitor;
+mod openapi;
 mod routes;
+mod schema;
 mod security;
 mod server;
 mod sse;
