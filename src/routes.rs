@@ -108,6 +108,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
+    /// The stable code (the ingest counts refusals by it).
     pub(crate) code: ErrorCode,
     message: String,
     validation: Option<ValidationError>,
@@ -152,6 +153,7 @@ impl ApiError {
         }
     }
 
+    /// `store-unavailable`: the store could not answer.
     pub(crate) fn store(err: StoreError) -> Self {
         ApiError::new(
             ErrorCode::StoreUnavailable,
