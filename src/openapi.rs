@@ -82,6 +82,10 @@ fn operation(spec: &RouteSpec) -> Value {
         "security": security(spec.access),
         "responses": {},
     });
+    if let Some(role) = role(spec.access) {
+        // Which role, since OpenAPI's bearer scheme cannot say (tests/api_spec.rs probes it).
+        op["x-required-role"] = json!(role);
+    }
     let mut parameters: Vec<Value> = path_parameters(spec.path)
         .map(|name| {
             json!({"name": name, "in": "path", "required": true,
@@ -170,6 +174,16 @@ fn security(access: Access) -> Value {
         Access::Subscriber | Access::Producer | Access::Admin => {
             json!([{"bearer": []}, {"queryToken": []}])
         }
+    }
+}
+
+/// The role a token needs for an access level, if any.
+fn role(access: Access) -> Option<&'static str> {
+    match access {
+        Access::Public | Access::Session => None,
+        Access::Subscriber => Some("subscriber"),
+        Access::Producer => Some("producer"),
+        Access::Admin => Some("admin"),
     }
 }
 
