@@ -3,8 +3,9 @@
 # AsyncAPI document of GET /api/ws and the OpenAPI document of
 # GET /api/openapi.json, fetched from the broker binary that cargo built and
 # validated by @asyncapi/parser and @apidevtools/swagger-parser from npm
-# (versions pinned by package-lock.json). Installs Node from Debian when it
-# is missing.
+# (versions pinned by package-lock.json); then the broker's real answers are
+# checked against the documented schemas with Ajv. Installs Node from Debian
+# when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(cd ../.. && pwd)"

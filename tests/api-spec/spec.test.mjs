@@ -3,7 +3,9 @@
 // the AsyncAPI tools, with its Spectral ruleset), and the OpenAPI 3.1
 // document of GET /api/openapi.json with @apidevtools/swagger-parser. The
 // documents are fetched from the running binary (started on 127.0.0.1 with
-// WS_PORT=0), not from a file: what is validated is what clients get.
+// WS_PORT=0), not from a file: what is validated is what clients get. Then
+// the broker's real answers are checked against the documented schemas with
+// Ajv, and events built from the schemas alone must be accepted.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,6 +15,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Parser, DiagnosticSeverity } from '@asyncapi/parser';
 import SwaggerParser from '@apidevtools/swagger-parser';
+import Ajv2020 from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.AGENT_EVENTS_BIN ?? path.resolve(HERE, '../../target/debug/agent-events');
@@ -59,6 +63,17 @@ function start() {
     exited.then((code) => reject(new Error(`the broker exited (${code}) before listening:\n${log.join('\n')}`)));
   });
   return { child, dataDir, exited, port };
+}
+
+async function request(method, p, body) {
+  const port = await broker.port;
+  const response = await fetch(`http://127.0.0.1:${port}${p}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(STEP_MS),
+  });
+  return { status: response.status, body: await response.json() };
 }
 
 async function getJson(p) {
@@ -141,4 +156,81 @@ test('the validators refuse a broken document', async () => {
   const bad = await getJson('/api/openapi.json');
   bad.paths['/health'].get.parameters = [{ name: 'x', in: 'nowhere' }];
   await assert.rejects(SwaggerParser.validate(bad), 'a parameter in: nowhere passed');
+});
+
+/** A value the schema accepts, as small as it gets: only required fields. */
+function sample(schema, { full = false } = {}) {
+  if (schema.const !== undefined) return schema.const;
+  if (schema.enum) return schema.enum[0];
+  if (schema.oneOf) return sample(schema.oneOf[0], { full });
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  switch (type) {
+    case 'object': {
+      const names = full ? Object.keys(schema.properties ?? {}) : (schema.required ?? []);
+      return Object.fromEntries(names.map((n) => [n, sample(schema.properties[n], { full })]));
+    }
+    case 'array': return schema.items ? [sample(schema.items, { full })] : [];
+    case 'string': return schema.format === 'date-time' ? new Date().toISOString() : 'x';
+    case 'integer': case 'number': return schema.minimum ?? 1;
+    case 'boolean': return true;
+    default: return { any: 'json' };
+  }
+}
+
+test("the broker accepts events built from the schemas, and its answers match theirs", async () => {
+  const api = await SwaggerParser.dereference(await getJson('/api/openapi.json'));
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, allErrors: true });
+  addFormats(ajv);
+  const check = (schema, value, what) => {
+    const validate = ajv.compile(schema);
+    assert.ok(validate(value), `${what}: ${JSON.stringify(validate.errors)}\n${JSON.stringify(value)}`);
+  };
+  const ingest = api.paths['/api/events'].post;
+  const newEvents = ingest.requestBody.content['application/json'].schema.oneOf[0].oneOf;
+  assert.equal(newEvents.length, 11);
+  const accepted = ingest.responses['202'].content['application/json'].schema;
+  const error = ingest.responses['400'].content['application/json'].schema;
+  for (const [i, schema] of newEvents.entries()) {
+    for (const full of [false, true]) {
+      const event = sample(schema, { full });
+      event.executionId = `exec-${i}`;
+      check(schema, event, 'the sample');
+      const { status, body } = await request('POST', '/api/events', event);
+      assert.equal(status, 202, `${event.type} (${full ? 'every field' : 'required fields'}): ${JSON.stringify(body)}`);
+      check(accepted, body, 'POST /api/events 202');
+    }
+    // One required field fewer is refused, in the documented error shape.
+    for (const field of schema.required.filter((f) => f !== 'executionId')) {
+      const event = { ...sample(schema), executionId: `exec-${i}` };
+      delete event[field];
+      const { status, body } = await request('POST', '/api/events', event);
+      assert.equal(status, 400, `${schema.properties.type.const} without ${field} was accepted`);
+      check(error, body, 'POST /api/events 400');
+    }
+  }
+
+  const answers = [
+    ['/api/executions/exec-0/events', '200'],
+    ['/api/executions/exec-10/stats', '200'],
+    ['/api/executions?limit=2', '200'],
+    ['/api/analytics', '200'],
+    ['/health', '200'],
+    ['/api/executions/no-such/stats', '404'],
+    ['/api/executions/exec-0/events?types=nope', '400'],
+  ];
+  for (const [uri, status] of answers) {
+    const route = uri.split('?')[0].replace(/^\/api\/executions\/[^/]+/, '/api/executions/{id}');
+    const documented = api.paths[route].get.responses[status].content['application/json'].schema;
+    const answer = await request('GET', uri);
+    assert.equal(String(answer.status), status, `${uri}: ${JSON.stringify(answer.body)}`);
+    check(documented, answer.body, `GET ${uri}`);
+  }
+  // Stored events passed the OpenAPI schema above (`events` of the page);
+  // the AsyncAPI document's `event` message carries the very same schemas.
+  const [rawAsync, rawOpen] = [await getJson('/api/ws'), await getJson('/api/openapi.json')];
+  for (const name of ['AgentEvent', 'ToolCall', 'ReviewStatus', 'ErrorCode', 'EventType']) {
+    assert.deepEqual(rawAsync.components.schemas[name], rawOpen.components.schemas[name], name);
+  }
+  const { body } = await request('GET', '/api/executions/exec-6/events');
+  assert.equal(body.events.length, 2, 'both samples of the 7th type were stored');
 });
