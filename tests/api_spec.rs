@@ -9,7 +9,6 @@ mod common;
 use agent_events_actors::auth::{now_secs, sign_hmac, Claims, Role};
 use common::Broker;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const SECRET: &str = "api-spec-test-secret-0123456789abcdef";
 
@@ -22,47 +21,6 @@ fn token(role: Role) -> String {
         conversations: vec!["conv-1".into()],
     };
     sign_hmac(&claims, SECRET.as_bytes())
-}
-
-/// One request: its status, and its body when that is JSON. Streams (SSE)
-/// are not read: their headers are the answer, and dropping the response
-/// closes them.
-async fn send(
-    broker: &Broker,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-    let mut builder = client.request(method, broker.url(path));
-    if let Some(token) = bearer {
-        builder = builder.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        builder = builder
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = tokio::time::timeout(Duration::from_secs(10), builder.send())
-        .await
-        .expect("request timed out")
-        .expect("request");
-    let status = response.status().as_u16();
-    let json = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json {
-        return (status, Value::Null);
-    }
-    let text = tokio::time::timeout(Duration::from_secs(10), response.text())
-        .await
-        .expect("body timed out")
-        .unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A status that proves the route exists: actix's own 404 (unknown path)
@@ -81,9 +39,9 @@ async fn every_documented_operation_is_served_with_its_documented_access() {
         .setting("AUTH_HMAC_SECRET", SECRET)
         .start()
         .await;
-    let (status, doc) = send(&broker, "GET", "/api/openapi.json", None, None).await;
+    let (status, doc) = broker.request("GET", "/api/openapi.json", None, None).await;
     assert_eq!(status, 200, "/api/openapi.json is public");
-    let (status, asyncapi) = send(&broker, "GET", "/api/ws", None, None).await;
+    let (status, asyncapi) = broker.request("GET", "/api/ws", None, None).await;
     assert_eq!(
         (status, asyncapi["asyncapi"].as_str()),
         (200, Some("3.0.0"))
@@ -104,7 +62,7 @@ async fn every_documented_operation_is_served_with_its_documented_access() {
                 .as_array()
                 .expect("security")
                 .contains(&json!({}));
-            let (status, answer) = send(&broker, method, &uri, None, body.clone()).await;
+            let (status, answer) = broker.request(method, &uri, None, body.clone()).await;
             if public {
                 assert!(
                     served(status, &answer) && status != 401,
@@ -122,14 +80,15 @@ async fn every_documented_operation_is_served_with_its_documented_access() {
                     Some("subscriber") => Role::Subscriber,
                     other => panic!("{method} {path}: x-required-role {other:?}"),
                 };
-                let (status, answer) = send(&broker, method, &uri, Some(&token(role)), body).await;
+                let (status, answer) = broker.request(method, &uri, Some(&token(role)), body).await;
                 assert!(
                     served(status, &answer) && status != 401 && status != 403,
                     "{method} {uri} with a {role:?} token answered {status} {answer}"
                 );
                 if role == Role::Admin {
-                    let (status, _) =
-                        send(&broker, method, &uri, Some(&token(Role::Producer)), None).await;
+                    let (status, _) = broker
+                        .request(method, &uri, Some(&token(Role::Producer)), None)
+                        .await;
                     assert_eq!(status, 403, "{method} {uri} is admin only");
                 }
             }
@@ -139,6 +98,8 @@ async fn every_documented_operation_is_served_with_its_documented_access() {
     assert!(probed >= 16 + 2 * 15, "only {probed} operations probed");
 
     // The other way round: a path the document lacks is not served.
-    let (status, _) = send(&broker, "GET", "/api/not-documented", None, None).await;
+    let (status, _) = broker
+        .request("GET", "/api/not-documented", None, None)
+        .await;
     assert_eq!(status, 404);
 }
