@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+/// The content type of Server-Sent Events.
+const SSE: &str = "text/event-stream";
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -27,11 +30,11 @@ pub fn document() -> Value {
         item[method] = operation(spec);
     }
     for (path, content_type) in monitor::asset_paths() {
-        let answer = json!({
-            "200": {"description": "the file",
-                    "content": {content_type: {"schema": {"type": "string"}}}},
-            "304": {"description": "the browser's copy (If-None-Match) is current"},
-        });
+        let mut answer = text_answer("the file", content_type);
+        answer.insert(
+            "304".into(),
+            json!({"description": "the browser's copy (If-None-Match) is current"}),
+        );
         paths.insert(
             path.into(),
             json!({
@@ -250,22 +253,20 @@ fn query_description(name: &str) -> Option<&'static str> {
 
 /// `200` with a JSON body of `schema`.
 fn json_answer(description: &str, schema: Value) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert(
-        "200".into(),
-        json!({"description": description,
-               "content": {"application/json": {"schema": schema}}}),
-    );
-    map
+    answer(description, "application/json", schema)
 }
 
-/// `200` as a stream of Server-Sent Events.
-fn sse_answer(description: &str) -> Map<String, Value> {
+/// `200` with a body of text: a page, Prometheus text, a stream of
+/// Server-Sent Events.
+fn text_answer(description: &str, content_type: &str) -> Map<String, Value> {
+    answer(description, content_type, json!({"type": "string"}))
+}
+
+fn answer(description: &str, content_type: &str, schema: Value) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert(
         "200".into(),
-        json!({"description": description,
-               "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+        json!({"description": description, "content": {content_type: {"schema": schema}}}),
     );
     map
 }
@@ -288,12 +289,8 @@ fn details(spec: &RouteSpec) -> Details {
     };
     match (spec.method.as_str(), spec.path) {
         ("GET", "/") => {
-            let mut responses = websocket();
-            responses.insert(
-                "200".into(),
-                json!({"description": "the monitor page, for a browser",
-                       "content": {"text/html": {"schema": {"type": "string"}}}}),
-            );
+            let mut responses = text_answer("the monitor page, for a browser", "text/html");
+            responses.extend(websocket());
             responses.insert("403".into(), json!({"$ref": "#/components/responses/403"}));
             Details {
                 responses,
@@ -368,19 +365,19 @@ fn details(spec: &RouteSpec) -> Details {
         ("GET", "/api/executions/{id}/stream") => Details {
             query: query_of::<sse::StreamParams>(),
             headers: vec![last_event_id],
-            responses: sse_answer("events: id = seq, event = type, data = the event"),
+            responses: text_answer("events: id = seq, event = type, data = the event", SSE),
             ..Details::default()
         },
         ("GET", "/api/conversations/{id}/stream") => Details {
             query: query_of::<sse::StreamParams>(),
             headers: vec![last_event_id],
-            responses: sse_answer("events of every execution: id = executionId:seq"),
+            responses: text_answer("events of every execution: id = executionId:seq", SSE),
             ..Details::default()
         },
         ("GET", "/api/executions/{id}/ag-ui") => Details {
             query: query_of::<sse::AgUiParams>(),
             headers: vec![last_event_id],
-            responses: sse_answer("AG-UI events (docs/ag-ui.md)"),
+            responses: text_answer("AG-UI events (docs/ag-ui.md)", SSE),
             ..Details::default()
         },
         ("GET", "/api/analytics") => Details {
@@ -413,30 +410,14 @@ fn details(spec: &RouteSpec) -> Details {
             ),
             ..Details::default()
         },
-        ("GET", "/metrics") => {
-            let mut responses = Map::new();
-            responses.insert(
-                "200".into(),
-                json!({"description": "Prometheus text exposition",
-                       "content": {"text/plain": {"schema": {"type": "string"}}}}),
-            );
-            Details {
-                responses,
-                ..Details::default()
-            }
-        }
-        ("GET", "/analytics") => {
-            let mut responses = Map::new();
-            responses.insert(
-                "200".into(),
-                json!({"description": "the page",
-                       "content": {"text/html": {"schema": {"type": "string"}}}}),
-            );
-            Details {
-                responses,
-                ..Details::default()
-            }
-        }
+        ("GET", "/metrics") => Details {
+            responses: text_answer("Prometheus text exposition", "text/plain"),
+            ..Details::default()
+        },
+        ("GET", "/analytics") => Details {
+            responses: text_answer("the page", "text/html"),
+            ..Details::default()
+        },
         _ => Details::default(),
     }
 }
