@@ -211,102 +211,17 @@ fn target_properties() -> Value {
     })
 }
 
-/// Every message, client and server.
+/// Every message, client and server, by name.
 fn messages() -> Map<String, Value> {
-    let mut messages = Map::new();
-    let mut subscribe = message(
+    let mut subscribe = targeted(message(
         "subscribe",
         "Start receiving the events of an execution or of every execution of a conversation.",
         client_fields(&SUBSCRIBE_FIELDS),
         &[],
-    );
-    subscribe["payload"]["oneOf"] = target_one_of();
+    ));
     subscribe["examples"] = json!([
         {"name": "resume", "payload": {"type": "subscribe", "executionId": "exec-123", "fromSeq": 41}},
     ]);
-    messages.insert("subscribe".into(), subscribe);
-    let mut unsubscribe = message(
-        "unsubscribe",
-        "Stop receiving a target's events.",
-        client_fields(&UNSUBSCRIBE_FIELDS),
-        &[],
-    );
-    unsubscribe["payload"]["oneOf"] = target_one_of();
-    messages.insert("unsubscribe".into(), unsubscribe);
-    messages.insert(
-        "ping".into(),
-        message(
-            "ping",
-            "Application-level ping; answered with `pong`.",
-            json!({}),
-            &[],
-        ),
-    );
-    messages.insert(
-        "auth".into(),
-        message(
-            "auth",
-            "A JWT for this connection: first, or a fresh one before the current one expires. \
-             Answered with `authenticated`.",
-            client_fields(&AUTH_FIELDS),
-            &["token"],
-        ),
-    );
-
-    messages.insert(
-        "connected".into(),
-        message(
-            "connected",
-            "The first message on every connection.",
-            json!({"clientId": {"type": "string"}}),
-            &["clientId"],
-        ),
-    );
-    let mut subscribed = message(
-        "subscribed",
-        "A subscription is in force; `replayed` events were sent before this message.",
-        json!({
-            "executionId": schema_ref("Id"),
-            "conversationId": schema_ref("Id"),
-            "replayed": {"type": "integer", "minimum": 0},
-        }),
-        &["replayed"],
-    );
-    subscribed["payload"]["oneOf"] = target_one_of();
-    messages.insert("subscribed".into(), subscribed);
-    let mut unsubscribed = message(
-        "unsubscribed",
-        "A subscription ended.",
-        target_properties(),
-        &[],
-    );
-    unsubscribed["payload"]["oneOf"] = target_one_of();
-    messages.insert("unsubscribed".into(), unsubscribed);
-    messages.insert(
-        "event".into(),
-        message(
-            "event",
-            "One event of a subscribed execution, in seq order, each once.",
-            json!({
-                "executionId": schema_ref("Id"),
-                "event": schema_ref("AgentEvent"),
-            }),
-            &["executionId", "event"],
-        ),
-    );
-    messages.insert(
-        "resync".into(),
-        message(
-            "resync",
-            "Cluster fallback: drop what you hold of the execution from seq `fromSeq` on; the \
-             events that follow replace it.",
-            json!({
-                "executionId": schema_ref("Id"),
-                "fromSeq": {"type": "integer", "minimum": 0},
-            }),
-            &["executionId", "fromSeq"],
-        ),
-    );
     let mut error = message(
         "error",
         "A refused message, or the reason the connection is about to close.",
@@ -326,21 +241,89 @@ fn messages() -> Map<String, Value> {
          the close code for those that end the connection."
     );
     error["x-error-codes"] = error_codes();
-    messages.insert("error".into(), error);
-    messages.insert(
-        "pong".into(),
+    let all = [
+        subscribe,
+        targeted(message(
+            "unsubscribe",
+            "Stop receiving a target's events.",
+            client_fields(&UNSUBSCRIBE_FIELDS),
+            &[],
+        )),
+        message(
+            "ping",
+            "Application-level ping; answered with `pong`.",
+            json!({}),
+            &[],
+        ),
+        message(
+            "auth",
+            "A JWT for this connection: first, or a fresh one before the current one expires. \
+             Answered with `authenticated`.",
+            client_fields(&AUTH_FIELDS),
+            &["token"],
+        ),
+        message(
+            "connected",
+            "The first message on every connection.",
+            json!({"clientId": {"type": "string"}}),
+            &["clientId"],
+        ),
+        targeted(message(
+            "subscribed",
+            "A subscription is in force; `replayed` events were sent before this message.",
+            json!({
+                "executionId": schema_ref("Id"),
+                "conversationId": schema_ref("Id"),
+                "replayed": {"type": "integer", "minimum": 0},
+            }),
+            &["replayed"],
+        )),
+        targeted(message(
+            "unsubscribed",
+            "A subscription ended.",
+            target_properties(),
+            &[],
+        )),
+        message(
+            "event",
+            "One event of a subscribed execution, in seq order, each once.",
+            json!({
+                "executionId": schema_ref("Id"),
+                "event": schema_ref("AgentEvent"),
+            }),
+            &["executionId", "event"],
+        ),
+        message(
+            "resync",
+            "Cluster fallback: drop what you hold of the execution from seq `fromSeq` on; the \
+             events that follow replace it.",
+            json!({
+                "executionId": schema_ref("Id"),
+                "fromSeq": {"type": "integer", "minimum": 0},
+            }),
+            &["executionId", "fromSeq"],
+        ),
+        error,
         message("pong", "The answer to `ping`.", json!({}), &[]),
-    );
-    messages.insert(
-        "authenticated".into(),
         message(
             "authenticated",
             "A token was accepted.",
             json!({"expiresAt": {"type": "string", "format": "date-time"}}),
             &["expiresAt"],
         ),
-    );
-    messages
+    ];
+    all.into_iter()
+        .map(|m| (m["name"].as_str().expect("a name").to_owned(), m))
+        .collect()
+}
+
+/// A message that names exactly one of `executionId` and `conversationId`.
+fn targeted(mut message: Value) -> Value {
+    message["payload"]["oneOf"] = json!([
+        {"required": ["executionId"]},
+        {"required": ["conversationId"]},
+    ]);
+    message
 }
 
 /// The schemas of the fields a client message may carry: the parser's own
@@ -368,14 +351,6 @@ fn client_field(field: &str) -> Value {
         "token" => json!({"type": "string", "description": "a JWT"}),
         _ => json!({}),
     }
-}
-
-/// Exactly one of `executionId` and `conversationId`.
-fn target_one_of() -> Value {
-    json!([
-        {"required": ["executionId"]},
-        {"required": ["conversationId"]},
-    ])
 }
 
 /// Every error code with its advice and, when it ends the connection, its close code.
@@ -437,6 +412,15 @@ mod tests {
         assert_eq!(slow["closeCode"], 4000);
         let bad = codes.iter().find(|c| c["code"] == "bad-json").unwrap();
         assert!(bad["closeCode"].is_null());
+        // Every message the channels name is defined, and no other.
+        let messages = doc["components"]["messages"].as_object().unwrap();
+        assert_eq!(
+            messages.len(),
+            CLIENT_MESSAGES.len() + SERVER_MESSAGES.len()
+        );
+        for name in CLIENT_MESSAGES.iter().chain(&SERVER_MESSAGES) {
+            assert_eq!(messages[*name]["name"], *name);
+        }
     }
 
     #[test]
