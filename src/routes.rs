@@ -73,9 +73,10 @@ const fn route(
 }
 
 /// Every route, one line each, but the monitor's asset files
-/// ([`monitor::asset_paths`]). Why a table: `GET /api/openapi.json` is built
-/// from it and its unit test fails when a route here is undocumented, so a
-/// route cannot be added without showing up in the API reference.
+/// ([`monitor::asset_paths`]). Why a table: [`configure`] registers exactly
+/// these and `GET /api/openapi.json` is built from them, so a route cannot be
+/// served without showing up in the API reference (tests/api_spec.rs checks
+/// each line's `Access` against the running broker). Register routes here only.
 #[rustfmt::skip]
 pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/", Access::Session, "The WebSocket (an upgrade), or the monitor page for a browser", || web::to(root)),
