@@ -20,15 +20,10 @@ use serde::Deserialize;
 /// The window when the query names neither end: the last hour.
 const DEFAULT_WINDOW: TimeDelta = TimeDelta::hours(1);
 
-/// Registers the route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/analytics", web::get().to(analytics));
-}
-
 /// Query of `GET /api/analytics`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Params {
+pub(crate) struct Params {
     from: Option<String>,
     to: Option<String>,
     conversation_id: Option<String>,
@@ -40,7 +35,11 @@ struct Params {
     token: Option<String>,
 }
 
-async fn analytics(req: HttpRequest, broker: web::Data<Broker>) -> Result<HttpResponse, ApiError> {
+/// `GET /api/analytics`.
+pub(crate) async fn analytics(
+    req: HttpRequest,
+    broker: web::Data<Broker>,
+) -> Result<HttpResponse, ApiError> {
     broker.guard.require(&req, Role::Admin)?;
     let params: Params = query(&req)?;
     let query = analytics_query(params, Utc::now())?;

@@ -4,11 +4,13 @@
 #![warn(missing_docs)]
 
 mod analytics;
-mod api_doc;
+mod asyncapi;
 mod config;
 mod monitor;
 mod notifications;
+mod openapi;
 mod routes;
+mod schema;
 mod security;
 mod server;
 mod sse;

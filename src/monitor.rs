@@ -72,12 +72,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Registers the monitor's asset routes and the analytics page.
+/// The paths of the asset files, for the OpenAPI document.
+pub fn asset_paths() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ASSETS.iter().map(|asset| (asset.path, asset.content_type))
+}
+
+/// `GET /analytics`: the analytics page.
+pub(crate) async fn analytics_page() -> HttpResponse {
+    page(ANALYTICS_HTML)
+}
+
+/// Registers the monitor's asset routes (GET and HEAD); the pages are in
+/// `routes::ROUTES`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/analytics",
-        web::get().to(|| async { page(ANALYTICS_HTML) }),
-    );
     for asset in &ASSETS {
         // HEAD too, for `curl -I` and link checkers; actix sends no body for it.
         let get_or_head = guard::Any(guard::Get()).or(guard::Head());

@@ -27,28 +27,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Registers the admin API of notifications.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/notifications/rules", web::get().to(list_rules))
-        .route("/admin/notifications/rules", web::post().to(put_rule))
-        .route(
-            "/admin/notifications/rules/{id}",
-            web::delete().to(delete_rule),
-        )
-        .route(
-            "/admin/notifications/dead-letters",
-            web::get().to(dead_letters),
-        )
-        .route(
-            "/admin/notifications/dead-letters/{key}/retry",
-            web::post().to(retry_dead_letter),
-        )
-        .route(
-            "/admin/notifications/dead-letters/{key}",
-            web::delete().to(discard_dead_letter),
-        );
-}
-
 /// The Notifier's settings from the broker's.
 pub fn notifier_config(config: &Config) -> NotifierConfig {
     NotifierConfig {
@@ -125,14 +103,18 @@ fn stopping<E>(_: E) -> ApiError {
 type ApiResult = Result<HttpResponse, ApiError>;
 
 /// `GET /admin/notifications/rules`.
-async fn list_rules(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+pub(crate) async fn list_rules(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
     let rules = broker.notifier.send(ListRules).await.map_err(stopping)?;
     Ok(HttpResponse::Ok().json(json!({ "rules": rules })))
 }
 
 /// `POST /admin/notifications/rules`: the rule as JSON.
-async fn put_rule(req: HttpRequest, body: web::Bytes, broker: web::Data<Broker>) -> ApiResult {
+pub(crate) async fn put_rule(
+    req: HttpRequest,
+    body: web::Bytes,
+    broker: web::Data<Broker>,
+) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
     let spec: RuleSpec = serde_json::from_slice(&body).map_err(|e| {
         let code = match e.classify() {
@@ -165,7 +147,7 @@ where
 }
 
 /// `DELETE /admin/notifications/rules/{id}`.
-async fn delete_rule(
+pub(crate) async fn delete_rule(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,
@@ -186,7 +168,7 @@ struct DeadLettersParams {
 const MAX_DEAD_LETTERS: usize = 1000;
 
 /// `GET /admin/notifications/dead-letters`: oldest first.
-async fn dead_letters(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
+pub(crate) async fn dead_letters(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult {
     broker.guard.require(&req, Role::Admin)?;
     let params: DeadLettersParams = query(&req)?;
     let limit = params.limit.unwrap_or(100).min(MAX_DEAD_LETTERS);
@@ -195,7 +177,7 @@ async fn dead_letters(req: HttpRequest, broker: web::Data<Broker>) -> ApiResult 
 }
 
 /// `POST /admin/notifications/dead-letters/{key}/retry`.
-async fn retry_dead_letter(
+pub(crate) async fn retry_dead_letter(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,
@@ -207,7 +189,7 @@ async fn retry_dead_letter(
 }
 
 /// `DELETE /admin/notifications/dead-letters/{key}`.
-async fn discard_dead_letter(
+pub(crate) async fn discard_dead_letter(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,

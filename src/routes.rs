@@ -5,9 +5,9 @@
 //! a batch is at fault, so a producer can fix exactly that.
 
 use crate::server::Broker;
-use crate::{analytics, api_doc, monitor, notifications, sse};
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use crate::{analytics, asyncapi, monitor, notifications, openapi, sse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
 use agent_events_actors::auth::{AuthError, Grant, Role};
 use agent_events_actors::emitter::{Ingest, IngestError};
 use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
@@ -24,31 +24,98 @@ use serde_json::{json, Value};
 use std::fmt;
 use std::net::IpAddr;
 
+/// Who may call a route when authentication is on: the role its handler
+/// asks the guard for. Documentation (OpenAPI `security`), checked against
+/// the running broker by tests/api_spec.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, token or not.
+    Public,
+    /// A WebSocket: a token at the upgrade is optional, else the `auth` message.
+    Session,
+    /// A token with the `subscriber` role that may watch the execution or conversation.
+    Subscriber,
+    /// A token with the `producer` role.
+    Producer,
+    /// A token with the `admin` role.
+    Admin,
+}
+
+/// One HTTP route: method, path pattern, who may call it, a summary, and the handler.
+pub struct RouteSpec {
+    /// The method it answers.
+    pub method: Method,
+    /// The path pattern, `{name}` for a path parameter.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    /// Builds the route (the method is added by [`configure`]).
+    handler: fn() -> Route,
+}
+
+/// Shorthand for a line of [`ROUTES`].
+const fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: fn() -> Route,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+        summary,
+        handler,
+    }
+}
+
+/// Every route, one line each, but the monitor's asset files
+/// ([`monitor::asset_paths`]). Why a table: [`configure`] registers exactly
+/// these and `GET /api/openapi.json` is built from them, so a route cannot be
+/// served without showing up in the API reference (tests/api_spec.rs checks
+/// each line's `Access` against the running broker). Register routes here only.
+#[rustfmt::skip]
+pub static ROUTES: &[RouteSpec] = &[
+    route(Method::GET, "/", Access::Session, "The WebSocket (an upgrade), or the monitor page for a browser", || web::to(root)),
+    route(Method::GET, "/ws", Access::Session, "The WebSocket (see the AsyncAPI document at /api/ws)", || web::to(websocket)),
+    route(Method::POST, "/api/events", Access::Producer, "Publish one event or an array of events", || web::to(ingest)),
+    route(Method::GET, "/api/executions", Access::Admin, "Recent executions, newest first", || web::to(list_executions)),
+    route(Method::GET, "/api/executions/{id}/events", Access::Admin, "Stored events of an execution in seq order", || web::to(execution_events)),
+    route(Method::GET, "/api/executions/{id}/stats", Access::Admin, "Statistics of one execution", || web::to(execution_stats)),
+    route(Method::GET, "/api/executions/{id}/stream", Access::Subscriber, "An execution's events as Server-Sent Events", || web::to(sse::execution_stream)),
+    route(Method::GET, "/api/conversations/{id}/stream", Access::Subscriber, "A conversation's events as Server-Sent Events", || web::to(sse::conversation_stream)),
+    route(Method::GET, "/api/executions/{id}/ag-ui", Access::Subscriber, "An execution as AG-UI events over Server-Sent Events", || web::to(sse::ag_ui_stream)),
+    route(Method::GET, "/api/analytics", Access::Admin, "Figures over a time window", || web::to(analytics::analytics)),
+    route(Method::GET, "/api/ws", Access::Public, "The WebSocket protocol as an AsyncAPI 3.0 document", || web::to(asyncapi_doc)),
+    route(Method::GET, "/api/openapi.json", Access::Public, "The HTTP API as an OpenAPI 3.1 document", || web::to(openapi_doc)),
+    route(Method::GET, "/health", Access::Public, "Liveness and the state of the store and Redis", || web::to(health)),
+    route(Method::GET, "/admin/stats", Access::Admin, "Connections, subscriptions, events in and out, drops", || web::to(admin_stats)),
+    route(Method::GET, "/metrics", Access::Admin, "The same figures as Prometheus text", || web::to(metrics)),
+    route(Method::GET, "/analytics", Access::Public, "The analytics page (its data comes from /api/analytics)", || web::to(monitor::analytics_page)),
+    route(Method::GET, "/admin/notifications/rules", Access::Admin, "Notification rules, from the rules file and the admin API", || web::to(notifications::list_rules)),
+    route(Method::POST, "/admin/notifications/rules", Access::Admin, "Adds (201) or replaces (200) a notification rule", || web::to(notifications::put_rule)),
+    route(Method::DELETE, "/admin/notifications/rules/{id}", Access::Admin, "Removes a rule added through the admin API (204)", || web::to(notifications::delete_rule)),
+    route(Method::GET, "/admin/notifications/dead-letters", Access::Admin, "Deliveries that used every attempt", || web::to(notifications::dead_letters)),
+    route(Method::POST, "/admin/notifications/dead-letters/{key}/retry", Access::Admin, "Puts a dead letter back to pending (202)", || web::to(notifications::retry_dead_letter)),
+    route(Method::DELETE, "/admin/notifications/dead-letters/{key}", Access::Admin, "Discards a dead letter (204)", || web::to(notifications::discard_dead_letter)),
+];
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(root))
-        .route("/ws", web::get().to(websocket))
-        .route("/api/events", web::post().to(ingest))
-        .route("/api/executions", web::get().to(list_executions))
-        .route(
-            "/api/executions/{id}/events",
-            web::get().to(execution_events),
-        )
-        .route("/api/executions/{id}/stats", web::get().to(execution_stats))
-        .route("/api/ws", web::get().to(protocol_doc))
-        .route("/health", web::get().to(health))
-        .route("/admin/stats", web::get().to(admin_stats))
-        .route("/metrics", web::get().to(metrics))
-        .configure(monitor::configure)
-        .configure(analytics::configure)
-        .configure(sse::configure)
-        .configure(notifications::configure);
+    for spec in ROUTES {
+        cfg.route(spec.path, (spec.handler)().method(spec.method.clone()));
+    }
+    cfg.configure(monitor::configure);
 }
 
 /// An HTTP error with its stable code.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
+    /// The stable code (the ingest counts refusals by it).
     pub(crate) code: ErrorCode,
     message: String,
     validation: Option<ValidationError>,
@@ -93,6 +160,7 @@ impl ApiError {
         }
     }
 
+    /// `store-unavailable`: the store could not answer.
     pub(crate) fn store(err: StoreError) -> Self {
         ApiError::new(
             ErrorCode::StoreUnavailable,
@@ -391,7 +459,7 @@ fn parse_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<AgentEv
 /// Query of `GET /api/executions/{id}/events`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EventsParams {
+pub(crate) struct EventsParams {
     after_seq: Option<u64>,
     types: Option<String>,
     agent_id: Option<String>,
@@ -495,7 +563,7 @@ async fn execution_stats(
 /// Query of `GET /api/executions`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ExecutionsParams {
+pub(crate) struct ExecutionsParams {
     conversation_id: Option<String>,
     status: Option<String>,
     limit: Option<usize>,
@@ -549,9 +617,14 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
     Ok((at, id.to_owned()))
 }
 
-/// `GET /api/ws`: the protocol, machine-readable.
-async fn protocol_doc() -> HttpResponse {
-    HttpResponse::Ok().json(api_doc::protocol())
+/// `GET /api/ws`: the WebSocket protocol as AsyncAPI.
+async fn asyncapi_doc() -> HttpResponse {
+    HttpResponse::Ok().json(asyncapi::document())
+}
+
+/// `GET /api/openapi.json`: the HTTP API as OpenAPI.
+async fn openapi_doc() -> HttpResponse {
+    HttpResponse::Ok().json(openapi::document())
 }
 
 /// `GET /health`: 200 while serving (`ok` or `degraded`, with why).

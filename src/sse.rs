@@ -36,25 +36,12 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Registers the SSE routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/api/executions/{id}/stream",
-        web::get().to(execution_stream),
-    )
-    .route(
-        "/api/conversations/{id}/stream",
-        web::get().to(conversation_stream),
-    )
-    .route("/api/executions/{id}/ag-ui", web::get().to(ag_ui_stream));
-}
-
 type SseResult = Result<HttpResponse, ApiError>;
 
 /// Query of the `/stream` routes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StreamParams {
+pub(crate) struct StreamParams {
     from_seq: Option<u64>,
     types: Option<String>,
     agent_id: Option<String>,
@@ -67,7 +54,7 @@ struct StreamParams {
 /// Query of the `/ag-ui` route: no filters, since AG-UI needs every event of the run.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AgUiParams {
+pub(crate) struct AgUiParams {
     from_seq: Option<u64>,
     /// Read by the security guard, not here.
     #[serde(rename = "token")]
@@ -75,7 +62,7 @@ struct AgUiParams {
 }
 
 /// `GET /api/executions/{id}/stream`.
-async fn execution_stream(
+pub(crate) async fn execution_stream(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,
@@ -89,7 +76,7 @@ async fn execution_stream(
 }
 
 /// `GET /api/conversations/{id}/stream`.
-async fn conversation_stream(
+pub(crate) async fn conversation_stream(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,
@@ -109,7 +96,7 @@ async fn conversation_stream(
 }
 
 /// `GET /api/executions/{id}/ag-ui`.
-async fn ag_ui_stream(
+pub(crate) async fn ag_ui_stream(
     req: HttpRequest,
     path: web::Path<String>,
     broker: web::Data<Broker>,

@@ -37,29 +37,7 @@ async fn request(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut builder = match method {
-        "POST" => client.post(broker.url(path)),
-        _ => client.get(broker.url(path)),
-    };
-    if let Some(token) = bearer {
-        builder = builder.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        builder = builder
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = tokio::time::timeout(Duration::from_secs(10), builder.send())
-        .await
-        .expect("request timed out")
-        .expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    broker.request(method, path, bearer, body).await
 }
 
 /// A WebSocket upgrade that must be refused: its HTTP status.

@@ -29,22 +29,36 @@ use serde_json::{json, Map, Value};
 
 /// The AG-UI event types this mapping produces, as `@ag-ui/core` spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)] // each is the AG-UI event of the same name
 pub enum AgUiType {
+    /// `RUN_STARTED`: from our `orchestration-start`.
     RunStarted,
+    /// `RUN_FINISHED`: from an `orchestration-complete` that did not fail.
     RunFinished,
+    /// `RUN_ERROR`: from a failed `orchestration-complete`.
     RunError,
+    /// `STEP_STARTED`: from `department-start`.
     StepStarted,
+    /// `STEP_FINISHED`: from `department-complete`.
     StepFinished,
+    /// `TOOL_CALL_START`: a tool call begins.
     ToolCallStart,
+    /// `TOOL_CALL_ARGS`: the tool call's input.
     ToolCallArgs,
+    /// `TOOL_CALL_END`: the end of the tool call's arguments.
     ToolCallEnd,
+    /// `TOOL_CALL_RESULT`: the tool's output.
     ToolCallResult,
+    /// `REASONING_START`: the first of five from one `agent-thinking`.
     ReasoningStart,
+    /// `REASONING_MESSAGE_START`: one thought begins.
     ReasoningMessageStart,
+    /// `REASONING_MESSAGE_CONTENT`: the thought's text.
     ReasoningMessageContent,
+    /// `REASONING_MESSAGE_END`: the thought ends.
     ReasoningMessageEnd,
+    /// `REASONING_END`: the last of five from one `agent-thinking`.
     ReasoningEnd,
+    /// `CUSTOM`: `agent-start`, `agent-complete`, `quality-check`, `review-status`, carried whole.
     Custom,
 }
 

@@ -48,18 +48,28 @@ pub struct AgentEvent {
 /// The 11 event types with their own fields, tagged by `type` in kebab-case.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-#[allow(missing_docs)] // each variant is documented by its struct
 pub enum EventKind {
+    /// `orchestration-start`: the master orchestrator begins.
     OrchestrationStart(OrchestrationStart),
+    /// `orchestration-complete`: all departments finished.
     OrchestrationComplete(OrchestrationComplete),
+    /// `department-start`: a department head begins its assessment.
     DepartmentStart(DepartmentStart),
+    /// `department-complete`: a department finished all its work.
     DepartmentComplete(DepartmentComplete),
+    /// `agent-start`: an agent begins.
     AgentStart(AgentStart),
+    /// `agent-thinking`: an agent reports progress.
     AgentThinking(AgentThinking),
+    /// `agent-complete`: an agent finished.
     AgentComplete(AgentComplete),
+    /// `tool-call`: an agent invokes a tool.
     ToolCall(ToolCall),
+    /// `tool-result`: a tool call completed.
     ToolResult(ToolResult),
+    /// `quality-check`: a quality validation happened.
     QualityCheck(QualityCheck),
+    /// `review-status`: a department head reviewed a specialist's work.
     ReviewStatus(ReviewStatus),
 }
 
@@ -301,49 +311,66 @@ pub struct ReviewStatus {
 /// `complexity` of an `orchestration-start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[allow(missing_docs)]
 pub enum Complexity {
+    /// `low`: a simple request, in the orchestrator's judgement.
     Low,
+    /// `medium`: in between.
     Medium,
+    /// `high`: a hard request, in the orchestrator's judgement.
     High,
 }
 
 /// `status` of an `orchestration-complete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[allow(missing_docs)]
 pub enum RunStatus {
+    /// `success`: the run succeeded.
     Success,
+    /// `failed`: the run failed (AG-UI: `RUN_ERROR`).
     Failed,
+    /// `partial`: the run succeeded in part.
     Partial,
 }
 
 /// `status` of a `review-status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[allow(missing_docs)]
 pub enum ReviewVerdict {
+    /// `approved`: the work is accepted.
     Approved,
+    /// `revision-requested`: the specialist must rework it.
     RevisionRequested,
+    /// `rejected`: the work is refused.
     Rejected,
+    /// `pending`: the review has not concluded.
     Pending,
 }
 
 /// The type of an event without its fields: for filters and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-#[allow(missing_docs)]
 pub enum EventType {
+    /// `orchestration-start`: the master orchestrator begins.
     OrchestrationStart,
+    /// `orchestration-complete`: all departments finished.
     OrchestrationComplete,
+    /// `department-start`: a department head begins its assessment.
     DepartmentStart,
+    /// `department-complete`: a department finished all its work.
     DepartmentComplete,
+    /// `agent-start`: an agent begins.
     AgentStart,
+    /// `agent-thinking`: an agent reports progress.
     AgentThinking,
+    /// `agent-complete`: an agent finished.
     AgentComplete,
+    /// `tool-call`: an agent invokes a tool.
     ToolCall,
+    /// `tool-result`: a tool call completed.
     ToolResult,
+    /// `quality-check`: a quality validation happened.
     QualityCheck,
+    /// `review-status`: a department head reviewed a specialist's work.
     ReviewStatus,
 }
 

@@ -13,6 +13,48 @@ use actix::Addr;
 use serde_json::{Map, Value};
 
 /// A cheap, cloneable handle to the Emitter for in-process producers.
+///
+/// # Example
+///
+/// An Emitter without a store (events are sequenced, buffered for replay and
+/// published, not persisted), and two events through the handle: the first
+/// waits for its seq, the second is fire-and-forget.
+///
+/// ```
+/// use actix::Actor;
+/// use agent_events_actors::emitter::{Emitter, EmitterConfig};
+/// use agent_events_actors::event::{AgentEvent, AgentStart, ToolCall};
+/// use agent_events_actors::metrics::Metrics;
+/// use agent_events_actors::registry::Registry;
+/// use agent_events_actors::EmitterHandle;
+///
+/// actix::System::new().block_on(async {
+///     let metrics = Metrics::new();
+///     let registry = Registry::new(metrics.clone()).start();
+///     let emitter = Emitter::new(EmitterConfig::default(), registry, None, metrics).start();
+///     let handle = EmitterHandle::new(emitter).for_conversation("conv-1");
+///
+///     let start = AgentStart {
+///         agent_id: "writer".into(),
+///         ..Default::default()
+///     };
+///     let accepted = handle
+///         .emit(AgentEvent::new("exec-1", start))
+///         .await
+///         .expect("a valid event is accepted");
+///     assert_eq!(accepted.seq, Some(1), "the first event of an execution");
+///
+///     // The seed's helpers never block and never fail; this one gets seq 2.
+///     handle.tool_call("exec-1", "writer", "search", "call-1", serde_json::json!({"q": "x"}));
+///     let call = ToolCall {
+///         agent_id: "writer".into(),
+///         tool_name: "search".into(),
+///         ..Default::default()
+///     };
+///     let accepted = handle.emit(AgentEvent::new("exec-1", call)).await.unwrap();
+///     assert_eq!(accepted.seq, Some(3), "messages to one actor keep their order");
+/// });
+/// ```
 #[derive(Clone)]
 pub struct EmitterHandle {
     emitter: Addr<Emitter>,

@@ -251,7 +251,8 @@ impl ClientError {
     }
 }
 
-const SUBSCRIBE_FIELDS: [&str; 7] = [
+/// Every field a `subscribe` may carry; any other is a `bad-request`.
+pub const SUBSCRIBE_FIELDS: [&str; 7] = [
     "type",
     "executionId",
     "conversationId",
@@ -260,7 +261,11 @@ const SUBSCRIBE_FIELDS: [&str; 7] = [
     "agentId",
     "department",
 ];
-const UNSUBSCRIBE_FIELDS: [&str; 3] = ["type", "executionId", "conversationId"];
+/// Every field an `unsubscribe` may carry.
+pub const UNSUBSCRIBE_FIELDS: [&str; 3] = ["type", "executionId", "conversationId"];
+
+/// Every field an `auth` may carry.
+pub const AUTH_FIELDS: [&str; 2] = ["type", "token"];
 
 impl ClientMessage {
     /// Parses one text frame.
@@ -283,7 +288,7 @@ impl ClientMessage {
             }
             Some("ping") => Ok(ClientMessage::Ping),
             Some("auth") => {
-                reject_unknown_fields(&object, &["type", "token"])?;
+                reject_unknown_fields(&object, &AUTH_FIELDS)?;
                 match object.get("token") {
                     Some(Value::String(token)) => Ok(ClientMessage::Auth {
                         token: token.clone(),

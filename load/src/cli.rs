@@ -204,7 +204,10 @@ mod tests {
     fn also_url_adds_cluster_nodes_to_a_url() {
         let a = run("--url http://127.0.0.1:3001 --also-url http://127.0.0.1:3002").unwrap();
         assert_eq!(a.also, ["127.0.0.1:3002".parse().unwrap()]);
-        assert!(run("--also-url http://127.0.0.1:3002").is_err(), "needs --url");
+        assert!(
+            run("--also-url http://127.0.0.1:3002").is_err(),
+            "needs --url"
+        );
         assert!(run("--url http://127.0.0.1:3001 --also-url http://10.0.0.1:3002").is_err());
     }
 

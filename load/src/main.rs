@@ -10,7 +10,7 @@
 //! - [`cli`]: the command line.
 //! - [`scenario`]: the presets and the broker-then-baseline sequence.
 //! - [`shape`]: what one run does (subscribers, executions, pace, bounds).
-//! - [`run`]: one run against one target, from connecting to adding up.
+//! - [`mod@run`]: one run against one target, from connecting to adding up.
 //! - [`subscriber`], [`producer`]: the two kinds of load.
 //! - [`accounting`]: lost, duplicated and reordered events by seq.
 //! - [`histogram`]: latency percentiles.

@@ -287,6 +287,48 @@ impl Broker {
             .unwrap_or_else(|| panic!("no seq in {answer}"))
     }
 
+    /// Any request, with a bearer token and a JSON body if given: (status,
+    /// body as JSON, or a string if it is not JSON). An event stream's body is
+    /// not read (`Null`): its headers are the answer, and dropping the
+    /// response closes it.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
+            .unwrap_or_else(|e| panic!("method {method}: {e}"));
+        let mut request = self.http.request(method.clone(), self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = tokio::time::timeout(STEP, request.send())
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} timed out"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if stream {
+            return (status, Value::Null);
+        }
+        let text = tokio::time::timeout(STEP, response.text())
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: the body timed out"))
+            .unwrap_or_default();
+        (status, parse_or_string(&text))
+    }
+
     /// GETs `path`: (status, content type, body).
     pub async fn get(&self, path: &str) -> (u16, String, String) {
         let response = tokio::time::timeout(STEP, self.http.get(self.url(path)).send())

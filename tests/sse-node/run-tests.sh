@@ -1,29 +1,8 @@
 #!/usr/bin/env bash
 # The Node suite (scripts/test runs it after cargo test): a real EventSource
 # client and the AG-UI schemas of @ag-ui/core, both from npm, against the
-# broker binary that cargo built. Installs Node from Debian when it is missing.
+# broker binary that cargo built (../node-suite.sh: Node, the binary, npm ci).
 set -euo pipefail
 cd "$(dirname "$0")"
-root="$(cd ../.. && pwd)"
-
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "installing nodejs and npm"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq nodejs npm >/dev/null
-fi
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 18 ]; then
-  echo "Node 18 or newer is needed (fetch, node --test); found $(node --version)"
-  exit 1
-fi
-
-target_dir="${CARGO_TARGET_DIR:-target}"
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-bin="${AGENT_EVENTS_BIN:-$target_dir/debug/agent-events}"
-if [ ! -x "$bin" ]; then
-  (cd "$root" && cargo build --bin agent-events)
-fi
-
-npm ci --no-audit --no-fund
+source ../node-suite.sh
 AGENT_EVENTS_BIN="$bin" node --test sse.test.mjs
