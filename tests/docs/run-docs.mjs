@@ -1,0 +1,457 @@
+// Runs every example of docs/*.md against real processes, page by page, in
+// the order a reader would: the docs are the test script.
+//
+// A fenced block says what it is in its info string (after the language):
+//
+//   ```sh test              run in bash; `# => TEXT` lines are output the block
+//                           must print (a whole line; `…` matches anything)
+//   ```sh server[=NAME]     start in the background and wait until it says it
+//                           listens (the broker, redis-server), or with
+//                           `ready=URL` until URL answers 200 (nginx); a later
+//                           block with the same NAME stops this one first (Ctrl-C)
+//   ```text wscat           the seed's wscat session: `$ wscat -c URL [-s P] [-H H]`,
+//                           `> message` sent, `< message` expected in order
+//                           (`…` matches anything); the page goes on once the
+//                           session has sent every message and got the answer
+//                           to the last, and its remaining messages must arrive
+//                           before the page ends
+//   ```javascript browser   a browser-console snippet, run in Node with `ws` as
+//                           WebSocket; console.log output must show
+//                           `subscribed` before the page goes on, and an `event`
+//                           before it ends
+//   ```text output          what the block before printed (each line in order; `…`)
+//   ```text usage           `agent-events --help`, exactly
+//   ```toml file=NAME       written to NAME in the page's directory
+//   ```rust copied=PATH     must appear verbatim in PATH, a test that runs it
+//   ```sh operator          changes the machine (useradd, systemctl, /etc): not
+//                           run here; tests/deploy runs what it installs
+//
+// A block without one of these fails the run, so no example goes untested.
+//
+// Each page runs in a fresh temporary directory (the `./data` of its
+// commands, with a copy of deploy/ as in a checkout) with its own free ports: the examples' 3001, 3002, 6379 and 8080
+// are replaced by them, and WS_PORT is set to the first, so `cargo run
+// --release -- …` (a shim runs the binary cargo test built) listens where the
+// examples look. Variables a block exports or assigns are seen by the next
+// blocks, as in one terminal. Every wait has a deadline; nothing sleeps.
+
+import { spawn } from 'node:child_process'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { WebSocket } from 'ws'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const REPO = path.resolve(HERE, '../..')
+const BIN = process.env.TEST_BROKER_BIN ?? path.join(REPO, 'target/debug/agent-events')
+const STEP_MS = 20_000
+const READY = /listening on http:\/\/|Ready to accept connections/
+/** Example ports, and the placeholders the runner gives each page. */
+const PORTS = ['3001', '3002', '6379', '8080']
+
+const only = process.argv.slice(2)
+/** Pages whose examples are not marked for this runner yet: listed as NOT RUN, loudly. */
+const NOT_YET = new Set(['ag-ui.md', 'client.md', 'sse.md'])
+
+// ------------------------------------------------------------------ parsing
+
+/** The fenced blocks of a Markdown page: language, markers, text, line. */
+export function blocks(markdown) {
+  const found = []
+  const lines = markdown.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)```(\S*)\s*(.*)$/.exec(lines[i])
+    if (!open) continue
+    const [, indent, lang, rest] = open
+    const body = []
+    let j = i + 1
+    while (j < lines.length && !/^\s*```\s*$/.test(lines[j])) {
+      body.push(lines[j].startsWith(indent) ? lines[j].slice(indent.length) : lines[j])
+      j++
+    }
+    const markers = {}
+    for (const word of rest.split(/\s+/).filter(Boolean)) {
+      const [key, value] = word.split('=')
+      markers[key] = value ?? true
+    }
+    found.push({ lang, markers, text: body.join('\n') + '\n', line: i + 1 })
+    i = j
+  }
+  return found
+}
+
+/** A line pattern: `…` matches anything, the rest literally. */
+function pattern(text) {
+  const escaped = text
+    .split('…')
+    .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+    .join('.*')
+  return new RegExp(`^${escaped}$`)
+}
+
+/** Whether `actual` matches the expected JSON, where strings with `…` are patterns and `"…"` is any value. */
+function jsonMatches(expected, actual) {
+  if (expected === '…') return true
+  if (typeof expected === 'string') {
+    return typeof actual === 'string' && (expected.includes('…') ? pattern(expected).test(actual) : expected === actual)
+  }
+  if (Array.isArray(expected)) {
+    return Array.isArray(actual) && actual.length === expected.length && expected.every((e, i) => jsonMatches(e, actual[i]))
+  }
+  if (expected && typeof expected === 'object') {
+    if (!actual || typeof actual !== 'object' || Array.isArray(actual)) return false
+    const keys = Object.keys(expected)
+    return keys.length === Object.keys(actual).length && keys.every((k) => k in actual && jsonMatches(expected[k], actual[k]))
+  }
+  return expected === actual
+}
+
+function messageMatches(expectedText, raw) {
+  try {
+    // A bare `…` as a value (`"uptimeSecs":…`) is any value, like `"…"`.
+    const expected = JSON.parse(expectedText.replace(/([:,[]\s*)…(?=\s*[,}\]])/g, '$1"…"'))
+    return jsonMatches(expected, JSON.parse(raw))
+  } catch {
+    return pattern(expectedText).test(raw)
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function deadline(promise, what, ms = STEP_MS) {
+  let timer
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
+
+/** Runs a bash script to its end; resolves with its status and output. */
+function bash(script, { cwd, env }) {
+  return new Promise((resolve) => {
+    const child = spawn('bash', ['-c', script], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), STEP_MS * 3)
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code: code ?? signal, stdout, stderr })
+    })
+  })
+}
+
+// ------------------------------------------------------------------ a page
+
+class Page {
+  constructor(name) {
+    this.name = name
+    this.servers = new Map()
+    this.sessions = []
+    this.lastOutput = null
+    this.counts = { run: 0, operator: 0 }
+  }
+
+  async setUp() {
+    this.dir = mkdtempSync(path.join(tmpdir(), `agent-events-docs-${this.name.replace(/\W/g, '-')}-`))
+    chmodSync(this.dir, 0o755)
+    this.bin = path.join(this.dir, '.bin')
+    mkdirSync(this.bin)
+    // `cargo run --release -- ARGS` in an example runs the binary under test.
+    writeFileSync(
+      path.join(this.bin, 'cargo'),
+      `#!/bin/sh\nif [ "$1" = run ] && [ "$2" = --release ] && [ "$3" = -- ]; then shift 3; exec "${BIN}" "$@"; fi\n` +
+        `if [ "$1" = run ] && [ "$2" = --release ] && [ "$#" = 2 ]; then exec "${BIN}"; fi\n` +
+        `echo "docs runner: only \\"cargo run --release -- …\\" runs in examples, not: cargo $*" >&2; exit 97\n`,
+    )
+    chmodSync(path.join(this.bin, 'cargo'), 0o755)
+    this.ports = {}
+    for (const port of PORTS) this.ports[port] = String(await freePort())
+    // Examples run from a checkout: deploy/ is there, with the example ports.
+    for (const dir of ['deploy', 'deploy/nginx']) mkdirSync(path.join(this.dir, dir), { recursive: true })
+    for (const file of ['deploy/agent-events.service', 'deploy/nginx/agent-events.conf']) {
+      writeFileSync(path.join(this.dir, file), this.localize(readFileSync(path.join(REPO, file), 'utf8')))
+    }
+    this.state = path.join(this.dir, '.state.env')
+    writeFileSync(this.state, '')
+    this.env = {
+      ...process.env,
+      PATH: `${this.bin}:${process.env.PATH}:/usr/sbin:/sbin`,
+      WS_PORT: this.ports['3001'],
+      BIND_ADDR: '127.0.0.1',
+      REDIS_URL: '',
+      MONGODB_URI: '',
+      RUST_LOG: 'info',
+      DOCS_STATE: this.state,
+    }
+    delete this.env.AGENT_EVENTS_AUTH_HMAC_SECRET
+  }
+
+  /** The example's text with its ports replaced by this page's. */
+  localize(text) {
+    return text.replace(new RegExp(`\\b(${PORTS.join('|')})\\b`, 'g'), (port) => this.ports[port])
+  }
+
+  where(block) {
+    return `docs/${this.name}:${block.line}`
+  }
+
+  async run(block) {
+    const m = block.markers
+    const text = this.localize(block.text)
+    if (m.operator) {
+      this.counts.operator++
+      return
+    }
+    this.counts.run++
+    if (m.test) return this.shell(block, text)
+    if (m.server) return this.server(block, text, m.server === true ? `server@${block.line}` : m.server)
+    if (m.wscat) return this.wscat(block, text)
+    if (m.browser) return this.browser(block, text)
+    if (m.output) return this.output(block, text)
+    if (m.usage) return this.usage(block)
+    if (m.file) return writeFileSync(path.join(this.dir, m.file), text)
+    if (m.copied) {
+      const source = readFileSync(path.join(REPO, m.copied), 'utf8')
+      if (!source.includes(block.text.trimEnd())) throw new Error(`${this.where(block)}: this block is not in ${m.copied} word for word`)
+      return
+    }
+    throw new Error(`${this.where(block)}: a \`\`\`${block.lang} block without a marker (test, server, wscat, browser, output, usage, file=, copied=, operator): every example must be run`)
+  }
+
+  async shell(block, text) {
+    const script = `set -a; source "$DOCS_STATE"; set -eo pipefail\n${text}\nexport -p | grep -v '^declare -[a-zA-Z]*r' > "$DOCS_STATE.new"; mv "$DOCS_STATE.new" "$DOCS_STATE"\n`
+    const result = await bash(script, { cwd: this.dir, env: this.env })
+    if (result.code !== 0) {
+      throw new Error(`${this.where(block)}: exited ${result.code}\n--- block\n${text}--- stdout\n${result.stdout}--- stderr\n${result.stderr}`)
+    }
+    const lines = result.stdout.split('\n').map((l) => l.trim())
+    for (const want of text.split('\n').filter((l) => /^\s*# => /.test(l))) {
+      const expected = want.replace(/^\s*# => /, '').trim()
+      if (!lines.some((line) => line === expected || messageMatches(expected, line))) {
+        throw new Error(`${this.where(block)}: no output line matches \`${expected}\`\n--- stdout\n${result.stdout}--- stderr\n${result.stderr}`)
+      }
+    }
+    this.lastOutput = result.stdout
+  }
+
+  async server(block, text, name) {
+    if (this.servers.has(name)) {
+      // As a reader would: see the open sessions through before restarting what they talk to.
+      await deadline(Promise.all(this.sessions), `the sessions open before ${this.where(block)}`)
+      await this.stop(name)
+    }
+    const child = spawn('bash', ['-c', `set -a; source "$DOCS_STATE"; set +a\n${text.trim()}`], {
+      cwd: this.dir,
+      env: this.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const server = { child, log: '', exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal))) }
+    this.servers.set(name, server)
+    // `ready=URL`: for a server that prints nothing (nginx), ready once URL answers 200.
+    const url = typeof block.markers.ready === 'string' ? this.localize(block.markers.ready) : null
+    await deadline(
+      new Promise((resolve, reject) => {
+        const watch = (chunk) => {
+          server.log += chunk
+          if (!url && READY.test(server.log)) resolve()
+        }
+        const ask = () =>
+          fetch(url, { signal: AbortSignal.timeout(1000) })
+            .then((r) => (r.status === 200 ? resolve() : setTimeout(ask, 100)))
+            .catch(() => server.child.exitCode === null && setTimeout(ask, 100))
+        if (url) ask()
+        child.stdout.on('data', watch)
+        child.stderr.on('data', watch)
+        server.exited.then((code) => reject(new Error(`${this.where(block)}: exited ${code} before it listened:\n${server.log}`)))
+      }),
+      `${this.where(block)} to listen`,
+    ).catch((err) => {
+      throw new Error(`${err.message}\n--- output\n${server.log}`)
+    })
+  }
+
+  /** Stops a server this page started (SIGTERM to its process group, as Ctrl-C would). */
+  async stop(name) {
+    const server = this.servers.get(name)
+    if (!server) return
+    this.servers.delete(name)
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      process.kill(-server.child.pid, 'SIGTERM')
+      await deadline(server.exited, `${name} to stop`).catch(() => process.kill(-server.child.pid, 'SIGKILL'))
+    }
+  }
+
+  /** The shell words of `$ wscat …`, expanded as the terminal would (variables). */
+  async words(line) {
+    const result = await bash(`set -a; source "$DOCS_STATE"; eval "set -- ${line.replace(/"/g, '\\"')}"; printf '%s\\0' "$@"`, {
+      cwd: this.dir,
+      env: this.env,
+    })
+    return result.stdout.split('\0').filter(Boolean)
+  }
+
+  async wscat(block, text) {
+    const lines = text.split('\n').filter((l) => l.trim())
+    const command = lines.shift()
+    if (!command.startsWith('$ wscat ')) throw new Error(`${this.where(block)}: a wscat session starts with \`$ wscat -c URL\``)
+    const words = await this.words(command.slice('$ wscat '.length))
+    let url
+    const protocols = []
+    const headers = {}
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] === '-c') url = words[++i]
+      else if (words[i] === '-s') protocols.push(words[++i])
+      else if (words[i] === '-H') {
+        const [key, ...value] = words[++i].split(':')
+        headers[key.trim()] = value.join(':').trim()
+      } else throw new Error(`${this.where(block)}: wscat option ${words[i]} is not supported by the runner`)
+    }
+    const steps = lines.map((l) => ({ dir: l.slice(0, 1), text: l.slice(1).trim() }))
+    if (steps.some((s) => s.dir !== '<' && s.dir !== '>')) throw new Error(`${this.where(block)}: session lines start with > or <`)
+    const lastSend = steps.map((s) => s.dir).lastIndexOf('>')
+    const answer = steps.findIndex((s, i) => i > lastSend && s.dir === '<')
+    const readyAt = answer === -1 ? lastSend : answer
+    const ws = new WebSocket(url, protocols, { headers })
+    const received = []
+    const waiters = []
+    ws.on('message', (data) => {
+      received.push(data.toString())
+      waiters.splice(0).forEach((w) => w())
+    })
+    const next = () =>
+      received.length
+        ? Promise.resolve(received.shift())
+        : new Promise((resolve) => waiters.push(() => resolve(received.shift())))
+    let markReady
+    const ready = new Promise((resolve) => (markReady = resolve))
+    const where = this.where(block)
+    const done = (async () => {
+      await deadline(new Promise((resolve, reject) => {
+        ws.once('open', resolve)
+        ws.once('error', reject)
+      }), `${where}: the connection`)
+      for (let i = 0; i < steps.length; i++) {
+        const step = steps[i]
+        if (step.dir === '>') ws.send(step.text)
+        else {
+          const got = await deadline(next(), `${where}: \`< ${step.text}\``)
+          if (!messageMatches(step.text, got)) throw new Error(`${where}: expected\n  < ${step.text}\ngot\n  < ${got}`)
+        }
+        if (i === readyAt) markReady()
+      }
+      ws.close()
+    })()
+    this.sessions.push(done)
+    await Promise.race([ready, done])
+  }
+
+  async browser(block, text) {
+    const file = path.join(this.dir, `.snippet-${block.line}.mjs`)
+    const ws = pathToFileURL(path.join(HERE, 'node_modules/ws/wrapper.mjs')).href
+    writeFileSync(
+      file,
+      `import { WebSocket } from '${ws}'\nglobalThis.WebSocket = WebSocket\n` +
+        `console.log = (...a) => process.stdout.write(JSON.stringify(a.length === 1 ? a[0] : a) + '\\n')\n${text}`,
+    )
+    const child = spawn(process.execPath, [file], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    const seen = (type) => out.split('\n').some((line) => {
+      try {
+        return JSON.parse(line).type === type
+      } catch {
+        return false
+      }
+    })
+    const waitFor = (type) =>
+      deadline(
+        new Promise((resolve, reject) => {
+          const check = () => seen(type) && resolve()
+          child.stdout.on('data', (d) => {
+            out += d
+            check()
+          })
+          child.stderr.on('data', (d) => (out += d))
+          child.once('exit', (code) => reject(new Error(`the snippet exited ${code}:\n${out}`)))
+          check()
+        }),
+        `${this.where(block)} to log a \`${type}\` message`,
+      )
+    await waitFor('subscribed')
+    this.sessions.push(waitFor('event').finally(() => child.kill('SIGTERM')))
+  }
+
+  output(block, text) {
+    if (this.lastOutput === null) throw new Error(`${this.where(block)}: an output block needs a \`sh test\` block before it`)
+    const got = this.lastOutput.split('\n')
+    let at = 0
+    for (const want of text.split('\n').filter((l) => l.trim())) {
+      const p = pattern(want.trim())
+      while (at < got.length && !p.test(got[at].trim())) at++
+      if (at === got.length) throw new Error(`${this.where(block)}: the output lacks \`${want}\` (in order):\n${this.lastOutput}`)
+      at++
+    }
+  }
+
+  async usage(block) {
+    const result = await bash(`"${BIN}" --help`, { cwd: this.dir, env: this.env })
+    if (result.stderr.trim() !== block.text.trim()) {
+      throw new Error(`${this.where(block)}: \`agent-events --help\` says:\n${result.stderr}`)
+    }
+  }
+
+  async tearDown() {
+    try {
+      await deadline(Promise.all(this.sessions), `the sessions of docs/${this.name} to finish`)
+    } finally {
+      for (const name of [...this.servers.keys()]) await this.stop(name)
+      rmSync(this.dir, { recursive: true, force: true })
+    }
+  }
+}
+
+// ------------------------------------------------------------------ main
+
+const pages = readdirSync(path.join(REPO, 'docs'))
+  .filter((f) => f.endsWith('.md'))
+  .filter((f) => only.length === 0 || only.includes(f))
+  .sort()
+let failed = 0
+let ran = 0
+for (const name of pages) {
+  if (NOT_YET.has(name)) {
+    console.log(`NOT RUN docs/${name}: its examples are not marked for this runner yet`)
+    continue
+  }
+  const page = new Page(name)
+  ran++
+  await page.setUp()
+  try {
+    for (const block of blocks(readFileSync(path.join(REPO, 'docs', name), 'utf8'))) await page.run(block)
+    await page.tearDown()
+    console.log(`ok   docs/${name}: ${page.counts.run} examples run${page.counts.operator ? `, ${page.counts.operator} operator steps shown only (tests/deploy covers what they install)` : ''}`)
+  } catch (err) {
+    failed++
+    console.log(`FAIL docs/${name}: ${err.message}`)
+    await page.tearDown().catch(() => {})
+  }
+}
+console.log(failed ? `${failed} of ${ran} pages failed` : `every example of ${ran} pages ran${ran < pages.length ? ` (${pages.length - ran} not run)` : ''}`)
+process.exit(failed ? 1 : 0)
