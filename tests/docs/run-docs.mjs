@@ -4,7 +4,8 @@
 // A fenced block says what it is in its info string (after the language):
 //
 //   ```sh test              run in bash; `# => TEXT` lines are output the block
-//                           must print (a whole line; `…` matches anything)
+//                           must print (a whole line; `…` matches anything);
+//                           with `stop=NAME`, after stopping that server (Ctrl-C)
 //   ```sh server[=NAME]     start in the background and wait until it says it
 //                           listens (the broker, redis-server), or with
 //                           `ready=URL` until URL answers 200 (nginx); a later
@@ -220,7 +221,14 @@ class Page {
       return
     }
     this.counts.run++
-    if (m.test) return this.shell(block, text)
+    if (m.test) {
+      if (typeof m.stop === 'string') {
+        await deadline(Promise.all(this.sessions), `the sessions open before ${this.where(block)}`)
+        if (!this.servers.has(m.stop)) throw new Error(`${this.where(block)}: stop=${m.stop}, but no server of that name runs`)
+        await this.stop(m.stop)
+      }
+      return this.shell(block, text)
+    }
     if (m.server) return this.server(block, text, m.server === true ? `server@${block.line}` : m.server)
     if (m.wscat) return this.wscat(block, text)
     if (m.browser) return this.browser(block, text)
