@@ -17,10 +17,16 @@
 //                           to the last, and its remaining messages must arrive
 //                           before the page ends
 //   ```javascript browser   a browser-console snippet, run in Node with `ws` as
-//                           WebSocket; console.log output must show
-//                           `subscribed` before the page goes on, and an `event`
+//                           WebSocket and `eventsource` as EventSource (relative
+//                           URLs against the page's broker); console.log output
+//                           must show `subscribed` (or `ready=TEXT`) before the
+//                           page goes on, and an `event` (or `until=TEXT`)
 //                           before it ends
+//   ```sh stream=NAME       a long-lived reader (`curl -N` of an SSE route): started in
+//                           the background; the page goes on once it printed
+//                           `retry:` (the stream began), and it is stopped at the end
 //   ```text output          what the block before printed (each line in order; `…`)
+//   ```text output=NAME     what stream NAME printed, waited for (each line in order; `…`)
 //   ```text usage           `agent-events --help`, exactly
 //   ```toml file=NAME       written to NAME in the page's directory
 //   ```rust copied=PATH     must appear verbatim in PATH, a test that runs it
@@ -54,7 +60,7 @@ const PORTS = ['3001', '3002', '6379', '8080']
 
 const only = process.argv.slice(2)
 /** Pages whose examples are not marked for this runner yet: listed as NOT RUN, loudly. */
-const NOT_YET = new Set(['ag-ui.md', 'client.md', 'sse.md'])
+const NOT_YET = new Set(['ag-ui.md', 'client.md'])
 
 // ------------------------------------------------------------------ parsing
 
@@ -230,9 +236,11 @@ class Page {
       return this.shell(block, text)
     }
     if (m.server) return this.server(block, text, m.server === true ? `server@${block.line}` : m.server)
+    if (m.stream) return this.stream(block, text, m.stream === true ? `stream@${block.line}` : m.stream)
     if (m.wscat) return this.wscat(block, text)
     if (m.browser) return this.browser(block, text)
-    if (m.output) return this.output(block, text)
+    if (m.output === true) return this.output(block, text)
+    if (m.output) return this.streamOutput(block, text, m.output)
     if (m.usage) return this.usage(block)
     if (m.file) return writeFileSync(path.join(this.dir, m.file), text)
     if (m.copied) {
@@ -374,36 +382,77 @@ class Page {
   async browser(block, text) {
     const file = path.join(this.dir, `.snippet-${block.line}.mjs`)
     const ws = pathToFileURL(path.join(HERE, 'node_modules/ws/wrapper.mjs')).href
+    const es = pathToFileURL(path.join(HERE, 'node_modules/eventsource/dist/index.js')).href
+    const origin = `http://localhost:${this.ports['3001']}`
     writeFileSync(
       file,
-      `import { WebSocket } from '${ws}'\nglobalThis.WebSocket = WebSocket\n` +
+      `import { WebSocket } from '${ws}'\nimport { EventSource as NodeEventSource } from '${es}'\n` +
+        `globalThis.WebSocket = WebSocket\n` +
+        // As on a page the broker served: relative URLs are the broker's.
+        `globalThis.EventSource = class extends NodeEventSource { constructor(url, init) { super(new URL(url, '${origin}'), init) } }\n` +
         `console.log = (...a) => process.stdout.write(JSON.stringify(a.length === 1 ? a[0] : a) + '\\n')\n${text}`,
     )
     const child = spawn(process.execPath, [file], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    const seen = (type) => out.split('\n').some((line) => {
-      try {
-        return JSON.parse(line).type === type
-      } catch {
-        return false
-      }
+    const snippet = { child, log: '', changed: [], exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))) }
+    child.stdout.on('data', (d) => {
+      snippet.log += d
+      snippet.changed.splice(0).forEach((wake) => wake())
     })
-    const waitFor = (type) =>
-      deadline(
-        new Promise((resolve, reject) => {
-          const check = () => seen(type) && resolve()
-          child.stdout.on('data', (d) => {
-            out += d
-            check()
-          })
-          child.stderr.on('data', (d) => (out += d))
-          child.once('exit', (code) => reject(new Error(`the snippet exited ${code}:\n${out}`)))
-          check()
-        }),
-        `${this.where(block)} to log a \`${type}\` message`,
-      )
-    await waitFor('subscribed')
-    this.sessions.push(waitFor('event').finally(() => child.kill('SIGTERM')))
+    child.stderr.on('data', (d) => (snippet.err = (snippet.err ?? '') + d))
+    // `ready=`/`until=` name text a logged line must contain; by default the
+    // `subscribed` answer, then an `event`.
+    const ready = typeof block.markers.ready === 'string' ? block.markers.ready : '"type":"subscribed"'
+    const until = typeof block.markers.until === 'string' ? block.markers.until : '"type":"event"'
+    const waitFor = (needle) =>
+      this.until(snippet, () => snippet.log.includes(needle), `${this.where(block)} to log a line with ${needle}`)
+    await waitFor(ready)
+    this.sessions.push(waitFor(until).finally(() => child.kill('SIGTERM')))
+  }
+
+  async stream(block, text, name) {
+    const child = spawn('bash', ['-c', `set -a; source "$DOCS_STATE"; set +a\n${text.trim()}`], {
+      cwd: this.dir,
+      env: this.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const stream = { child, log: '', changed: [], exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal))) }
+    child.stdout.on('data', (d) => {
+      stream.log += d
+      stream.changed.splice(0).forEach((wake) => wake())
+    })
+    child.stderr.on('data', (d) => (stream.err = (stream.err ?? '') + d))
+    this.servers.set(name, stream)
+    await this.until(stream, () => /^retry: /m.test(stream.log), `${this.where(block)} to begin (retry:)`)
+  }
+
+  /** Waits until `check()` holds for a stream's output, woken by each chunk, with a deadline. */
+  until(stream, check, what) {
+    return deadline(
+      new Promise((resolve, reject) => {
+        const test = () => (check() ? resolve() : stream.changed.push(test))
+        stream.exited.then((code) => reject(new Error(`exited ${code}:\n${stream.log}${stream.err ?? ''}`)))
+        test()
+      }),
+      what,
+    ).catch((err) => {
+      throw new Error(`${err.message}\n--- output so far\n${stream.log}${stream.err ?? ''}`)
+    })
+  }
+
+  async streamOutput(block, text, name) {
+    const stream = this.servers.get(name)
+    if (!stream) throw new Error(`${this.where(block)}: output=${name}, but no stream of that name runs`)
+    const wanted = text.split('\n').filter((l) => l.trim()).map((l) => pattern(l.trim()))
+    const inOrder = () => {
+      const got = stream.log.split('\n').map((l) => l.trim())
+      let at = 0
+      return wanted.every((p) => {
+        while (at < got.length && !p.test(got[at])) at++
+        return at++ < got.length
+      })
+    }
+    await this.until(stream, inOrder, `${this.where(block)}: the lines of this block from stream ${name}`)
   }
 
   output(block, text) {
