@@ -16,7 +16,8 @@
 //                           session has sent every message and got the answer
 //                           to the last, and its remaining messages must arrive
 //                           before the page ends
-//   ```javascript browser   a browser-console snippet, run in Node with `ws` as
+//   ```javascript browser   a browser-console snippet (or ```html browser: a page's
+//                           <script type="module">, its http imports fetched), run in Node with `ws` as
 //                           WebSocket and `eventsource` as EventSource (relative
 //                           URLs against the page's broker); console.log output
 //                           must show `subscribed` (or `ready=TEXT`) before the
@@ -25,6 +26,11 @@
 //   ```sh stream=NAME       a long-lived reader (`curl -N` of an SSE route): started in
 //                           the background; the page goes on once it printed
 //                           `retry:` (the stream began), and it is stopped at the end
+//   ```jsx browser render=NAME props=JSON until=TEXT
+//                           a React module: JSX compiled by esbuild, `./client.js`
+//                           fetched from the broker, component NAME rendered with
+//                           react-test-renderer; its rendered tree must come to
+//                           contain TEXT before the page ends
 //   ```text output          what the block before printed (each line in order; `…`)
 //   ```text output=NAME     what stream NAME printed, waited for (each line in order; `…`)
 //   ```text usage           `agent-events --help`, exactly
@@ -59,8 +65,6 @@ const READY = /listening on http:\/\/|Ready to accept connections/
 const PORTS = ['3001', '3002', '6379', '8080']
 
 const only = process.argv.slice(2)
-/** Pages whose examples are not marked for this runner yet: listed as NOT RUN, loudly. */
-const NOT_YET = new Set(['ag-ui.md', 'client.md'])
 
 // ------------------------------------------------------------------ parsing
 
@@ -80,8 +84,9 @@ export function blocks(markdown) {
     }
     const markers = {}
     for (const word of rest.split(/\s+/).filter(Boolean)) {
-      const [key, value] = word.split('=')
-      markers[key] = value ?? true
+      // Values may not hold spaces: write them as %20.
+      const [key, ...value] = word.split('=')
+      markers[key] = value.length ? decodeURIComponent(value.join('=')) : true
     }
     found.push({ lang, markers, text: body.join('\n') + '\n', line: i + 1 })
     i = j
@@ -119,10 +124,12 @@ function messageMatches(expectedText, raw) {
   try {
     // A bare `…` as a value (`"uptimeSecs":…`) is any value, like `"…"`.
     const expected = JSON.parse(expectedText.replace(/([:,[]\s*)…(?=\s*[,}\]])/g, '$1"…"'))
-    return jsonMatches(expected, JSON.parse(raw))
+    if (jsonMatches(expected, JSON.parse(raw))) return true
   } catch {
-    return pattern(expectedText).test(raw)
+    // not JSON on one side: compare as text
   }
+  // `[…]` and other elisions inside the text: `…` matches any characters.
+  return pattern(expectedText).test(raw)
 }
 
 // ------------------------------------------------------------------ helpers
@@ -173,6 +180,7 @@ class Page {
     this.sessions = []
     this.lastOutput = null
     this.counts = { run: 0, operator: 0 }
+    this.cleanups = []
   }
 
   async setUp() {
@@ -238,6 +246,7 @@ class Page {
     if (m.server) return this.server(block, text, m.server === true ? `server@${block.line}` : m.server)
     if (m.stream) return this.stream(block, text, m.stream === true ? `stream@${block.line}` : m.stream)
     if (m.wscat) return this.wscat(block, text)
+    if (m.browser && block.lang === 'jsx') return this.react(block, text)
     if (m.browser) return this.browser(block, text)
     if (m.output === true) return this.output(block, text)
     if (m.output) return this.streamOutput(block, text, m.output)
@@ -380,6 +389,20 @@ class Page {
   }
 
   async browser(block, text) {
+    if (block.lang === 'html') {
+      // A page's module script: run its code; `import … from 'http://…'` is
+      // fetched from the broker, as the browser would.
+      const script = /<script type="module">\n([\s\S]*?)<\/script>/.exec(text)
+      if (!script) throw new Error(`${this.where(block)}: an html example needs a <script type="module">`)
+      text = script[1]
+      for (const [, url] of text.matchAll(/from '(http:\/\/[^']+)'/g)) {
+        const response = await fetch(url, { signal: AbortSignal.timeout(STEP_MS) })
+        if (response.status !== 200) throw new Error(`${this.where(block)}: GET ${url} answered ${response.status}`)
+        const copy = path.join(this.dir, `.import-${block.line}-${path.basename(new URL(url).pathname)}`)
+        writeFileSync(copy, await response.text())
+        text = text.replace(`'${url}'`, `'${pathToFileURL(copy).href}'`)
+      }
+    }
     const file = path.join(this.dir, `.snippet-${block.line}.mjs`)
     const ws = pathToFileURL(path.join(HERE, 'node_modules/ws/wrapper.mjs')).href
     const es = pathToFileURL(path.join(HERE, 'node_modules/eventsource/dist/index.js')).href
@@ -455,6 +478,46 @@ class Page {
     await this.until(stream, inOrder, `${this.where(block)}: the lines of this block from stream ${name}`)
   }
 
+  async react(block, text) {
+    const { transformSync } = await import('esbuild')
+    // Inside tests/docs, so that `react` resolves from its node_modules.
+    const dir = mkdtempSync(path.join(HERE, '.run-'))
+    this.cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    const client = await fetch(`http://127.0.0.1:${this.ports['3001']}/client.js`, { signal: AbortSignal.timeout(STEP_MS) })
+    writeFileSync(path.join(dir, 'client.js'), await client.text())
+    writeFileSync(path.join(dir, 'page.mjs'), transformSync(text, { loader: 'jsx', jsx: 'automatic', format: 'esm' }).code)
+    const { render, props = '{}', until } = block.markers
+    if (typeof render !== 'string' || typeof until !== 'string') throw new Error(`${this.where(block)}: a jsx example names render=COMPONENT and until=TEXT`)
+    writeFileSync(
+      path.join(dir, 'main.mjs'),
+      [
+        "import { WebSocket } from 'ws'",
+        'globalThis.WebSocket = WebSocket',
+        "const { createElement } = await import('react')",
+        "const { default: TestRenderer } = await import('react-test-renderer')",
+        "const page = await import('./page.mjs')",
+        `const tree = TestRenderer.create(createElement(page[${JSON.stringify(render)}], ${props}))`,
+        // The rendered text whenever it changes: what a user would see.
+        'const text = (node) => (node == null ? "" : typeof node === "string" ? node : Array.isArray(node) ? node.map(text).join("") : text(node.children))',
+        'let shown = ""',
+        'setInterval(() => { const now = text(tree.toJSON()); if (now !== shown) { shown = now; console.log(now) } }, 20)',
+        '',
+      ].join('\n'),
+    )
+    const child = spawn(process.execPath, [path.join(dir, 'main.mjs')], { cwd: dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const rendered = { child, log: '', changed: [], exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))) }
+    child.stdout.on('data', (d) => {
+      rendered.log += d
+      rendered.changed.splice(0).forEach((wake) => wake())
+    })
+    child.stderr.on('data', (d) => (rendered.err = (rendered.err ?? '') + d))
+    this.sessions.push(
+      this.until(rendered, () => rendered.log.includes(until), `${this.where(block)}: ${render} to show ${until}`).finally(() =>
+        child.kill('SIGTERM'),
+      ),
+    )
+  }
+
   output(block, text) {
     if (this.lastOutput === null) throw new Error(`${this.where(block)}: an output block needs a \`sh test\` block before it`)
     const got = this.lastOutput.split('\n')
@@ -479,6 +542,7 @@ class Page {
       await deadline(Promise.all(this.sessions), `the sessions of docs/${this.name} to finish`)
     } finally {
       for (const name of [...this.servers.keys()]) await this.stop(name)
+      for (const cleanup of this.cleanups) cleanup()
       rmSync(this.dir, { recursive: true, force: true })
     }
   }
@@ -493,10 +557,6 @@ const pages = readdirSync(path.join(REPO, 'docs'))
 let failed = 0
 let ran = 0
 for (const name of pages) {
-  if (NOT_YET.has(name)) {
-    console.log(`NOT RUN docs/${name}: its examples are not marked for this runner yet`)
-    continue
-  }
   const page = new Page(name)
   ran++
   await page.setUp()
