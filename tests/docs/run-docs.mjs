@@ -318,9 +318,17 @@ class Page {
     const server = this.servers.get(name)
     if (!server) return
     this.servers.delete(name)
+    // The group may have ended already (a stream whose server went away).
+    const signal = (sig) => {
+      try {
+        process.kill(-server.child.pid, sig)
+      } catch (err) {
+        if (err.code !== 'ESRCH') throw err
+      }
+    }
     if (server.child.exitCode === null && server.child.signalCode === null) {
-      process.kill(-server.child.pid, 'SIGTERM')
-      await deadline(server.exited, `${name} to stop`).catch(() => process.kill(-server.child.pid, 'SIGKILL'))
+      signal('SIGTERM')
+      await deadline(server.exited, `${name} to stop`).catch(() => signal('SIGKILL'))
     }
   }
 
@@ -541,7 +549,8 @@ class Page {
     try {
       await deadline(Promise.all(this.sessions), `the sessions of docs/${this.name} to finish`)
     } finally {
-      for (const name of [...this.servers.keys()]) await this.stop(name)
+      // Last started, first stopped: readers before what they read.
+      for (const name of [...this.servers.keys()].reverse()) await this.stop(name)
       for (const cleanup of this.cleanups) cleanup()
       rmSync(this.dir, { recursive: true, force: true })
     }
