@@ -19,14 +19,6 @@ use std::fmt::Write as _;
 
 const REFERENCE: &str = "docs/reference.md";
 const DEFAULTS: &str = include_str!("../config/default.toml");
-/// Keys PROTOCOL.md names, read from variables of their own short names.
-const SHORT_ENV: [&str; 5] = [
-    "ws_port",
-    "bind_addr",
-    "data_dir",
-    "mongodb_uri",
-    "redis_url",
-];
 const TODO: &str = "TODO";
 
 fn reference_path() -> std::path::PathBuf {
@@ -86,17 +78,22 @@ fn settings() -> Vec<(String, Vec<Setting>)> {
         } else {
             let (key, value) = line.split_once('=').expect("key = value");
             let key = key.trim().to_owned();
-            let variable = if SHORT_ENV.contains(&key.as_str()) {
-                key.to_uppercase()
-            } else {
-                format!("AGENT_EVENTS_{}", key.to_uppercase())
-            };
             let text = comment.join(" ");
+            // The comment ends by naming the key's variable, `(WS_PORT)`:
+            // src/config.rs's tests check it is the one the broker reads.
+            let variable = text
+                .rsplit_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(name, _)| name.to_owned())
+                .filter(|name| {
+                    !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                        && name.ends_with(&key.to_uppercase())
+                })
+                .unwrap_or_else(|| {
+                    panic!("config/default.toml: the comment of {key} must end by naming its variable, `(VAR)`")
+                });
             let named = format!("({variable})");
-            assert!(
-                text.contains(&named),
-                "config/default.toml: the comment of {key} must name its variable {named}"
-            );
             let meaning = text.replace(&named, "").trim().to_owned();
             let value = value.trim();
             let default = match value {

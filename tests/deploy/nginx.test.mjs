@@ -13,11 +13,10 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { WebSocket } from 'ws'
-import { BIN, REPO, startBroker, poll } from '../browser/broker.mjs'
+import { BIN, REPO, freePort, startBroker, poll } from '../browser/broker.mjs'
 
 const NGINX = process.env.NGINX_BIN ?? 'nginx'
 const SHIPPED = path.join(REPO, 'deploy/nginx/agent-events.conf')
@@ -31,18 +30,6 @@ let nginxDir
 let base
 let wsBase
 const tokens = {}
-
-/** A port nobody listens on right now (nginx must be given a number). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 /** The shipped file with its listen and upstream lines pointed at the test's ports. */
 export function renderConfig(text, { listen, upstream }) {
