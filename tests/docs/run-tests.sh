@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The docs suite (scripts/test runs it after cargo test): every example of
 # docs/*.md, run by run-docs.mjs against the broker binary that cargo built,
-# with nginx and redis-server for the proxy and cluster examples. Installs
-# Node and nginx from Debian when they are missing.
+# with nginx, redis-server, sqlite3 and curl for the proxy, cluster and
+# backup examples. Installs from Debian whatever of these is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(cd ../.. && pwd)"
@@ -10,8 +10,10 @@ source ../suite-lib.sh
 
 ensure_node
 ensure_nginx
-# scripts/test installs redis-server; the cluster examples need it.
-command -v redis-server >/dev/null || apt_install redis-server
+# The examples' other tools: redis-server (cluster), sqlite3 (backups), curl.
+for tool in redis-server sqlite3 curl; do
+  command -v "$tool" >/dev/null || apt_install "$tool"
+done
 find_broker "$root"
 
 npm ci --no-audit --no-fund
