@@ -67,6 +67,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub request_header_timeout_ms: u64,
+    pub request_body_timeout_ms: u64,
     pub max_messages_per_sec: u64,
     pub max_events_per_sec_per_producer: u64,
     pub max_events_per_sec_per_execution: u64,
@@ -174,6 +175,7 @@ impl Config {
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("request_header_timeout_ms", self.request_header_timeout_ms),
+            ("request_body_timeout_ms", self.request_body_timeout_ms),
             ("max_messages_per_sec", self.max_messages_per_sec),
             (
                 "max_events_per_sec_per_producer",

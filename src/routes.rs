@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Who may call a route when authentication is on: the role its handler
 /// asks the guard for. Documentation (OpenAPI `security`), checked against
@@ -299,7 +300,12 @@ fn is_websocket_upgrade(req: &HttpRequest) -> bool {
 /// `POST /api/events`: one event or an array; 202 once stored.
 async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
     let grant = broker.guard.require(&req, Role::Producer)?;
-    let bytes = read_body(body, broker.config.max_body_bytes).await;
+    let bytes = read_body(
+        body,
+        broker.config.max_body_bytes,
+        Duration::from_millis(broker.config.request_body_timeout_ms),
+    )
+    .await;
     let events = bytes
         .and_then(|bytes| parse_events(&bytes, &broker))
         .and_then(|events| {
@@ -352,20 +358,37 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
 }
 
 /// Reads the body up to `limit` bytes, answering 413 past it without reading on.
-async fn read_body(mut body: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut bytes = web::BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body: {e}")))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("bodies are limited to {limit} bytes"),
-            ));
+/// Within `timeout`: the head timeout ends where the body begins, and a body
+/// trickled a byte at a time must not hold the request forever.
+async fn read_body(
+    mut body: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<web::BytesMut, ApiError> {
+    let read = async {
+        let mut bytes = web::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(ErrorCode::BadRequest, format!("reading the body: {e}"))
+            })?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("bodies are limited to {limit} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
+        Ok(bytes)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the body did not arrive within {} ms", timeout.as_millis()),
+            ))
+        })
 }
 
 /// One event or an array of them; each checked for size, then every rule.

@@ -431,3 +431,45 @@ async fn a_batch_with_one_bad_event_is_refused_whole() {
     assert_eq!(first[1]["metadata"]["n"], 8);
     client.ping().await;
 }
+
+/// A body trickled and never finished gets 400 `bad-request` once
+/// `request_body_timeout_ms` has passed (the head timeout ends at the
+/// head), and the broker goes on serving everyone else meanwhile.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_refused_after_the_body_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Broker::builder()
+        .setting("REQUEST_BODY_TIMEOUT_MS", 300)
+        .start()
+        .await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+        .await
+        .expect("connect");
+    let head = "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"type\":";
+    slow.write_all(head.as_bytes()).await.expect("write");
+    // Meanwhile another producer is served as usual.
+    let seq = broker.post_event(&thinking("exec-body-timeout", 1)).await;
+    assert_eq!(seq, 1);
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(common::STEP, async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("bad-request") {
+            let n = slow.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within {:?}", common::STEP);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("did not arrive within 300 ms"), "{text}");
+    assert_eq!(
+        broker.stats().await["eventsRejected"]["bad-request"],
+        1,
+        "counted"
+    );
+}
