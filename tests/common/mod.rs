@@ -298,35 +298,7 @@ impl Broker {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
-            .unwrap_or_else(|e| panic!("method {method}: {e}"));
-        let mut request = self.http.request(method.clone(), self.url(path));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let response = tokio::time::timeout(STEP, request.send())
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path} timed out"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let stream = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if stream {
-            return (status, Value::Null);
-        }
-        let text = tokio::time::timeout(STEP, response.text())
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: the body timed out"))
-            .unwrap_or_default();
-        (status, parse_or_string(&text))
+        request_url(&self.http, method, &self.url(path), bearer, body).await
     }
 
     /// GETs `path`: (status, content type, body).
@@ -756,6 +728,45 @@ impl Client {
 }
 
 // ---------------------------------------------------------------- events
+
+/// Any request to `url` (another broker's too), as [`Broker::request`].
+pub async fn request_url(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
+        .unwrap_or_else(|e| panic!("method {method}: {e}"));
+    let mut request = http.request(method.clone(), url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = tokio::time::timeout(STEP, request.send())
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let stream = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if stream {
+        return (status, Value::Null);
+    }
+    let text = tokio::time::timeout(STEP, response.text())
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url}: the body timed out"))
+        .unwrap_or_default();
+    (status, parse_or_string(&text))
+}
 
 /// The seed's example event, exactly as PROTOCOL.md 1 prints it.
 pub const SEED_EVENT: &str = r#"{"type":"department-start","executionId":"exec-123","department":"story",
