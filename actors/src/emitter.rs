@@ -1011,9 +1011,13 @@ impl Emitter {
             }
         }
         if self.storage.is_some() {
-            // The store knows every counter: an idle execution can be forgotten whole.
-            self.executions
-                .retain(|_, state| now.duration_since(state.last_event_at) < idle);
+            // The store knows every counter: an idle execution can be forgotten
+            // whole, unless its events wait in the fallback journal (its
+            // settled seq is their publish floor).
+            let fallback = &self.fallback;
+            self.executions.retain(|id, state| {
+                now.duration_since(state.last_event_at) < idle || fallback.holds(id)
+            });
         }
         let mut buffered: Vec<_> = self
             .executions

@@ -97,6 +97,13 @@ impl Fallback {
         }
     }
 
+    /// Whether events of `execution_id` wait here.
+    pub fn holds(&self, execution_id: &str) -> bool {
+        self.pending
+            .iter()
+            .any(|p| p.entry.event.execution_id() == execution_id)
+    }
+
     /// Everything waiting, oldest first (to publish).
     pub fn waiting(&self) -> impl Iterator<Item = &Pending> {
         self.pending.iter()
@@ -210,10 +217,12 @@ mod tests {
         let mut fallback = Fallback::default();
         fallback.add([entry("x", 5, 1), entry("x", 6, 2), entry("y", 1, 3)]);
         assert!(fallback.is_active());
+        assert!(fallback.holds("x") && fallback.holds("y") && !fallback.holds("z"));
         let (fates, disputes) = fallback.settle(&[5, 6, 1]);
         assert_eq!(fates, vec![Settled::Confirmed; 3]);
         assert!(disputes.is_empty());
         assert!(fallback.is_empty());
+        assert!(!fallback.holds("x"));
         // Their stream copies are stored, not delivered again; later ones are news.
         assert!(fallback.was_live(&stream_event("x", 5)));
         assert!(fallback.was_live(&stream_event("x", 6)));
