@@ -545,8 +545,9 @@ impl Emitter {
             .set(self.fallback.len() as i64);
     }
 
-    /// Publishes the fallback journal, oldest first, with the mailbox held
-    /// (new events wait, so none overtakes them); settles each event's fate.
+    /// Tries to publish the fallback journal: first a probe of Redis with the
+    /// mailbox free (against a Redis that hangs, a held mailbox would stall
+    /// every producer for a connect timeout per attempt), then the publish.
     fn republish(&mut self, ctx: &mut Context<Self>) {
         let Some(sequencer) = self.sequencer.clone() else {
             return;
@@ -554,6 +555,28 @@ impl Emitter {
         if self.fallback.is_empty() || self.republishing {
             return;
         }
+        self.republishing = true;
+        let probe = async move { sequencer.reachable().await };
+        ctx.spawn(
+            probe
+                .into_actor(self)
+                .map(|reachable, emitter, ctx| match reachable {
+                    Ok(()) => emitter.publish_journal(ctx),
+                    Err(err) => {
+                        emitter.republishing = false;
+                        log::debug!("the fallback journal waits for Redis: {err}");
+                    }
+                }),
+        );
+    }
+
+    /// Publishes the fallback journal, oldest first, with the mailbox held
+    /// (new events wait, so none overtakes them); settles each event's fate.
+    fn publish_journal(&mut self, ctx: &mut Context<Self>) {
+        let Some(sequencer) = self.sequencer.clone() else {
+            self.republishing = false;
+            return;
+        };
         let drafts: Vec<Draft> = self
             .fallback
             .waiting()
@@ -578,7 +601,6 @@ impl Emitter {
                 }
             })
             .collect();
-        self.republishing = true;
         let publish = async move { sequencer.publish(&drafts).await.map(|seqs| (seqs, drafts)) };
         ctx.wait(publish.into_actor(self).then(|result, emitter, _| {
             emitter.republishing = false;

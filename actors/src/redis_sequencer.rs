@@ -166,6 +166,18 @@ impl RedisSequencer {
         Ok(connection)
     }
 
+    /// Answers once Redis answers a `PING` (on the cached connection, or a
+    /// new one within the connect timeout).
+    pub async fn reachable(&self) -> Result<(), RedisError> {
+        let mut connection = self.connect().await?;
+        let pinged: Result<String, RedisError> =
+            redis::cmd("PING").query_async(&mut connection).await;
+        if pinged.is_err() {
+            self.forget_connection();
+        }
+        pinged.map(drop)
+    }
+
     fn forget_connection(&self) {
         *self.connection.lock().expect("sequencer lock") = None;
     }
