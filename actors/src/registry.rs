@@ -352,21 +352,20 @@ mod tests {
             .push(Subscription { session, filter });
     }
 
+    /// Subscribes `session` to execution `e1` and to conversation `c`, unfiltered.
+    fn watch_e1_and_c(registry: &mut Registry, session: SessionId) {
+        for target in [
+            Target::Execution("e1".into()),
+            Target::Conversation("c".into()),
+        ] {
+            subscribe(registry, session, target, Filter::default());
+        }
+    }
+
     #[test]
     fn routes_by_execution_conversation_and_filter_once_per_session() {
         let mut registry = Registry::new(Metrics::new());
-        subscribe(
-            &mut registry,
-            1,
-            Target::Execution("e1".into()),
-            Filter::default(),
-        );
-        subscribe(
-            &mut registry,
-            1,
-            Target::Conversation("c".into()),
-            Filter::default(),
-        );
+        watch_e1_and_c(&mut registry, 1);
         subscribe(
             &mut registry,
             2,
@@ -397,18 +396,7 @@ mod tests {
     #[test]
     fn a_batch_past_64_events_is_routed_by_index_list_once_per_session() {
         let mut registry = Registry::new(Metrics::new());
-        subscribe(
-            &mut registry,
-            1,
-            Target::Execution("e1".into()),
-            Filter::default(),
-        );
-        subscribe(
-            &mut registry,
-            1,
-            Target::Conversation("c".into()),
-            Filter::default(),
-        );
+        watch_e1_and_c(&mut registry, 1);
         let events: Vec<_> = (1..=70)
             .map(|seq| published("e1", Some("c"), seq, seq % 2 == 0))
             .collect();
