@@ -172,11 +172,10 @@ impl Registry {
     /// session, in the order the sessions first matched.
     fn route(&mut self, events: &[Arc<PublishedEvent>]) -> Vec<Routed> {
         let mut outgoing: Vec<Routed> = Vec::new();
+        // `clear` keeps the capacity: after the first batches the map has
+        // room for as many sessions as a batch reaches, and stops growing.
         let slots = &mut self.slots;
         slots.clear();
-        // Room for every event to go to up to 4 sessions of its own; sized
-        // once, the scratch map stops growing after the first batches.
-        slots.reserve(events.len() * 4);
         for (index, event) in events.iter().enumerate() {
             let by_execution = self.by_execution.get(event.execution_id());
             let by_conversation = event
