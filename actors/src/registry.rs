@@ -20,8 +20,9 @@ use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::protocol::{PublishedEvent, Target};
 pub use crate::session::Resync;
-use crate::session::{Deliver, Registered, Shutdown};
+use crate::session::{Deliver, Picks, Registered, Shutdown};
 use actix::prelude::*;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -117,12 +118,22 @@ struct Subscription {
     filter: Filter,
 }
 
+/// The events of one batch for one session.
+type Routed = (SessionId, Picks);
+
 /// The Registry actor; see the module documentation.
 pub struct Registry {
     metrics: Metrics,
-    sessions: HashMap<SessionId, Subscriber>,
+    /// Keyed by the numbers this process hands out, so FxHash is safe here
+    /// and much cheaper than SipHash: it is looked up once per session per
+    /// batch.
+    sessions: FxHashMap<SessionId, Subscriber>,
     by_execution: HashMap<Arc<str>, Vec<Subscription>>,
     by_conversation: HashMap<Arc<str>, Vec<Subscription>>,
+    /// Scratch space of [`Registry::route`], kept between batches so that
+    /// routing does not grow (and rehash) a new map for every batch: where
+    /// each session's events are in the routed list.
+    slots: FxHashMap<SessionId, usize>,
 }
 
 impl Registry {
@@ -130,9 +141,10 @@ impl Registry {
     pub fn new(metrics: Metrics) -> Self {
         Registry {
             metrics,
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             by_execution: HashMap::new(),
             by_conversation: HashMap::new(),
+            slots: FxHashMap::default(),
         }
     }
 
@@ -156,13 +168,15 @@ impl Registry {
         }
     }
 
-    /// Which sessions get which events of a batch, each event once per session.
-    fn route(
-        &self,
-        events: &[Arc<PublishedEvent>],
-    ) -> HashMap<SessionId, Vec<Arc<PublishedEvent>>> {
-        let mut outgoing: HashMap<SessionId, Vec<Arc<PublishedEvent>>> = HashMap::new();
-        for event in events {
+    /// Which sessions get which events of a batch, each event once per
+    /// session, in the order the sessions first matched.
+    fn route(&mut self, events: &[Arc<PublishedEvent>]) -> Vec<Routed> {
+        let mut outgoing: Vec<Routed> = Vec::new();
+        // `clear` keeps the capacity: after the first batches the map has
+        // room for as many sessions as a batch reaches, and stops growing.
+        let slots = &mut self.slots;
+        slots.clear();
+        for (index, event) in events.iter().enumerate() {
             let by_execution = self.by_execution.get(event.execution_id());
             let by_conversation = event
                 .event
@@ -171,11 +185,13 @@ impl Registry {
                 .and_then(|c| self.by_conversation.get(c));
             let subscribers = by_execution.into_iter().chain(by_conversation).flatten();
             for subscriber in subscribers.filter(|s| s.filter.matches(&event.event)) {
-                let queue = outgoing.entry(subscriber.session).or_default();
-                // Matched by both its execution and its conversation: once is enough.
-                if !queue.last().is_some_and(|last| Arc::ptr_eq(last, event)) {
-                    queue.push(event.clone());
-                }
+                let slot = *slots.entry(subscriber.session).or_insert_with(|| {
+                    outgoing.push((subscriber.session, Picks::for_batch(events.len())));
+                    outgoing.len() - 1
+                });
+                // Matched by both its execution and its conversation: `add`
+                // takes it once.
+                outgoing[slot].1.add(index);
             }
         }
         outgoing
@@ -240,10 +256,18 @@ impl Handler<Publish> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
-        for (session, events) in self.route(&msg.0) {
+        let routed = self.route(&msg.0);
+        if routed.is_empty() {
+            return;
+        }
+        // One copy of the batch for every session it goes to.
+        let batch: Arc<[Arc<PublishedEvent>]> = msg.0.into();
+        for (session, picks) in routed {
             match self.sessions.get(&session) {
-                Some(subscriber) => subscriber.deliver.do_send(Deliver(events)),
-                None => self.metrics.drop("session-gone", events.len() as u64),
+                Some(subscriber) => subscriber
+                    .deliver
+                    .do_send(Deliver::picked(batch.clone(), picks)),
+                None => self.metrics.drop("session-gone", picks.len() as u64),
             }
         }
     }
@@ -327,21 +351,20 @@ mod tests {
             .push(Subscription { session, filter });
     }
 
+    /// Subscribes `session` to execution `e1` and to conversation `c`, unfiltered.
+    fn watch_e1_and_c(registry: &mut Registry, session: SessionId) {
+        for target in [
+            Target::Execution("e1".into()),
+            Target::Conversation("c".into()),
+        ] {
+            subscribe(registry, session, target, Filter::default());
+        }
+    }
+
     #[test]
     fn routes_by_execution_conversation_and_filter_once_per_session() {
         let mut registry = Registry::new(Metrics::new());
-        subscribe(
-            &mut registry,
-            1,
-            Target::Execution("e1".into()),
-            Filter::default(),
-        );
-        subscribe(
-            &mut registry,
-            1,
-            Target::Conversation("c".into()),
-            Filter::default(),
-        );
+        watch_e1_and_c(&mut registry, 1);
         subscribe(
             &mut registry,
             2,
@@ -359,13 +382,32 @@ mod tests {
         let routed = registry.route(&events);
         let seqs = |s: SessionId| {
             routed
-                .get(&s)
-                .map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>())
+                .iter()
+                .find(|(session, _)| *session == s)
+                .map(|(_, picks)| picks.indices().map(|i| events[i].seq).collect::<Vec<_>>())
         };
         assert_eq!(seqs(1), Some(vec![1, 2]));
         assert_eq!(seqs(2), Some(vec![1, 2]));
         assert_eq!(seqs(3), Some(vec![2]));
         assert_eq!(routed.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_past_64_events_is_routed_by_index_list_once_per_session() {
+        let mut registry = Registry::new(Metrics::new());
+        watch_e1_and_c(&mut registry, 1);
+        let events: Vec<_> = (1..=70)
+            .map(|seq| published("e1", Some("c"), seq, seq % 2 == 0))
+            .collect();
+        let routed = registry.route(&events);
+        assert_eq!(routed.len(), 1);
+        let (session, picks) = &routed[0];
+        assert_eq!(*session, 1);
+        assert!(matches!(picks, Picks::List(_)));
+        let deliver = Deliver::picked(events.clone().into(), picks.clone());
+        let seqs: Vec<u64> = deliver.events().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=70).collect::<Vec<_>>());
+        assert_eq!(deliver.len(), 70);
     }
 
     #[test]

@@ -43,6 +43,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -103,10 +104,112 @@ pub struct SessionDeps {
     pub auth: Option<Arc<Verifier>>,
 }
 
-/// Events for this session, in seq order per execution.
+/// Events for this session, in seq order per execution: some events of a
+/// published batch that every session it goes to shares.
+///
+/// The Registry sends one `Deliver` per session per batch. Sharing the batch
+/// and naming the session's events by index costs no allocation per session
+/// for batches of up to 64 events; a `Vec` of events per session cost one,
+/// plus a reference count per event (the fan-out profile in PERFORMANCE.md).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Vec<Arc<PublishedEvent>>);
+pub struct Deliver {
+    batch: Arc<[Arc<PublishedEvent>]>,
+    picks: Picks,
+}
+
+/// Which events of a batch a [`Deliver`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Picks {
+    /// Bit `i` set: event `i` (batches of up to 64 events).
+    Mask(u64),
+    /// The indices, increasing (larger batches).
+    List(Vec<u32>),
+}
+
+impl Picks {
+    /// Nothing picked yet, for a batch of `len` events.
+    pub(crate) fn for_batch(len: usize) -> Picks {
+        if len <= 64 {
+            Picks::Mask(0)
+        } else {
+            Picks::List(Vec::new())
+        }
+    }
+
+    /// Picks event `index`; picking the same event again changes nothing,
+    /// as long as indices come in increasing order.
+    pub(crate) fn add(&mut self, index: usize) {
+        match self {
+            Picks::Mask(mask) => *mask |= 1 << index,
+            Picks::List(list) => {
+                if list.last() != Some(&(index as u32)) {
+                    list.push(index as u32);
+                }
+            }
+        }
+    }
+
+    /// How many events are picked.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Picks::Mask(mask) => mask.count_ones() as usize,
+            Picks::List(list) => list.len(),
+        }
+    }
+
+    /// The picked indices, increasing.
+    pub(crate) fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut mask = match self {
+            Picks::Mask(mask) => *mask,
+            Picks::List(_) => 0,
+        };
+        let from_mask = std::iter::from_fn(move || {
+            (mask != 0).then(|| {
+                let index = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                index
+            })
+        });
+        let from_list = match self {
+            Picks::List(list) => list.as_slice(),
+            Picks::Mask(_) => &[],
+        };
+        from_mask.chain(from_list.iter().map(|&i| i as usize))
+    }
+}
+
+impl Deliver {
+    /// All of `events`, for one subscriber.
+    pub fn new(events: Vec<Arc<PublishedEvent>>) -> Self {
+        let mut picks = Picks::for_batch(events.len());
+        (0..events.len()).for_each(|i| picks.add(i));
+        Deliver {
+            batch: events.into(),
+            picks,
+        }
+    }
+
+    /// The `picks` of a shared `batch`.
+    pub(crate) fn picked(batch: Arc<[Arc<PublishedEvent>]>, picks: Picks) -> Self {
+        Deliver { batch, picks }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> impl Iterator<Item = &Arc<PublishedEvent>> + '_ {
+        self.picks.indices().map(|i| &self.batch[i])
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Whether it carries no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The Registry now routes this target's events here.
 #[derive(Message)]
@@ -191,6 +294,64 @@ struct Subscription {
     last_seq: u64,
 }
 
+/// A connection's subscriptions, one map per kind of target.
+///
+/// Every delivered event is looked up here by its execution and maybe its
+/// conversation. Keyed by kind, the lookup takes the event's `&str` as it
+/// is; keyed by [`Target`] it took a new `Arc<str>` per event per session
+/// (the fan-out profile in PERFORMANCE.md). FxHash instead of SipHash: the
+/// keys are the client's own, at most `max_subscriptions` of them, so a
+/// client that picks colliding IDs slows only its own lookups.
+#[derive(Default)]
+struct Subscriptions {
+    executions: FxHashMap<Arc<str>, Subscription>,
+    conversations: FxHashMap<Arc<str>, Subscription>,
+}
+
+impl Subscriptions {
+    fn get(&self, target: &Target) -> Option<&Subscription> {
+        match target {
+            Target::Execution(id) => self.executions.get(id),
+            Target::Conversation(id) => self.conversations.get(id),
+        }
+    }
+
+    fn get_mut(&mut self, target: &Target) -> Option<&mut Subscription> {
+        match target {
+            Target::Execution(id) => self.executions.get_mut(id),
+            Target::Conversation(id) => self.conversations.get_mut(id),
+        }
+    }
+
+    fn contains_key(&self, target: &Target) -> bool {
+        self.get(target).is_some()
+    }
+
+    fn insert(&mut self, target: Target, subscription: Subscription) {
+        match target {
+            Target::Execution(id) => self.executions.insert(id, subscription),
+            Target::Conversation(id) => self.conversations.insert(id, subscription),
+        };
+    }
+
+    fn remove(&mut self, target: &Target) -> Option<Subscription> {
+        match target {
+            Target::Execution(id) => self.executions.remove(id),
+            Target::Conversation(id) => self.conversations.remove(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.executions.len() + self.conversations.len()
+    }
+
+    fn targets(&self) -> impl Iterator<Item = Target> + '_ {
+        let executions = self.executions.keys().cloned().map(Target::Execution);
+        let conversations = self.conversations.keys().cloned().map(Target::Conversation);
+        executions.chain(conversations)
+    }
+}
+
 /// The Session actor; see the module documentation.
 pub struct Session {
     id: SessionId,
@@ -198,7 +359,7 @@ pub struct Session {
     deps: SessionDeps,
     outbound: Option<Outbound>,
     transport: Option<actix_ws::Session>,
-    subscriptions: HashMap<Target, Subscription>,
+    subscriptions: Subscriptions,
     /// `Subscribe`s sent to the Registry whose `Registered` has not come back,
     /// per target. The Registry answers in order, so only the answer that
     /// brings this to zero belongs to the current subscription: after a
@@ -240,7 +401,7 @@ impl Session {
                 client_id: client_id(id),
                 outbound: None,
                 transport: Some(transport),
-                subscriptions: HashMap::new(),
+                subscriptions: Subscriptions::default(),
                 registering: HashMap::new(),
                 last_heard: Instant::now(),
                 closing: false,
@@ -301,25 +462,42 @@ impl Session {
         counted: bool,
         ctx: &mut Context<Self>,
     ) {
+        let mut sent = 0;
         for event in events {
-            if self.closing {
-                return;
+            if !self.send_event(event, counted, ctx) {
+                break;
             }
-            let len = event.frame.len();
-            if counted {
-                if self.queued_bytes() + len > self.deps.config.queue_bytes {
-                    self.slow_consumer(ctx);
-                    return;
-                }
-                self.count_queued(len);
-            }
-            self.send(Outgoing::Text {
-                text: event.frame.clone(),
-                counted,
-                essential: false,
-            });
-            self.deps.metrics.deliveries.inc();
+            sent += 1;
         }
+        self.deps.metrics.deliveries.inc_by(sent);
+    }
+
+    /// Queues one event frame, unless the session is closing or the frame
+    /// would pass the byte bound (which closes a slow client); whether it
+    /// was queued. The caller counts it in `deliveries`, once per batch.
+    fn send_event(
+        &mut self,
+        event: &PublishedEvent,
+        counted: bool,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        if self.closing {
+            return false;
+        }
+        let len = event.frame.len();
+        if counted {
+            if self.queued_bytes() + len > self.deps.config.queue_bytes {
+                self.slow_consumer(ctx);
+                return false;
+            }
+            self.count_queued(len);
+        }
+        self.send(Outgoing::Text {
+            text: event.frame.clone(),
+            counted,
+            essential: false,
+        });
+        true
     }
 
     fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
@@ -541,9 +719,8 @@ impl Session {
     fn drop_forbidden_subscriptions(&mut self) {
         let forbidden: Vec<Target> = self
             .subscriptions
-            .keys()
+            .targets()
             .filter(|target| self.check_permission(target).is_err())
-            .cloned()
             .collect();
         for target in forbidden {
             self.subscriptions.remove(&target);
@@ -640,43 +817,57 @@ impl Session {
     }
 
     /// Routes delivered events: held while catching up, dropped if already sent, else sent.
-    fn on_deliver(&mut self, events: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
-        let mut ready = Vec::with_capacity(events.len());
-        for event in events {
-            let by_execution = Target::Execution(event.event.execution_id.as_str().into());
+    ///
+    /// This runs once per event per subscriber, so it allocates nothing: the
+    /// subscriptions are looked up by the event's own `&str` IDs, and a ready
+    /// event is queued at once instead of being collected first.
+    fn on_deliver(&mut self, delivery: &Deliver, ctx: &mut Context<Self>) {
+        let mut sent = 0;
+        for event in delivery.events() {
+            let subscriptions = &mut self.subscriptions;
             // The execution's subscription takes the event only if its filter
             // does: an event the Registry routed for the conversation must not
             // be dropped by a filtered execution subscription catching up.
-            let wanted_by_execution = self
-                .subscriptions
-                .get(&by_execution)
-                .is_some_and(|s| s.filter.matches(&event.event));
-            let target = if wanted_by_execution {
-                Some(by_execution)
-            } else {
-                event
-                    .event
-                    .conversation_id
-                    .as_deref()
-                    .map(|c| Target::Conversation(c.into()))
+            let by_execution = subscriptions
+                .executions
+                .get_mut(event.execution_id())
+                .filter(|s| s.filter.matches(&event.event));
+            let (subscription, is_execution) = match by_execution {
+                Some(subscription) => (subscription, true),
+                None => {
+                    let by_conversation = event
+                        .event
+                        .conversation_id
+                        .as_deref()
+                        .and_then(|c| subscriptions.conversations.get_mut(c));
+                    match by_conversation {
+                        Some(subscription) => (subscription, false),
+                        None => continue, // unsubscribed after the Registry routed it
+                    }
+                }
             };
-            let Some(subscription) = target.as_ref().and_then(|t| self.subscriptions.get_mut(t))
-            else {
-                continue; // unsubscribed after the Registry routed it
-            };
-            let is_execution = matches!(target, Some(Target::Execution(_)));
-            match &mut subscription.phase {
-                Phase::CatchingUp { held, .. } => held.push(event),
-                Phase::Live if is_execution && event.seq <= subscription.last_seq => {}
+            let ready = match &mut subscription.phase {
+                Phase::CatchingUp { held, .. } => {
+                    held.push(event.clone());
+                    None
+                }
+                Phase::Live if is_execution && event.seq <= subscription.last_seq => None,
                 Phase::Live => {
                     if is_execution {
                         subscription.last_seq = event.seq;
                     }
-                    ready.push(event);
+                    Some(event)
+                }
+            };
+            // Once closing (a slow consumer found mid-batch, say), nothing
+            // more is queued, as when the ready events were sent after the loop.
+            if let Some(event) = ready {
+                if self.send_event(event, true, ctx) {
+                    sent += 1;
                 }
             }
         }
-        self.send_events(&ready, true, ctx);
+        self.deps.metrics.deliveries.inc_by(sent);
     }
 
     fn on_frame(&mut self, frame: AggregatedMessage, ctx: &mut Context<Self>) {
@@ -894,7 +1085,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.on_deliver(msg.0, ctx);
+        self.on_deliver(&msg, ctx);
     }
 }
 

@@ -556,7 +556,7 @@ impl Handler<Deliver> for SseStream {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.on_deliver(msg.0, ctx);
+        self.on_deliver(msg.events().cloned().collect(), ctx);
     }
 }
 
