@@ -103,7 +103,9 @@ impl Broker {
             metrics.clone(),
         )
         .start();
-        let registry = Registry::new(metrics.clone()).start();
+        let registry = Registry::new(metrics.clone());
+        let watched = registry.watched();
+        let registry = registry.start();
         let notifier = Notifier::new(
             notifications::notifier_config(&config),
             store.clone(),
@@ -125,7 +127,8 @@ impl Broker {
             Some(storage),
             metrics.clone(),
         )
-        .with_notifier(notifier.clone());
+        .with_notifier(notifier.clone())
+        .with_watched(watched);
         if let Some(client) = &redis {
             let sequencer = RedisSequencer::new(
                 client.clone(),

@@ -260,3 +260,36 @@ async fn a_resubscribe_in_a_burst_replays_and_goes_live_without_a_hole() {
     }
     producers.stop_after(0).await;
 }
+
+/// With a store, an execution nobody watches keeps no replay buffer (its
+/// memory stays flat), and a subscriber that comes later replays from the
+/// store without a hole; once watched it is buffered, and when its last
+/// subscriber leaves the buffer goes with the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwatched_execution_keeps_no_buffer_and_replays_from_the_store() {
+    const EXECUTION: &str = "exec-unwatched";
+    let broker = Broker::start().await;
+    for n in 1..=30 {
+        broker.post_event(&thinking(EXECUTION, n)).await;
+    }
+    assert_eq!(broker.stats().await["executionsBuffered"], 0);
+
+    let mut client = broker.connect().await;
+    assert_eq!(subscribe_from(&mut client, EXECUTION, 10).await, 20);
+    let replayed = client.events(20).await;
+    assert_eq!(seqs(&replayed), (11..=30).collect::<Vec<_>>());
+    assert_eq!(broker.post_event(&thinking(EXECUTION, 31)).await, 31);
+    assert_eq!(client.next_event_body().await["seq"], 31);
+    broker
+        .wait_for_stats("a buffer while watched", |s| s["executionsBuffered"] == 1)
+        .await;
+
+    client.close().await;
+    broker
+        .wait_for_stats("no subscription", |s| s["subscriptions"] == 0)
+        .await;
+    assert_eq!(broker.post_event(&thinking(EXECUTION, 32)).await, 32);
+    broker
+        .wait_for_stats("no buffer once unwatched", |s| s["executionsBuffered"] == 0)
+        .await;
+}

@@ -29,7 +29,7 @@ use crate::notifier::{Notifier, Notify, NotifyDrafts};
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
-use crate::registry::{Publish, Registry, Resync};
+use crate::registry::{Publish, Registry, Resync, Watched};
 use crate::store::{JournalEntry, Store, StoreError};
 use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
@@ -200,7 +200,13 @@ pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
 /// order: into the buffer, then to the Registry.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Release(pub Vec<Arc<PublishedEvent>>);
+pub struct Release {
+    /// The events, in order.
+    pub events: Vec<Arc<PublishedEvent>>,
+    /// Whether they are committed (false: the store is failing and they go
+    /// live before it has them, so they must stay in the replay buffer).
+    pub stored: bool,
+}
 
 /// Retention removed these executions from the store: forget them here too,
 /// so they are gone from every API, replay included.
@@ -262,6 +268,8 @@ pub struct Emitter {
     fallback: Fallback,
     /// A publish of the fallback journal is under way.
     republishing: bool,
+    /// Executions with a subscriber of their own; `None`: buffer them all.
+    watched: Option<Arc<Watched>>,
     accepting: bool,
     /// This actor's own address, for the Persister to release events to.
     myself: Option<Addr<Emitter>>,
@@ -281,6 +289,7 @@ impl Emitter {
             throttle: Throttle::new(config.max_events_per_sec_per_execution),
             fallback: Fallback::default(),
             republishing: false,
+            watched: None,
             config,
             registry,
             storage,
@@ -325,6 +334,13 @@ impl Emitter {
             let drafts = bodies.into_iter().zip(seqs.iter().copied()).collect();
             notifier.do_send(NotifyDrafts(drafts));
         }
+    }
+
+    /// Buffers only the executions someone watches, when their events are
+    /// stored (single node; the Registry keeps `watched`).
+    pub fn with_watched(mut self, watched: Arc<Watched>) -> Self {
+        self.watched = Some(watched);
+        self
     }
 
     /// Cluster mode: seqs come from Redis, and events come back through [`Sequenced`].
@@ -865,11 +881,29 @@ impl Emitter {
     /// Puts events in their buffers, then sends them to the Registry: in
     /// that order, so a replay never misses an event that went live.
     fn release(&mut self, published: Vec<Arc<PublishedEvent>>) {
+        self.release_stored(published, false);
+    }
+
+    /// As [`Emitter::release`]; `stored` events of an execution nobody
+    /// watches skip the buffer (and empty it): the store replays them to
+    /// whoever subscribes later (`registry::Watched` says why).
+    fn release_stored(&mut self, published: Vec<Arc<PublishedEvent>>, stored: bool) {
         let capacity = self.config.buffer_size;
+        let watched = self.watched.clone();
         for item in &published {
+            let unwatched = stored
+                && watched
+                    .as_ref()
+                    .is_some_and(|w| !w.contains(item.execution_id()));
             let state = self.state_of(item);
             state.last_seq = state.last_seq.max(item.seq);
-            if capacity > 0 {
+            if unwatched {
+                // A partial buffer would answer a replay without the newer
+                // events: all of it goes, the store has every one.
+                if !state.buffer.is_empty() {
+                    state.buffer = VecDeque::new();
+                }
+            } else if capacity > 0 {
                 if state.buffer.len() == capacity {
                     state.buffer.pop_front();
                 }
@@ -1183,8 +1217,8 @@ impl Handler<Release> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
-        self.notify(&msg.0);
-        self.release(msg.0);
+        self.notify(&msg.events);
+        self.release_stored(msg.events, msg.stored);
     }
 }
 

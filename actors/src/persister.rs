@@ -152,13 +152,19 @@ impl Batch {
                 Some((current, pending)) if *current == to => pending.append(&mut events),
                 _ => {
                     if let Some((previous, pending)) = merged.replace((to, events)) {
-                        previous.do_send(Release(pending));
+                        previous.do_send(Release {
+                            events: pending,
+                            stored: true,
+                        });
                     }
                 }
             }
         }
         if let Some((to, events)) = merged {
-            to.do_send(Release(events));
+            to.do_send(Release {
+                events,
+                stored: true,
+            });
         }
     }
 }
@@ -315,7 +321,10 @@ impl Handler<Persist> for Persister {
         if let Some(to) = msg.release_to {
             if self.retrying.is_some() {
                 // The store is failing: live delivery does not wait for it.
-                to.do_send(Release(msg.events.clone()));
+                to.do_send(Release {
+                    events: msg.events.clone(),
+                    stored: false,
+                });
             } else {
                 self.pending.releases.push((to, msg.events.clone()));
             }

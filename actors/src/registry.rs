@@ -26,6 +26,31 @@ use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The executions that have at least one subscriber of their own (not only
+/// through a conversation), kept by the Registry and read by the Emitter.
+///
+/// Why: with a store, an execution nobody watches needs no replay buffer:
+/// every event it releases is committed, so a subscriber that comes later
+/// replays from the store. Its memory then stays flat however many
+/// executions run unwatched (PERFORMANCE.md, memory per execution).
+#[derive(Debug, Default)]
+pub struct Watched(std::sync::Mutex<std::collections::HashSet<Arc<str>>>);
+
+impl Watched {
+    /// Whether the execution has a subscriber of its own.
+    pub fn contains(&self, execution_id: &str) -> bool {
+        self.0.lock().expect("watched lock").contains(execution_id)
+    }
+
+    fn insert(&self, execution_id: Arc<str>) {
+        self.0.lock().expect("watched lock").insert(execution_id);
+    }
+
+    fn remove(&self, execution_id: &str) {
+        self.0.lock().expect("watched lock").remove(execution_id);
+    }
+}
+
 /// A session's number, unique in this process.
 pub type SessionId = u64;
 
@@ -130,6 +155,8 @@ pub struct Registry {
     sessions: FxHashMap<SessionId, Subscriber>,
     by_execution: HashMap<Arc<str>, Vec<Subscription>>,
     by_conversation: HashMap<Arc<str>, Vec<Subscription>>,
+    /// The executions with a subscriber of their own, shared with the Emitter.
+    watched: Arc<Watched>,
     /// Scratch space of [`Registry::route`], kept between batches so that
     /// routing does not grow (and rehash) a new map for every batch: where
     /// each session's events are in the routed list.
@@ -144,8 +171,14 @@ impl Registry {
             sessions: FxHashMap::default(),
             by_execution: HashMap::new(),
             by_conversation: HashMap::new(),
+            watched: Arc::default(),
             slots: FxHashMap::default(),
         }
+    }
+
+    /// The set of watched executions this Registry keeps up to date.
+    pub fn watched(&self) -> Arc<Watched> {
+        self.watched.clone()
     }
 
     fn index_of(
@@ -164,6 +197,9 @@ impl Registry {
             subscribers.retain(|s| s.session != session);
             if subscribers.is_empty() {
                 index.remove(&key);
+                if matches!(target, Target::Execution(_)) {
+                    self.watched.remove(&key);
+                }
             }
         }
     }
@@ -215,12 +251,19 @@ impl Handler<Disconnect> for Registry {
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
         self.sessions.remove(&msg.session);
-        for index in [&mut self.by_execution, &mut self.by_conversation] {
-            index.retain(|_, subscribers| {
-                subscribers.retain(|s| s.session != msg.session);
-                !subscribers.is_empty()
-            });
-        }
+        let watched = &self.watched;
+        self.by_execution.retain(|execution, subscribers| {
+            subscribers.retain(|s| s.session != msg.session);
+            let kept = !subscribers.is_empty();
+            if !kept {
+                watched.remove(execution);
+            }
+            kept
+        });
+        self.by_conversation.retain(|_, subscribers| {
+            subscribers.retain(|s| s.session != msg.session);
+            !subscribers.is_empty()
+        });
     }
 }
 
@@ -235,6 +278,10 @@ impl Handler<Subscribe> for Registry {
         else {
             return; // the session is already gone
         };
+        if let Target::Execution(execution) = &msg.target {
+            // Before `Registered`: from here on the Emitter buffers its events.
+            self.watched.insert(execution.clone());
+        }
         let (index, key) = self.index_of(&msg.target);
         index.entry(key).or_default().push(Subscription {
             session: msg.session,
