@@ -674,6 +674,7 @@ impl Emitter {
             state.last_seq = state.last_seq.min(from_seq - 1);
             conversation_id = state.conversation_id.clone();
         }
+        self.update_buffered_gauge();
         log::warn!(
             "execution `{execution}`: seqs from {from_seq} were taken by another node; \
              its subscribers re-sync"
@@ -890,12 +891,16 @@ impl Emitter {
     fn release_stored(&mut self, published: Vec<Arc<PublishedEvent>>, stored: bool) {
         let capacity = self.config.buffer_size;
         let watched = self.watched.clone();
+        // Counted as it changes: recounting every execution per release
+        // would cost O(executions) on the hot path.
+        let mut buffered_delta: i64 = 0;
         for item in &published {
             let unwatched = stored
                 && watched
                     .as_ref()
                     .is_some_and(|w| !w.contains(item.execution_id()));
             let state = self.state_of(item);
+            let was_empty = state.buffer.is_empty();
             state.last_seq = state.last_seq.max(item.seq);
             if unwatched {
                 // A partial buffer would answer a replay without the newer
@@ -909,8 +914,9 @@ impl Emitter {
                 }
                 state.buffer.push_back(item.clone());
             }
+            buffered_delta += i64::from(was_empty) - i64::from(state.buffer.is_empty());
         }
-        self.update_buffered_gauge();
+        self.metrics.executions_buffered.add(buffered_delta);
         self.registry.do_send(Publish(published));
     }
 
