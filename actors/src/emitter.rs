@@ -446,16 +446,10 @@ impl Emitter {
             .check_batch(&events)
             .and_then(|()| self.plan(events, throttled));
         let (drafts, plan) = match planned {
-            Ok(mut plan) => {
-                let events = std::mem::take(&mut plan.events);
-                match self.drafts(events.clone(), &sequencer) {
-                    Ok(drafts) => {
-                        plan.events = events;
-                        (drafts, plan)
-                    }
-                    Err(err) => return Box::pin(fut::ready(Err(err))),
-                }
-            }
+            Ok(mut plan) => match self.drafts(&mut plan.events, &sequencer) {
+                Ok(drafts) => (drafts, plan),
+                Err(err) => return Box::pin(fut::ready(Err(err))),
+            },
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
         if self.fallback.is_active() {
@@ -733,28 +727,30 @@ impl Emitter {
     }
 
     /// The batch (checked) as the sequencer's drafts: stamped, with the node's floor.
+    /// The events are stamped in place: if Redis cannot be reached they are
+    /// sequenced here instead, as they are.
     fn drafts(
         &self,
-        events: Vec<AgentEvent>,
+        events: &mut [AgentEvent],
         sequencer: &RedisSequencer,
     ) -> Result<Vec<Draft>, IngestError> {
         events
-            .into_iter()
+            .iter_mut()
             .enumerate()
-            .map(|(index, mut event)| {
+            .map(|(index, event)| {
                 let state = self.executions.get(event.execution_id.as_str());
                 if event.conversation_id.is_none() {
                     event.conversation_id = state.and_then(|s| s.conversation_id.clone());
                 }
                 event.timestamp.get_or_insert_with(Utc::now);
-                let body = serde_json::to_string(&event).expect("an event always serializes");
+                let body = serde_json::to_string(&*event).expect("an event always serializes");
                 if body.len() > self.config.max_event_bytes + FRAME_OVERHEAD {
                     return Err(self.too_large(index));
                 }
                 Ok(Draft {
                     id: sequencer.next_draft_id(),
                     floor: state.map_or(0, |s| s.settled_seq),
-                    execution_id: event.execution_id,
+                    execution_id: event.execution_id.clone(),
                     body,
                 })
             })
