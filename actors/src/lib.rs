@@ -11,6 +11,8 @@
 //! - [`redis_subscriber`]: the Redis-subscriber actor: reads the cluster's stream into this node.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
+//! - [`ws_frame`]: the WebSocket frames the broker writes, each event's encoded once.
+//! - [`send_queue`]: a connection's byte-counted outbound queue, and the response body that drains it.
 //! - [`notifier`]: the Notifier actor: webhooks for events that match a rule, from a stored outbox.
 //! - [`notify_rule`]: notification rules and their matching (pure).
 //! - [`webhook`]: one signed webhook POST, and its signature.
@@ -50,10 +52,12 @@ pub mod protocol;
 pub mod redis_sequencer;
 pub mod redis_subscriber;
 pub mod registry;
+pub mod send_queue;
 pub mod session;
 pub mod sse_stream;
 pub mod store;
 pub mod throttle;
 pub mod webhook;
+pub mod ws_frame;
 
 pub use handle::EmitterHandle;

@@ -7,9 +7,12 @@
 
 use crate::event::{validate_id, AgentEvent, EventType};
 use crate::filter::Filter;
+use crate::ws_frame;
+use bytes::Bytes;
 use bytestring::ByteString;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Stable error codes, sent in `{"type":"error","code":…}` and in HTTP error bodies.
@@ -411,12 +414,18 @@ fn parse_target(object: &Map<String, Value>) -> Result<Target, ClientError> {
     Ok(target(id.into()))
 }
 
+/// Room reserved for an event's frame before serializing it: most events
+/// fit, and a larger one grows the buffer as it is written.
+const FRAME_CAPACITY: usize = 512;
+
 /// An event after the broker accepted it: sequenced, stamped, and serialized
 /// once as the `event` message every subscriber receives.
 ///
 /// Why the frame is built here, once: a fan-out to a thousand sessions then
 /// clones a reference-counted buffer a thousand times instead of running
-/// serde a thousand times.
+/// serde a thousand times. The WebSocket frame around it is the same for
+/// every subscriber too (see [`crate::ws_frame`]), so it is encoded here as
+/// well, in the same buffer: `frame` is the tail of `wire`.
 #[derive(Debug)]
 pub struct PublishedEvent {
     /// The event, with `seq` and `timestamp` set.
@@ -425,6 +434,10 @@ pub struct PublishedEvent {
     pub seq: u64,
     /// `{"type":"event","executionId":…,"event":{…}}`, ready to send.
     pub frame: ByteString,
+    /// `frame` as a WebSocket text frame, header included: what a Session writes.
+    pub wire: Bytes,
+    /// Where the event's own JSON lies in `frame`: what the store keeps.
+    event_json: Range<usize>,
 }
 
 impl PublishedEvent {
@@ -434,24 +447,34 @@ impl PublishedEvent {
     /// If `event.seq` is unset: only sequenced events are published.
     pub fn new(event: AgentEvent) -> Arc<PublishedEvent> {
         let seq = event.seq.expect("a published event has a seq");
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct EventFrame<'a> {
-            r#type: &'static str,
-            execution_id: &'a str,
-            event: &'a AgentEvent,
-        }
-        let frame = serde_json::to_string(&EventFrame {
-            r#type: "event",
-            execution_id: &event.execution_id,
-            event: &event,
-        })
-        .expect("an event always serializes");
+        // `{"type":"event","executionId":…,"event":…}`, written by hand so
+        // that the event's own JSON is known to lie between `start` and `end`.
+        let (mut start, mut end) = (0, 0);
+        let (wire, header_len) = ws_frame::text_with(FRAME_CAPACITY, |buffer| {
+            let payload_start = buffer.len();
+            buffer.extend_from_slice(br#"{"type":"event","executionId":"#);
+            serde_json::to_writer(&mut *buffer, &event.execution_id).expect("a string serializes");
+            buffer.extend_from_slice(br#","event":"#);
+            start = buffer.len() - payload_start;
+            serde_json::to_writer(&mut *buffer, &event).expect("an event always serializes");
+            end = buffer.len() - payload_start;
+            buffer.push(b'}');
+        });
+        let frame =
+            ByteString::try_from(wire.slice(header_len..)).expect("serde_json writes UTF-8");
         Arc::new(PublishedEvent {
             event,
             seq,
-            frame: frame.into(),
+            frame,
+            wire,
+            event_json: start..end,
         })
+    }
+
+    /// The event's own JSON, as `serde_json::to_string(&self.event)` would
+    /// write it: a slice of the frame, serialized once for the store too.
+    pub fn event_json(&self) -> &str {
+        &self.frame[self.event_json.clone()]
     }
 
     /// The execution this event belongs to.
@@ -617,6 +640,31 @@ mod tests {
         assert_eq!(value["executionId"], "exec-123");
         assert_eq!(value["event"]["seq"], 1);
         assert_eq!(value["event"]["type"], "agent-start");
+        assert_eq!(
+            published.event_json(),
+            serde_json::to_string(&published.event).unwrap()
+        );
+        assert_eq!(&published.wire[2..], published.frame.as_bytes());
+    }
+
+    #[test]
+    fn escaped_text_keeps_the_event_json_in_place() {
+        let mut event = AgentEvent::from_producer_json(serde_json::json!({
+            "type": "agent-thinking", "executionId": "exec-1", "agentId": "a",
+            "thought": "a \"quoted\" line\nand another, é}",
+        }))
+        .unwrap();
+        event.seq = Some(7);
+        let published = PublishedEvent::new(event);
+        let value: Value = serde_json::from_str(&published.frame).unwrap();
+        assert_eq!(
+            value["event"]["thought"],
+            "a \"quoted\" line\nand another, é}"
+        );
+        assert_eq!(
+            published.event_json(),
+            serde_json::to_string(&published.event).unwrap()
+        );
     }
 
     #[test]

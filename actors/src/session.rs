@@ -4,12 +4,16 @@
 //!
 //! # Transport
 //! The design card names `actix-web-actors`, which upstream deprecated in
-//! favour of `actix-ws`. We use `actix-ws` under this same actor because the
-//! old crate's `WebsocketContext` buffers outgoing frames without limit and
-//! without telling the actor, so a stalled browser could grow the broker
-//! forever. With `actix-ws`, sending a frame is a future that completes only
-//! when the connection has room: a writer task awaits each send, and the
-//! actor knows exactly how many bytes are waiting.
+//! favour of `actix-ws`. Neither writes for us: the old crate's
+//! `WebsocketContext` buffers outgoing frames without limit and without
+//! telling the actor, so a stalled browser could grow the broker forever,
+//! and actix-ws encodes every frame again for every connection behind a
+//! channel of its own. The Session writes its frames into an [`SendQueue`]
+//! that is the response body itself: the connection takes bytes from it
+//! only as fast as the client reads, the actor knows exactly how many are
+//! waiting, and an event's frame is the buffer the Emitter encoded once
+//! ([`PublishedEvent::wire`]). Reading (unmasking, UTF-8 checks, limits)
+//! stays with actix-ws's message stream.
 //!
 //! # Slow consumers
 //! Frames wait in an outbound queue bounded in bytes (`queue_bytes`, 1 MiB by
@@ -39,16 +43,23 @@ use crate::protocol::{
     unsubscribed_frame, ClientMessage, ErrorCode, PublishedEvent, Target,
 };
 use crate::registry::{self, Registry, SessionId};
+use crate::send_queue::{Chunk, SendQueue, SendQueueBody};
+use crate::ws_frame;
 use actix::prelude::*;
+use actix_web::body::{BodyStream, BoxBody, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use bytes::Bytes;
 use bytestring::ByteString;
+use futures_util::Stream;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Limits and timings of a session.
 #[derive(Debug, Clone)]
@@ -248,34 +259,38 @@ pub fn upgrade(
     grant: Option<Grant>,
     permit: Option<ConnectionPermit>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, transport, stream) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])?;
+    // actix-ws's writing half goes unused; its body is kept only because
+    // dropping it is how its message stream learns that the connection is gone.
+    let (response, _, stream) = actix_ws::handle_with_protocols(req, body, &[SUBPROTOCOL])?;
     let max_frame = deps.config.max_frame_bytes;
     let stream = stream
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
-    Session::start(transport, stream, deps, grant, permit);
+    let (queue, frames) = SendQueue::new(deps.metrics.clone());
+    let response = response.map_body(|_, close_signal| {
+        BodyStream::new(WsBody {
+            frames,
+            _close_signal: close_signal,
+        })
+        .boxed()
+    });
+    Session::start(queue, stream, deps, grant, permit);
     Ok(response)
 }
 
-enum Outgoing {
-    /// A text frame. `counted` frames are bounded by `queue_bytes`;
-    /// `essential` ones are still sent after the queue was abandoned.
-    Text {
-        text: ByteString,
-        counted: bool,
-        essential: bool,
-    },
-    Ping,
-    Pong(bytes::Bytes),
-    Close(Option<CloseReason>),
+/// The response body of an upgraded connection: the Session's frames.
+struct WsBody {
+    frames: SendQueueBody,
+    _close_signal: BoxBody,
 }
 
-/// The sending half of the connection, as the actor sees it.
-struct Outbound {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
+impl Stream for WsBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.frames).poll_next(cx)
+    }
 }
 
 enum Phase {
@@ -357,8 +372,7 @@ pub struct Session {
     id: SessionId,
     client_id: String,
     deps: SessionDeps,
-    outbound: Option<Outbound>,
-    transport: Option<actix_ws::Session>,
+    queue: SendQueue,
     subscriptions: Subscriptions,
     /// `Subscribe`s sent to the Registry whose `Registered` has not come back,
     /// per target. The Registry answers in order, so only the answer that
@@ -386,7 +400,7 @@ pub fn next_session_id() -> SessionId {
 
 impl Session {
     fn start(
-        transport: actix_ws::Session,
+        queue: SendQueue,
         stream: AggregatedMessageStream,
         deps: SessionDeps,
         grant: Option<Grant>,
@@ -399,8 +413,7 @@ impl Session {
             Session {
                 id,
                 client_id: client_id(id),
-                outbound: None,
-                transport: Some(transport),
+                queue,
                 subscriptions: Subscriptions::default(),
                 registering: HashMap::new(),
                 last_heard: Instant::now(),
@@ -415,35 +428,11 @@ impl Session {
         })
     }
 
-    fn send(&mut self, item: Outgoing) {
-        if let Some(outbound) = &self.outbound {
-            // A closed channel means the writer is gone; stopping follows.
-            let _ = outbound.tx.send(item);
-        }
-    }
-
     /// Sends an answer (pong, error, subscribed…), counted against
     /// `queue_bytes`; [`Session::on_frame`] closes a client whose unread
     /// answers pass it.
     fn send_text(&mut self, text: ByteString) {
-        self.count_queued(text.len());
-        self.send(Outgoing::Text {
-            text,
-            counted: true,
-            essential: false,
-        });
-    }
-
-    fn count_queued(&self, len: usize) {
-        if let Some(o) = &self.outbound {
-            o.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        }
-    }
-
-    fn queued_bytes(&self) -> usize {
-        self.outbound
-            .as_ref()
-            .map_or(0, |o| o.queued_bytes.load(Ordering::Relaxed))
+        self.queue.push(ws_frame::text(&text), Chunk::Counted);
     }
 
     fn send_error(&mut self, code: ErrorCode, message: &str, target: Option<&Target>) {
@@ -484,19 +473,16 @@ impl Session {
         if self.closing {
             return false;
         }
-        let len = event.frame.len();
-        if counted {
-            if self.queued_bytes() + len > self.deps.config.queue_bytes {
+        let kind = if counted {
+            if self.queue.queued_bytes() + event.wire.len() > self.deps.config.queue_bytes {
                 self.slow_consumer(ctx);
                 return false;
             }
-            self.count_queued(len);
-        }
-        self.send(Outgoing::Text {
-            text: event.frame.clone(),
-            counted,
-            essential: false,
-        });
+            Chunk::Counted
+        } else {
+            Chunk::Uncounted
+        };
+        self.queue.push(event.wire.clone(), kind);
         true
     }
 
@@ -506,9 +492,7 @@ impl Session {
             self.client_id
         );
         self.deps.metrics.drop("slow-consumer", 1);
-        if let Some(o) = &self.outbound {
-            o.abandoned.store(true, Ordering::Relaxed);
-        }
+        self.queue.abandon();
         self.close_with(
             ErrorCode::SlowConsumer,
             "the client read too slowly; resubscribe with fromSeq",
@@ -526,11 +510,8 @@ impl Session {
             .client_errors
             .with_label_values(&[code.as_str()])
             .inc();
-        self.send(Outgoing::Text {
-            text: error_frame(code, message, None),
-            counted: false,
-            essential: true,
-        });
+        let error = error_frame(code, message, None);
+        self.queue.push(ws_frame::text(&error), Chunk::Essential);
         let reason = CloseReason {
             code: CloseCode::Other(code.close_code()),
             description: Some(code.as_str().into()),
@@ -543,7 +524,9 @@ impl Session {
             return;
         }
         self.closing = true;
-        self.send(Outgoing::Close(reason));
+        self.queue
+            .push(ws_frame::close(reason.as_ref()), Chunk::Essential);
+        self.queue.end();
         ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
     }
 
@@ -884,8 +867,7 @@ impl Session {
                 None,
             ),
             AggregatedMessage::Ping(bytes) if self.within_rate() => {
-                self.count_queued(bytes.len());
-                self.send(Outgoing::Pong(bytes));
+                self.queue.push(ws_frame::pong(&bytes), Chunk::Counted);
             }
             AggregatedMessage::Binary(_) | AggregatedMessage::Ping(_) => {}
             AggregatedMessage::Pong(_) => {}
@@ -893,7 +875,7 @@ impl Session {
         }
         // Within the rate, answers still pile up for a client that never
         // reads; past the queue's bound it is a slow consumer like any other.
-        if !self.closing && self.queued_bytes() > self.deps.config.queue_bytes {
+        if !self.closing && self.queue.queued_bytes() > self.deps.config.queue_bytes {
             self.slow_consumer(ctx);
         }
     }
@@ -941,7 +923,7 @@ impl Session {
                 ctx,
             );
         } else if !self.closing {
-            self.send(Outgoing::Ping);
+            self.queue.push(ws_frame::ping(), Chunk::Uncounted);
         }
     }
 }
@@ -957,68 +939,13 @@ fn client_id(session: SessionId) -> String {
     format!("{run:x}-{session}")
 }
 
-/// Writes queued frames to the connection, one at a time, waiting for room.
-async fn write_frames(
-    mut transport: actix_ws::Session,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
-    metrics: Metrics,
-) {
-    while let Some(item) = rx.recv().await {
-        let sent = match item {
-            Outgoing::Text {
-                text,
-                counted,
-                essential,
-            } => {
-                if counted {
-                    queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                }
-                if abandoned.load(Ordering::Relaxed) && !essential {
-                    metrics.drop("slow-consumer-frames", 1);
-                    continue;
-                }
-                transport.text(text).await
-            }
-            Outgoing::Ping => transport.ping(b"").await,
-            Outgoing::Pong(bytes) => {
-                queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
-                transport.pong(&bytes).await
-            }
-            Outgoing::Close(reason) => {
-                let _ = transport.close(reason).await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
 impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let transport = self.transport.take().expect("a session starts once");
-        let writer = write_frames(
-            transport,
-            rx,
-            queued_bytes.clone(),
-            abandoned.clone(),
-            self.deps.metrics.clone(),
-        );
-        // When the writer ends (close sent, or the connection is gone), so does the session.
-        ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        self.outbound = Some(Outbound {
-            tx,
-            queued_bytes,
-            abandoned,
-        });
+        // When the body is gone (close sent, or the connection lost), so is the session.
+        let departed = self.queue.departed();
+        ctx.spawn(departed.into_actor(self).map(|_, _, ctx| ctx.stop()));
         self.deps.metrics.connections.inc();
         self.deps.registry.do_send(registry::Connect {
             session: self.id,

@@ -1,7 +1,7 @@
 //! The SseStream actor: one per Server-Sent Events response. It subscribes
 //! through the Registry like a WebSocket Session, replays missed events at
-//! the same seam, and writes SSE messages into a channel whose receiver,
-//! [`SseBody`], is the HTTP response body.
+//! the same seam, and writes SSE messages into an [`SendQueue`] whose other
+//! end, [`SseBody`], is the HTTP response body.
 //!
 //! # What it writes
 //! - first `retry:` ([`RETRY_HINT`]), so that clients reconnect promptly;
@@ -41,23 +41,19 @@
 //! stops and disconnects from the Registry. [`Shutdown`] ends the stream
 //! after everything delivered before it, which is already queued ahead.
 
+use crate::ag_ui;
 use crate::event::validate_id;
 use crate::filter::Filter;
 use crate::history::ReplayGap;
 use crate::protocol::{error_frame, resync_frame, ErrorCode, PublishedEvent, Target};
 use crate::registry::{self, SessionId};
+use crate::send_queue::{Chunk, SendQueue, SendQueueBody};
 use crate::session::{next_session_id, Deliver, Registered, Resync, SessionDeps, Shutdown};
-use crate::{ag_ui, metrics::Metrics};
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::Stream;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// The reconnection delay suggested to clients (`retry:`). EventSource waits
 /// this long before reconnecting and adds no backoff of its own: one second
@@ -161,61 +157,9 @@ fn resume(execution_id: Arc<str>, seq: u64, parts_seen: Option<usize>) -> Resume
     }
 }
 
-enum Outgoing {
-    /// SSE text. `counted` chunks are bounded by `queue_bytes`; `essential`
-    /// ones are still written after the queue was abandoned.
-    Chunk {
-        bytes: Bytes,
-        counted: bool,
-        essential: bool,
-    },
-    /// The body ends here.
-    End,
-}
-
-/// The HTTP response body of one stream: the receiving end of its channel.
-/// Dropping it (the client went away) stops the actor.
-pub struct SseBody {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
-    metrics: Metrics,
-    ended: bool,
-}
-
-impl Stream for SseBody {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        while !self.ended {
-            let Some(Outgoing::Chunk {
-                bytes,
-                counted,
-                essential,
-            }) = std::task::ready!(self.rx.poll_recv(cx))
-            else {
-                self.ended = true; // `End`, or the actor is gone
-                break;
-            };
-            if counted {
-                self.queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
-            }
-            if self.abandoned.load(Ordering::Relaxed) && !essential {
-                self.metrics.drop("slow-consumer-frames", 1);
-                continue;
-            }
-            return Poll::Ready(Some(Ok(bytes)));
-        }
-        Poll::Ready(None)
-    }
-}
-
-/// The sending half, as the actor sees it.
-struct Outbound {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
-    abandoned: Arc<AtomicBool>,
-}
+/// The HTTP response body of one stream. Dropping it (the client went
+/// away) stops the actor.
+pub type SseBody = SendQueueBody;
 
 enum Phase {
     /// Registering, then reading the history; live events wait here.
@@ -228,7 +172,7 @@ pub struct SseStream {
     id: SessionId,
     deps: SessionDeps,
     request: SseRequest,
-    outbound: Outbound,
+    queue: SendQueue,
     phase: Phase,
     /// The execution whose seqs are de-duplicated, and the last seq written
     /// of it: the streamed execution, or the one a conversation resumed.
@@ -245,18 +189,9 @@ impl SseStream {
     /// the subscription is in force and any replay is queued, or with the gap
     /// that makes the replay impossible (nothing is then streamed).
     pub async fn open(deps: SessionDeps, request: SseRequest) -> Result<SseBody, ReplayGap> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let abandoned = Arc::new(AtomicBool::new(false));
+        let (queue, body) = SendQueue::new(deps.metrics.clone());
         let (ready_tx, ready_rx) = oneshot::channel();
-        let body = SseBody {
-            rx,
-            queued_bytes: queued_bytes.clone(),
-            abandoned: abandoned.clone(),
-            metrics: deps.metrics.clone(),
-            ended: false,
-        };
-        SseStream::new(deps, request, tx, queued_bytes, abandoned, ready_tx).start();
+        SseStream::new(deps, request, queue, ready_tx).start();
         match ready_rx.await {
             Ok(Ok(())) => Ok(body),
             Ok(Err(gap)) => Err(gap),
@@ -269,9 +204,7 @@ impl SseStream {
     fn new(
         deps: SessionDeps,
         request: SseRequest,
-        tx: mpsc::UnboundedSender<Outgoing>,
-        queued_bytes: Arc<AtomicUsize>,
-        abandoned: Arc<AtomicBool>,
+        queue: SendQueue,
         ready: oneshot::Sender<Result<(), ReplayGap>>,
     ) -> Self {
         let floor = match (&request.target, &request.resume) {
@@ -287,26 +220,13 @@ impl SseStream {
             id: next_session_id(),
             deps,
             request,
-            outbound: Outbound {
-                tx,
-                queued_bytes,
-                abandoned,
-            },
+            queue,
             phase: Phase::CatchingUp(Vec::new()),
             floor,
             skip_parts,
             ready: Some(ready),
             closing: false,
         }
-    }
-
-    fn push(&self, bytes: Bytes, counted: bool, essential: bool) {
-        // A closed channel means the client is gone; stopping follows.
-        let _ = self.outbound.tx.send(Outgoing::Chunk {
-            bytes,
-            counted,
-            essential,
-        });
     }
 
     /// Registration is in force: read the history (if resuming), then go live.
@@ -412,16 +332,16 @@ impl SseStream {
             if bytes.is_empty() {
                 continue; // every AG-UI event of it was already seen
             }
-            if counted {
-                let queued = self.outbound.queued_bytes.load(Ordering::Relaxed);
+            let kind = if counted {
+                let queued = self.queue.queued_bytes();
                 if queued + bytes.len() > self.deps.config.queue_bytes {
                     return self.slow_consumer(ctx);
                 }
-                self.outbound
-                    .queued_bytes
-                    .fetch_add(bytes.len(), Ordering::Relaxed);
-            }
-            self.push(bytes, counted, false);
+                Chunk::Counted
+            } else {
+                Chunk::Uncounted
+            };
+            self.queue.push(bytes, kind);
             self.deps.metrics.deliveries.inc();
         }
     }
@@ -461,7 +381,7 @@ impl SseStream {
         );
         self.deps.metrics.drop("slow-consumer", 1);
         self.count_error(ErrorCode::SlowConsumer);
-        self.outbound.abandoned.store(true, Ordering::Relaxed);
+        self.queue.abandon();
         let message = "the client read too slowly; reconnect with Last-Event-ID";
         self.finish(ErrorCode::SlowConsumer, message, ctx);
     }
@@ -482,8 +402,9 @@ impl SseStream {
         }
         self.closing = true;
         let error = error_frame(code, message, Some(&self.request.target));
-        self.push(sse_message(None, Some("error"), &error), false, true);
-        let _ = self.outbound.tx.send(Outgoing::End);
+        let error = sse_message(None, Some("error"), &error);
+        self.queue.push(error, Chunk::Essential);
+        self.queue.end();
         ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
     }
 }
@@ -513,16 +434,12 @@ impl Actor for SseStream {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // The client went away when its body was dropped: stop with it.
-        let tx = self.outbound.tx.clone();
-        ctx.spawn(
-            async move { tx.closed().await }
-                .into_actor(self)
-                .map(|_, _, ctx| ctx.stop()),
-        );
+        let departed = self.queue.departed();
+        ctx.spawn(departed.into_actor(self).map(|_, _, ctx| ctx.stop()));
         self.deps.metrics.connections.inc();
         self.deps.metrics.subscriptions.inc();
         let retry = format!("retry: {}\n\n", RETRY_HINT.as_millis());
-        self.push(Bytes::from(retry), false, false);
+        self.queue.push(Bytes::from(retry), Chunk::Uncounted);
         self.deps.registry.do_send(registry::Connect {
             session: self.id,
             subscriber: registry::Subscriber::of(&ctx.address()),
@@ -538,7 +455,8 @@ impl Actor for SseStream {
         });
         ctx.run_interval(self.deps.config.heartbeat_interval, |stream, _| {
             if !stream.closing {
-                stream.push(Bytes::from_static(b": keep-alive\n\n"), false, false);
+                let keep_alive = Bytes::from_static(b": keep-alive\n\n");
+                stream.queue.push(keep_alive, Chunk::Uncounted);
             }
         });
     }
@@ -583,7 +501,8 @@ impl Handler<Resync> for SseStream {
         match self.request.format {
             SseFormat::Events => {
                 let data = resync_frame(&msg.execution_id, msg.from_seq);
-                self.push(sse_message(None, Some("resync"), &data), false, true);
+                let resync = sse_message(None, Some("resync"), &data);
+                self.queue.push(resync, Chunk::Essential);
             }
             SseFormat::AgUi => self.finish(
                 ErrorCode::ReplayUnavailable,
@@ -685,33 +604,5 @@ mod tests {
             sse_message(None, None, "{}"),
             Bytes::from_static(b"data: {}\n\n")
         );
-    }
-
-    #[actix_rt::test]
-    async fn the_body_skips_abandoned_frames_but_not_the_verdict() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let abandoned = Arc::new(AtomicBool::new(true));
-        let queued = Arc::new(AtomicUsize::new(3));
-        let mut body = SseBody {
-            rx,
-            queued_bytes: queued.clone(),
-            abandoned,
-            metrics: Metrics::new(),
-            ended: false,
-        };
-        let chunk = |text: &'static str, counted, essential| Outgoing::Chunk {
-            bytes: Bytes::from_static(text.as_bytes()),
-            counted,
-            essential,
-        };
-        tx.send(chunk("old", true, false)).unwrap();
-        tx.send(chunk("error", false, true)).unwrap();
-        tx.send(Outgoing::End).unwrap();
-        tx.send(chunk("after", false, true)).unwrap();
-        use futures_util::StreamExt;
-        let got: Vec<_> = (&mut body).map(|b| b.unwrap()).collect().await;
-        assert_eq!(got, vec![Bytes::from_static(b"error")]);
-        assert_eq!(queued.load(Ordering::Relaxed), 0);
-        assert_eq!(body.metrics.snapshot()["drops"]["slow-consumer-frames"], 1);
     }
 }
