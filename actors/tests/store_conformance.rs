@@ -41,6 +41,7 @@ conformance_suite!(
     executions_list_newest_first_with_filters,
     executions_cursor_pages_without_gaps_or_repeats,
     status_follows_orchestration_complete,
+    a_batch_sums_up_as_its_events_one_by_one,
     retention_keeps_the_newest_by_count,
     retention_removes_executions_idle_too_long,
     retention_without_limits_removes_nothing,
@@ -775,6 +776,34 @@ async fn status_follows_orchestration_complete(store: Arc<dyn Store>) {
         seqs(&read(&store, all_of("exec-late")).await),
         vec![1, 2, 3]
     );
+}
+
+/// An execution's summary after one append of many events, some out of
+/// order and the end among the first, is what appending them one at a time
+/// gives; appending the batch again counts nothing.
+async fn a_batch_sums_up_as_its_events_one_by_one(store: Arc<dyn Store>) {
+    let order = |run: &Run| {
+        let mut events = run.seqs(5, 13);
+        events.extend(run.seqs(1, 4));
+        events
+    };
+    let batched = mixed_run("exec-batched");
+    store.append(order(&batched)).await.expect("append");
+    let single = mixed_run("exec-single");
+    for event in order(&single) {
+        store.append(vec![event]).await.expect("append");
+    }
+    let mut expected = summary(&store, "exec-single").await.expect("a summary");
+    assert_eq!(expected.event_count, 13);
+    assert_eq!(expected.status, ExecutionStatus::Success);
+    expected.execution_id = "exec-batched".into();
+    assert_eq!(
+        summary(&store, "exec-batched").await,
+        Some(expected.clone())
+    );
+
+    store.append(batched.all()).await.expect("append again");
+    assert_eq!(summary(&store, "exec-batched").await, Some(expected));
 }
 
 /// Whether an execution is entirely gone: no events, no summary, no stats.

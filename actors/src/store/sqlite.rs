@@ -22,7 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use rusqlite::{Transaction, TransactionBehavior};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -123,19 +123,24 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
     (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-/// Counts one newly stored event into its execution's summary. Run only when
-/// the event's row was actually inserted, so a repeated append counts nothing.
-/// Status and end change only with an `orchestration-complete` (the one event
-/// that carries an `ended_at`); the first conversation named is kept.
-const COUNT_EVENT_IN: &str = "INSERT INTO executions
+/// Counts the newly stored events of one execution in one commit into its
+/// summary ([`Summary`]). Status and end change only with an
+/// `orchestration-complete` (the one event that carries an `ended_at`); the
+/// first conversation named is kept.
+///
+/// Once per execution per commit, not per event: the upsert rewrites the
+/// row and every index of `executions` (SQLite counts a column as changed
+/// when it is assigned), and per event it was about half of the store's
+/// cost (PERFORMANCE.md).
+const COUNT_EVENTS_IN: &str = "INSERT INTO executions
     (execution_id, conversation_id, status, started_at, ended_at, event_count, last_seq, last_event_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?4)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
     ON CONFLICT (execution_id) DO UPDATE SET
         conversation_id = COALESCE(executions.conversation_id, excluded.conversation_id),
         status = CASE WHEN excluded.ended_at IS NULL THEN executions.status ELSE excluded.status END,
         started_at = MIN(executions.started_at, excluded.started_at),
         ended_at = COALESCE(excluded.ended_at, executions.ended_at),
-        event_count = executions.event_count + 1,
+        event_count = executions.event_count + excluded.event_count,
         last_seq = MAX(executions.last_seq, excluded.last_seq),
         last_event_at = MAX(executions.last_event_at, excluded.last_event_at)";
 
@@ -512,7 +517,7 @@ struct EventRow<'a> {
     department: Option<&'a str>,
     conversation_id: Option<&'a str>,
     timestamp: String,
-    body: String,
+    body: &'a str,
     /// `running`, or how the execution ended when this is its `orchestration-complete`.
     status: ExecutionStatus,
     ended_at: Option<String>,
@@ -526,8 +531,7 @@ impl<'a> EventRow<'a> {
             .timestamp
             .map(format_timestamp)
             .ok_or_else(|| Failure(format!("{} has no timestamp", named())))?;
-        let body = serde_json::to_string(event)
-            .map_err(|e| Failure(format!("{} does not serialize: {e}", named())))?;
+        let body = published.event_json();
         let seq = i64::try_from(published.seq)
             .map_err(|_| Failure(format!("{}: seq is too large", named())))?;
         let (status, ended_at) = match &event.kind {
@@ -560,13 +564,64 @@ fn ended_status(status: Option<RunStatus>) -> ExecutionStatus {
     }
 }
 
+/// What one commit adds to an execution's summary: the events of it that
+/// were newly stored, folded in order, as [`COUNT_EVENTS_IN`] would have
+/// folded them one by one.
+struct Summary<'a> {
+    execution_id: &'a str,
+    /// The first conversation named.
+    conversation_id: Option<&'a str>,
+    /// With `ended_at`: how the last `orchestration-complete` ended it.
+    status: ExecutionStatus,
+    started_at: String,
+    ended_at: Option<String>,
+    event_count: i64,
+    last_seq: i64,
+    last_event_at: String,
+}
+
+impl<'a> Summary<'a> {
+    fn of(row: &EventRow<'a>) -> Summary<'a> {
+        Summary {
+            execution_id: row.execution_id,
+            conversation_id: row.conversation_id,
+            status: row.status,
+            started_at: row.timestamp.clone(),
+            ended_at: row.ended_at.clone(),
+            event_count: 1,
+            last_seq: row.seq,
+            last_event_at: row.timestamp.clone(),
+        }
+    }
+
+    fn add(&mut self, row: &EventRow<'a>) {
+        self.conversation_id = self.conversation_id.or(row.conversation_id);
+        if row.ended_at.is_some() {
+            self.status = row.status;
+            self.ended_at = row.ended_at.clone();
+        }
+        // Timestamps share one fixed format: as strings they sort as times,
+        // as SQLite's MIN and MAX compare them.
+        if row.timestamp < self.started_at {
+            self.started_at = row.timestamp.clone();
+        }
+        if row.timestamp > self.last_event_at {
+            self.last_event_at = row.timestamp.clone();
+        }
+        self.event_count += 1;
+        self.last_seq = self.last_seq.max(row.seq);
+    }
+}
+
 fn append(conn: &mut Connection, events: &[Arc<PublishedEvent>]) -> Result<(), Failure> {
     // IMMEDIATE takes the write lock up front, where busy_timeout applies,
     // instead of failing halfway if another process holds it.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
-        let mut count_event_in = tx.prepare_cached(COUNT_EVENT_IN)?;
+        let mut summaries: Vec<Summary> = Vec::new();
+        // SipHash: the keys are producers' execution IDs.
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for published in events {
             let row = EventRow::of(published)?;
             let inserted = insert_event.execute(params![
@@ -579,16 +634,29 @@ fn append(conn: &mut Connection, events: &[Arc<PublishedEvent>]) -> Result<(), F
                 row.timestamp,
                 row.body,
             ])?;
+            // A repeated append inserts nothing, and counts nothing.
             if inserted == 1 {
-                count_event_in.execute(params![
-                    row.execution_id,
-                    row.conversation_id,
-                    row.status.as_str(),
-                    row.timestamp,
-                    row.ended_at,
-                    row.seq,
-                ])?;
+                match index.get(row.execution_id) {
+                    Some(&i) => summaries[i].add(&row),
+                    None => {
+                        index.insert(row.execution_id, summaries.len());
+                        summaries.push(Summary::of(&row));
+                    }
+                }
             }
+        }
+        let mut count_events_in = tx.prepare_cached(COUNT_EVENTS_IN)?;
+        for summary in &summaries {
+            count_events_in.execute(params![
+                summary.execution_id,
+                summary.conversation_id,
+                summary.status.as_str(),
+                summary.started_at,
+                summary.ended_at,
+                summary.event_count,
+                summary.last_seq,
+                summary.last_event_at,
+            ])?;
         }
     }
     tx.commit()?;
