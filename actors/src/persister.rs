@@ -5,7 +5,8 @@
 //! A batch closes when it holds `batch_max` events or `batch_delay` after its
 //! first event, whichever comes first, and is written in one `append` (one
 //! transaction, one fsync). One write is in flight at a time, so batches land
-//! in the order they were accepted; what arrives meanwhile forms the next one.
+//! in the order they were accepted; what arrives meanwhile forms the next
+//! one, written as soon as the write before it completes.
 //!
 //! # Acknowledged means durable, and seen means stored
 //! A [`Persist`] may carry an ack; it is answered only after the batch that
@@ -276,7 +277,9 @@ impl Persister {
         if self.pending.events.is_empty() {
             self.wake_flush_waiters();
         } else {
-            self.schedule(ctx);
+            // What arrived during this write has waited for all of it: a
+            // `batch_delay` more would only idle the store (PERFORMANCE.md).
+            self.write_next(ctx);
         }
     }
 
