@@ -45,6 +45,7 @@ pub struct Config {
     pub redis_stream_max_len: u64,
     pub buffer_size: usize,
     pub max_buffered_executions: usize,
+    pub max_buffered_bytes: usize,
     pub execution_idle_secs: u64,
     pub max_event_bytes: usize,
     pub max_replay_events: usize,

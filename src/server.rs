@@ -265,6 +265,7 @@ fn emitter_config(config: &Config) -> EmitterConfig {
     EmitterConfig {
         buffer_size: config.buffer_size,
         max_buffered_executions: config.max_buffered_executions,
+        max_buffered_bytes: config.max_buffered_bytes,
         execution_idle: Duration::from_secs(config.execution_idle_secs),
         max_event_bytes: config.max_event_bytes,
         max_events_per_sec_per_execution: config.max_events_per_sec_per_execution,

@@ -293,3 +293,54 @@ async fn an_unwatched_execution_keeps_no_buffer_and_replays_from_the_store() {
         .wait_for_stats("no buffer once unwatched", |s| s["executionsBuffered"] == 0)
         .await;
 }
+
+/// All buffers together stay under `max_buffered_bytes`: when a busy
+/// execution pushes them past it, the longest idle one loses its buffer,
+/// and its subscribers still replay everything, from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_budget_empties_the_longest_idle_buffer_and_replay_reads_the_store() {
+    const BUDGET: u64 = 35_000;
+    let broker = Broker::builder()
+        .setting("MAX_BUFFERED_BYTES", BUDGET)
+        .start()
+        .await;
+    // Watched, so that both are buffered at all.
+    let mut watcher = broker.connect().await;
+    watcher.subscribe_execution("exec-idle").await;
+    watcher.subscribe_execution("exec-busy").await;
+    let large = |execution: &str, n: u64| {
+        let thought = format!("{n} {}", "x".repeat(1_000));
+        event(
+            "agent-thinking",
+            execution,
+            json!({"agentId": "a", "thought": thought}),
+        )
+    };
+    for n in 1..=10 {
+        broker.post_event(&large("exec-idle", n)).await;
+    }
+    let idle_bytes = broker
+        .wait_for_stats("the idle execution buffered", |s| s["eventsOut"] == 10)
+        .await["bufferedBytes"]
+        .as_u64()
+        .unwrap();
+    assert!((20_000..BUDGET).contains(&idle_bytes), "{idle_bytes}");
+
+    for n in 1..=10 {
+        broker.post_event(&large("exec-busy", n)).await;
+    }
+    let stats = broker
+        .wait_for_stats("the busy execution delivered", |s| s["eventsOut"] == 20)
+        .await;
+    assert_eq!(stats["executionsBuffered"], 1, "{stats}");
+    assert!(stats["executionsEvicted"].as_u64().unwrap() >= 1, "{stats}");
+    let held = stats["bufferedBytes"].as_u64().unwrap();
+    assert!(
+        (20_000..=BUDGET).contains(&held),
+        "only the busy one: {stats}"
+    );
+
+    let mut late = broker.connect().await;
+    assert_eq!(subscribe_from(&mut late, "exec-idle", 0).await, 10);
+    assert_eq!(seqs(&late.events(10).await), (1..=10).collect::<Vec<_>>());
+}

@@ -6,9 +6,12 @@
 //! order in which it handles batches *is* the order of every execution: no
 //! lock, no race, and the buffer and the fan-out always agree.
 //!
-//! Memory is bounded twice: each execution keeps at most `buffer_size`
-//! events, and executions idle longer than `execution_idle` (or beyond
-//! `max_buffered_executions`, oldest first) lose their buffer. A seq must
+//! Memory is bounded three ways: each execution keeps at most `buffer_size`
+//! events; executions idle longer than `execution_idle` (or beyond
+//! `max_buffered_executions`, oldest first) lose their buffer; and when all
+//! buffers together pass `max_buffered_bytes`, the longest idle lose theirs
+//! until they are back under three quarters of it (`replay_buffer.rs` says
+//! why bytes). A seq must
 //! never be reused: with a store, a forgotten execution's counter is seeded
 //! again from the store's highest seq before its next event; without one, the
 //! counter (a few bytes) is kept for the life of the process.
@@ -30,11 +33,12 @@ use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer};
 use crate::registry::{Publish, Registry, Resync, Watched};
+use crate::replay_buffer::ReplayBuffer;
 use crate::store::{JournalEntry, Store, StoreError};
 use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
 use chrono::Utc;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -48,6 +52,9 @@ pub struct EmitterConfig {
     pub max_buffered_executions: usize,
     /// An execution with no event for this long loses its buffer.
     pub execution_idle: Duration,
+    /// Bytes all buffers may hold together (as `replay_buffer::weight`
+    /// reckons them); 0: no limit.
+    pub max_buffered_bytes: usize,
     /// Largest event accepted, serialized, in bytes.
     pub max_event_bytes: usize,
     /// Events a second per execution from this node's producers (bursts of
@@ -61,6 +68,7 @@ impl Default for EmitterConfig {
             buffer_size: 100,
             max_buffered_executions: 10_000,
             execution_idle: Duration::from_secs(3600),
+            max_buffered_bytes: 64 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
             max_events_per_sec_per_execution: 100,
         }
@@ -226,7 +234,7 @@ struct ExecutionState {
     /// the cluster really handed out would make it skip seqs (a hole).
     settled_seq: u64,
     conversation_id: Option<String>,
-    buffer: VecDeque<Arc<PublishedEvent>>,
+    buffer: ReplayBuffer,
     last_event_at: Instant,
 }
 
@@ -236,7 +244,7 @@ impl ExecutionState {
             last_seq: 0,
             settled_seq: 0,
             conversation_id: None,
-            buffer: VecDeque::new(),
+            buffer: ReplayBuffer::default(),
             last_event_at: Instant::now(),
         }
     }
@@ -262,6 +270,8 @@ pub struct Emitter {
     sequencer: Option<RedisSequencer>,
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
+    /// What all the replay buffers hold, in bytes.
+    buffered_bytes: usize,
     /// The per-execution event rate, and thoughts waiting for it.
     throttle: Throttle,
     /// Cluster mode: events sequenced here while Redis was unreachable.
@@ -296,6 +306,7 @@ impl Emitter {
             sequencer: None,
             metrics,
             executions: HashMap::new(),
+            buffered_bytes: 0,
             accepting: true,
             myself: None,
             notifier: None,
@@ -664,7 +675,7 @@ impl Emitter {
     fn resync(&mut self, execution: Arc<str>, from_seq: u64) {
         let mut conversation_id = None;
         if let Some(state) = self.executions.get_mut(&execution) {
-            state.buffer.retain(|e| e.seq < from_seq);
+            self.buffered_bytes -= state.buffer.truncate_from(from_seq);
             state.last_seq = state.last_seq.min(from_seq - 1);
             conversation_id = state.conversation_id.clone();
         }
@@ -890,6 +901,7 @@ impl Emitter {
         // Counted as it changes: recounting every execution per release
         // would cost O(executions) on the hot path.
         let mut buffered_delta: i64 = 0;
+        let mut bytes = self.buffered_bytes as isize;
         for item in &published {
             let unwatched = stored
                 && watched
@@ -901,19 +913,47 @@ impl Emitter {
             if unwatched {
                 // A partial buffer would answer a replay without the newer
                 // events: all of it goes, the store has every one.
-                if !state.buffer.is_empty() {
-                    state.buffer = VecDeque::new();
-                }
-            } else if capacity > 0 {
-                if state.buffer.len() == capacity {
-                    state.buffer.pop_front();
-                }
-                state.buffer.push_back(item.clone());
+                bytes -= state.buffer.clear() as isize;
+            } else {
+                bytes += state.buffer.push(item.clone(), capacity);
             }
             buffered_delta += i64::from(was_empty) - i64::from(state.buffer.is_empty());
         }
+        self.buffered_bytes = bytes as usize;
         self.metrics.executions_buffered.add(buffered_delta);
+        self.metrics.buffered_bytes.set(bytes as i64);
+        if self.over_byte_budget() {
+            self.shed_buffers();
+        }
         self.registry.do_send(Publish(published));
+    }
+
+    fn over_byte_budget(&self) -> bool {
+        let max = self.config.max_buffered_bytes;
+        max > 0 && self.buffered_bytes > max
+    }
+
+    /// Empties the buffers of the longest idle executions until all of them
+    /// hold at most three quarters of `max_buffered_bytes`: the margin makes
+    /// this (a sort of the buffered executions) rare under steady load.
+    fn shed_buffers(&mut self) {
+        let target = self.config.max_buffered_bytes / 4 * 3;
+        let mut buffered: Vec<_> = self
+            .executions
+            .values_mut()
+            .filter(|s| !s.buffer.is_empty())
+            .collect();
+        buffered.sort_by_key(|s| s.last_event_at);
+        let mut evicted = 0;
+        for state in buffered {
+            if self.buffered_bytes <= target {
+                break;
+            }
+            self.buffered_bytes -= state.buffer.clear();
+            evicted += 1;
+        }
+        self.metrics.executions_evicted.inc_by(evicted);
+        self.update_buffered_gauge();
     }
 
     fn state_of(&mut self, item: &PublishedEvent) -> &mut ExecutionState {
@@ -1064,7 +1104,7 @@ impl Emitter {
         let mut evicted = 0;
         for state in self.executions.values_mut() {
             if !state.buffer.is_empty() && now.duration_since(state.last_event_at) >= idle {
-                state.buffer = VecDeque::new();
+                self.buffered_bytes -= state.buffer.clear();
                 evicted += 1;
             }
         }
@@ -1072,6 +1112,7 @@ impl Emitter {
             // The store knows every counter: an idle execution can be forgotten
             // whole, unless its events wait in the fallback journal (its
             // settled seq is their publish floor).
+            // (Their buffers were emptied above: nothing to subtract.)
             let fallback = &self.fallback;
             self.executions.retain(|id, state| {
                 now.duration_since(state.last_event_at) < idle || fallback.holds(id)
@@ -1086,7 +1127,7 @@ impl Emitter {
             buffered.sort_by_key(|s| s.last_event_at);
             let excess = buffered.len() - self.config.max_buffered_executions;
             for state in buffered.into_iter().take(excess) {
-                state.buffer = VecDeque::new();
+                self.buffered_bytes -= state.buffer.clear();
                 evicted += 1;
             }
         }
@@ -1101,6 +1142,7 @@ impl Emitter {
             .filter(|s| !s.buffer.is_empty())
             .count();
         self.metrics.executions_buffered.set(buffered as i64);
+        self.metrics.buffered_bytes.set(self.buffered_bytes as i64);
     }
 }
 
@@ -1177,7 +1219,7 @@ impl Handler<ReadBuffer> for Emitter {
         MessageResult(BufferedEvents {
             events,
             last_seq: state.last_seq,
-            oldest_buffered: state.buffer.front().map(|e| e.seq),
+            oldest_buffered: state.buffer.oldest_seq(),
         })
     }
 }

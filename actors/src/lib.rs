@@ -18,6 +18,7 @@
 //! - [`webhook`]: one signed webhook POST, and its signature.
 //! - [`sse_stream`]: the SseStream actor, one per Server-Sent Events response.
 //! - [`history`]: where a `fromSeq` replay reads the events a client missed.
+//! - [`replay_buffer`]: one execution's recent events in memory, and their weight in bytes.
 //! - [`protocol`]: the WebSocket messages, error codes and close codes.
 //! - [`filter`]: subscription filters by type, agent and department.
 //! - [`ag_ui`]: how our event types map to AG-UI protocol events.
@@ -52,6 +53,7 @@ pub mod protocol;
 pub mod redis_sequencer;
 pub mod redis_subscriber;
 pub mod registry;
+pub mod replay_buffer;
 pub mod send_queue;
 pub mod session;
 pub mod sse_stream;

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub subscriptions: IntGauge,
     /// Executions whose recent events are held in memory.
     pub executions_buffered: IntGauge,
+    /// Bytes those buffers hold together (`replay_buffer::weight`).
+    pub buffered_bytes: IntGauge,
     /// Events accepted and sequenced.
     pub events_in: IntCounter,
     /// Events refused, by error code.
@@ -156,6 +158,10 @@ impl Metrics {
             executions_buffered: gauge(
                 "executions_buffered",
                 "Executions with recent events in memory",
+            ),
+            buffered_bytes: gauge(
+                "buffered_bytes",
+                "Bytes held in the replay buffers (frames and parsed events, estimated)",
             ),
             events_in: counter("events_in", "Events accepted and sequenced"),
             events_rejected: labelled(
@@ -241,6 +247,7 @@ impl Metrics {
             "connections": self.connections.get(),
             "subscriptions": self.subscriptions.get(),
             "executionsBuffered": self.executions_buffered.get(),
+            "bufferedBytes": self.buffered_bytes.get(),
             "eventsIn": self.events_in.get(),
             "eventsOut": self.deliveries.get(),
             "replayed": self.replayed.get(),

@@ -33,6 +33,10 @@ const BROKER_MESSAGE_BURST: usize = 2 * 50;
 /// target's pipes, the runtime).
 const SPARE_FILES: u64 = 256;
 
+/// Producers of the flat-out scenarios (fan-out, scaling).
+const FLAT_OUT_PRODUCERS: usize = 32;
+
+/// The steps of a named scenario.
 pub fn preset(name: &str) -> Result<Vec<Step>, String> {
     let step = |shape: Shape, goal, headline| Step {
         shape,
@@ -48,8 +52,10 @@ pub fn preset(name: &str) -> Result<Vec<Step>, String> {
                 subscribers: 1000,
                 executions: 10,
                 // Enough requests in flight that the broker's group commit
-                // (a 202 waits for SQLite) does not hide its fan-out.
-                producers: 8,
+                // (a 202 waits for SQLite's fsync) does not hide its fan-out:
+                // with 8, the broker idled a fifth of the time between
+                // commits (PERFORMANCE.md, "Requests in flight").
+                producers: FLAT_OUT_PRODUCERS,
                 batch: 10,
                 events: 20_000,
                 ..Shape::default()
@@ -136,7 +142,7 @@ fn scaling() -> Vec<Step> {
                 label: format!("scaling subscribers={subscribers} executions={executions}"),
                 subscribers,
                 executions,
-                producers: 8,
+                producers: FLAT_OUT_PRODUCERS,
                 batch: 10,
                 timeout: Duration::from_secs(180),
                 connect_concurrency: 256,
