@@ -111,6 +111,19 @@ impl IngestError {
             message,
         }
     }
+
+    /// The error with its `index` counted in the posted batch instead of in
+    /// the plan (`Plan::events`), where a thought that waited for its
+    /// execution's rate may stand before the batch's own events. An error
+    /// about that waiting thought names no event of the batch.
+    fn in_batch(mut self, outcomes: &[Outcome]) -> Self {
+        if let Some(planned) = self.index {
+            self.index = outcomes
+                .iter()
+                .position(|outcome| *outcome == Outcome::Now(planned));
+        }
+        self
+    }
 }
 
 /// Where an accepted event landed.
@@ -459,7 +472,7 @@ impl Emitter {
         let (drafts, plan) = match planned {
             Ok(mut plan) => match self.drafts(&mut plan.events, &sequencer) {
                 Ok(drafts) => (drafts, plan),
-                Err(err) => return Box::pin(fut::ready(Err(err))),
+                Err(err) => return Box::pin(fut::ready(Err(err.in_batch(&plan.outcomes)))),
             },
             Err(err) => return Box::pin(fut::ready(Err(err))),
         };
@@ -513,7 +526,7 @@ impl Emitter {
         };
         let published = match self.sequence(std::mem::take(&mut plan.events)) {
             Ok(published) => published,
-            Err(err) => return Box::pin(fut::ready(Err(err))),
+            Err(err) => return Box::pin(fut::ready(Err(err.in_batch(&plan.outcomes)))),
         };
         let now = now_nanos();
         let node_id = self.node_id();
@@ -974,7 +987,9 @@ impl Emitter {
     fn ingest(&mut self, events: Vec<AgentEvent>, throttled: bool) -> Result<Receipt, IngestError> {
         self.check_batch(&events)?;
         let mut plan = self.plan(events, throttled)?;
-        let published = self.sequence(std::mem::take(&mut plan.events))?;
+        let published = self
+            .sequence(std::mem::take(&mut plan.events))
+            .map_err(|err| err.in_batch(&plan.outcomes))?;
         self.commit(&mut plan);
         let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
         let accepted = Accepted::of_plan(&plan.outcomes, &seqs);
@@ -1294,5 +1309,27 @@ impl Handler<StopAccepting> for Emitter {
             emitter.accepting = false;
             emitter.metrics.thoughts_waiting.set(0);
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_the_event_of_the_posted_batch_not_of_the_plan() {
+        // The plan: a thought that waited for its rate first, then the
+        // batch's first and third events; its second was coalesced.
+        let outcomes = [Outcome::Now(1), Outcome::Coalesced, Outcome::Now(2)];
+        let at = |index| IngestError::at(index, ErrorCode::PayloadTooLarge, None, String::new());
+        assert_eq!(at(1).in_batch(&outcomes).index, Some(0));
+        assert_eq!(at(2).in_batch(&outcomes).index, Some(2));
+        assert_eq!(
+            at(0).in_batch(&outcomes).index,
+            None,
+            "the waiting thought is no event of the batch"
+        );
+        let whole = IngestError::whole(ErrorCode::ShuttingDown, "");
+        assert_eq!(whole.in_batch(&outcomes).index, None);
     }
 }
