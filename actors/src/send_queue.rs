@@ -138,6 +138,22 @@ impl SendQueue {
         queue.wake_body();
     }
 
+    /// Queues an event: [`Chunk::Counted`] when `live`, unless it would take
+    /// the counted bytes past `bound` (then nothing is queued and the answer
+    /// is false: the caller has a slow consumer); [`Chunk::Uncounted`] (a
+    /// replay) otherwise.
+    pub fn push_event(&self, bytes: Bytes, live: bool, bound: usize) -> bool {
+        if !live {
+            self.push(bytes, Chunk::Uncounted);
+            return true;
+        }
+        if self.queued_bytes() + bytes.len() > bound {
+            return false;
+        }
+        self.push(bytes, Chunk::Counted);
+        true
+    }
+
     /// The bytes of [`Chunk::Counted`] chunks the connection has not taken yet.
     pub fn queued_bytes(&self) -> usize {
         self.queue.borrow().queued_bytes
@@ -247,6 +263,16 @@ mod tests {
         queue.push(chunk("after the end"), Chunk::Essential);
         assert_eq!(drain(&mut body).await, vec![chunk("replay"), chunk("de")]);
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_live_event_past_the_bound_is_refused_and_a_replay_never_is() {
+        let (queue, _body) = SendQueue::new(Metrics::new());
+        assert!(queue.push_event(chunk("12345"), true, 8));
+        assert!(!queue.push_event(chunk("6789"), true, 8), "5 + 4 > 8");
+        assert!(queue.push_event(chunk("a long replay"), false, 8));
+        assert!(queue.push_event(chunk("678"), true, 8), "5 + 3 = 8");
+        assert_eq!(queue.queued_bytes(), 8);
     }
 
     #[actix_rt::test]

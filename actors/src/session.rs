@@ -8,7 +8,7 @@
 //! `WebsocketContext` buffers outgoing frames without limit and without
 //! telling the actor, so a stalled browser could grow the broker forever,
 //! and actix-ws encodes every frame again for every connection behind a
-//! channel of its own. The Session writes its frames into an [`SendQueue`]
+//! channel of its own. The Session writes its frames into a [`SendQueue`]
 //! that is the response body itself: the connection takes bytes from it
 //! only as fast as the client reads, the actor knows exactly how many are
 //! waiting, and an event's frame is the buffer the Emitter encoded once
@@ -473,16 +473,11 @@ impl Session {
         if self.closing {
             return false;
         }
-        let kind = if counted {
-            if self.queue.queued_bytes() + event.wire.len() > self.deps.config.queue_bytes {
-                self.slow_consumer(ctx);
-                return false;
-            }
-            Chunk::Counted
-        } else {
-            Chunk::Uncounted
-        };
-        self.queue.push(event.wire.clone(), kind);
+        let bound = self.deps.config.queue_bytes;
+        if !self.queue.push_event(event.wire.clone(), counted, bound) {
+            self.slow_consumer(ctx);
+            return false;
+        }
         true
     }
 

@@ -1,6 +1,6 @@
 //! The SseStream actor: one per Server-Sent Events response. It subscribes
 //! through the Registry like a WebSocket Session, replays missed events at
-//! the same seam, and writes SSE messages into an [`SendQueue`] whose other
+//! the same seam, and writes SSE messages into a [`SendQueue`] whose other
 //! end, [`SseBody`], is the HTTP response body.
 //!
 //! # What it writes
@@ -27,7 +27,7 @@
 //! then, so a refused replay is an HTTP error, not a broken stream.
 //!
 //! # Slow consumers
-//! The channel is bounded in bytes, as the Session's queue is: live messages
+//! The queue is bounded in bytes, as the Session's is: live messages
 //! waiting for the client may not exceed `queue_bytes`. One that would gets
 //! the client `event: error` with `slow-consumer` and ends the stream; the
 //! messages still queued are discarded (counted as `slow-consumer-frames`),
@@ -37,8 +37,8 @@
 //!
 //! # Departure and shutdown
 //! When the client goes away, the server drops the body at its next failed
-//! write (a keep-alive at the latest), the channel closes, and the actor
-//! stops and disconnects from the Registry. [`Shutdown`] ends the stream
+//! write (a keep-alive at the latest), the queue reports its departure, and
+//! the actor stops and disconnects from the Registry. [`Shutdown`] ends the stream
 //! after everything delivered before it, which is already queued ahead.
 
 use crate::ag_ui;
@@ -332,16 +332,12 @@ impl SseStream {
             if bytes.is_empty() {
                 continue; // every AG-UI event of it was already seen
             }
-            let kind = if counted {
-                let queued = self.queue.queued_bytes();
-                if queued + bytes.len() > self.deps.config.queue_bytes {
-                    return self.slow_consumer(ctx);
-                }
-                Chunk::Counted
-            } else {
-                Chunk::Uncounted
-            };
-            self.queue.push(bytes, kind);
+            if !self
+                .queue
+                .push_event(bytes, counted, self.deps.config.queue_bytes)
+            {
+                return self.slow_consumer(ctx);
+            }
             self.deps.metrics.deliveries.inc();
         }
     }
