@@ -135,3 +135,74 @@ async fn a_thought_waiting_at_shutdown_is_stored_and_delivered() {
     let status = broker.wait_exit(common::STEP).await;
     assert!(status.success(), "{status:?}\n{}", broker.output());
 }
+
+/// A batch coalesced whole has nothing to wait for: its 202 comes at once.
+/// It used to wait on a commit that held none of its events and, when the
+/// Persister found nothing to write, got 503 `store-unavailable` ("the
+/// broker stopped…") though its thought was later stored and delivered.
+/// Eight producers post twelve batches of fifty thoughts each to one
+/// execution at the default rate; every POST must be accepted, and what
+/// went out must add up: each thought got a seq at once, went out later
+/// (the one waiting), or was replaced and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_coalesced_whole_are_accepted_at_once_under_concurrent_producers() {
+    const EXECUTION: &str = "coalesced-whole";
+    const PRODUCERS: u64 = 8;
+    const BATCHES: u64 = 12;
+    const PER_BATCH: u64 = 50;
+    // The default rate (100 a second, bursts of 200), which the harness turns off.
+    let broker = Broker::builder()
+        .setting("MAX_EVENTS_PER_SEC_PER_EXECUTION", 100)
+        .start()
+        .await;
+    let broker = std::sync::Arc::new(broker);
+    let mut watcher = broker.connect().await;
+    watcher.subscribe_execution(EXECUTION).await;
+
+    let posting = (0..PRODUCERS).map(|producer| {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for batch in 0..BATCHES {
+                let first = (producer * BATCHES + batch) * PER_BATCH;
+                let thoughts: Vec<Value> = (first..first + PER_BATCH)
+                    .map(|n| thinking(EXECUTION, n))
+                    .collect();
+                answers.push(broker.post(&Value::Array(thoughts)).await);
+            }
+            answers
+        })
+    });
+    let mut given_now = Vec::new();
+    for producer in futures_util::future::join_all(posting).await {
+        for (status, answer) in producer.expect("producer") {
+            assert_eq!(status, 202, "{answer}");
+            for item in answer["events"].as_array().expect("events") {
+                match item["seq"].as_u64() {
+                    Some(seq) => given_now.push(seq),
+                    None => assert_eq!(item["coalesced"], true, "{answer}"),
+                }
+            }
+        }
+    }
+    let stats = broker
+        .wait_for_stats("no thought waiting", |s| s["thoughtsWaiting"] == 0)
+        .await;
+    // Each thought got a seq at once, went out later (the waiting one), or
+    // was replaced and counted: what reaches the watcher adds up to it all.
+    let replaced = stats["thoughtsCoalesced"]
+        .as_u64()
+        .expect("thoughtsCoalesced");
+    let last_seq = PRODUCERS * BATCHES * PER_BATCH - replaced;
+    given_now.sort_unstable();
+    given_now.dedup();
+    assert!(given_now.last() <= Some(&last_seq), "{stats}");
+    let delivered = watcher.events(last_seq as usize).await;
+    assert_eq!(common::seqs(&delivered), (1..=last_seq).collect::<Vec<_>>());
+    let (_, more) = broker.post(&thinking(EXECUTION, 0)).await;
+    let next = more["events"][0]["seq"].as_u64();
+    assert!(
+        next.is_none_or(|seq| seq == last_seq + 1),
+        "nothing went out uncounted: {more} after {last_seq}"
+    );
+}

@@ -261,6 +261,76 @@ async fn a_resubscribe_in_a_burst_replays_and_goes_live_without_a_hole() {
     producers.stop_after(0).await;
 }
 
+/// A history read that is still running when the client unsubscribes and
+/// subscribes again must not finish the new subscription: its history ends
+/// where it looked, and the events published after that went to the old
+/// subscription, which the unsubscribe dropped. Applied to the new one, it
+/// sent it live with a hole (`tests/replay.rs` saw seven events skipped on
+/// a loaded machine). Here the read is made long on purpose (a history of
+/// thousands of events from the store) and the resubscribe is sent while it
+/// runs: after a ping's round trip, by which the Session has registered
+/// and started reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resubscribe_during_a_long_replay_read_goes_live_without_a_hole() {
+    const EXECUTION: &str = "exec-stale-read";
+    const ROUNDS: usize = 12;
+    let broker = Arc::new(Broker::start().await);
+    for batch in 0..30 {
+        let thoughts: Vec<Value> = (0..100)
+            .map(|n| thinking(EXECUTION, batch * 100 + n))
+            .collect();
+        broker.post_ok(&Value::Array(thoughts)).await;
+    }
+    let producers = common::BusyProducers::start(&broker, EXECUTION, 2);
+    let mut progress = producers.progress();
+    let mut client = broker.connect().await;
+    for round in 0..ROUNDS {
+        let subscribe = json!({"type": "subscribe", "executionId": EXECUTION, "fromSeq": 0});
+        client.send_json(&subscribe).await;
+        client.send_json(&json!({"type": "ping"})).await;
+        expect_skipping_replay(&mut client, round, "pong").await;
+        client
+            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
+            .await;
+        client.send_json(&subscribe).await;
+        expect_skipping_replay(&mut client, round, "unsubscribed").await;
+        expect_skipping_replay(&mut client, round, "subscribed").await;
+        let target = progress.borrow().to_owned() + 10;
+        progress
+            .wait_for(|seq| *seq >= target)
+            .await
+            .expect("producers run");
+        let mut got = Vec::new();
+        while got.last().and_then(|e: &Value| e["seq"].as_u64()) < Some(target) {
+            got.push(client.next_event_body().await);
+        }
+        let got_seqs = seqs(&got);
+        assert!(
+            got_seqs == (1..=target).collect::<Vec<u64>>(),
+            "round {round}: {}",
+            describe_gaps(&got_seqs, 0)
+        );
+        client
+            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
+            .await;
+        expect_skipping_replay(&mut client, round, "unsubscribed").await;
+    }
+    producers.stop_after(0).await;
+}
+
+/// Reads until a message of type `kind`, passing over the first
+/// subscription's answer and events, which may come or not.
+async fn expect_skipping_replay(client: &mut Client, round: usize, kind: &str) {
+    loop {
+        let message = client.next_json().await;
+        match message["type"].as_str() {
+            Some(t) if t == kind => return,
+            Some("subscribed") | Some("event") => {}
+            _ => panic!("round {round}: waiting for {kind}, got {message}"),
+        }
+    }
+}
+
 /// With a store, an execution nobody watches keeps no replay buffer (its
 /// memory stays flat), and a subscriber that comes later replays from the
 /// store without a hole; once watched it is buffered, and when its last

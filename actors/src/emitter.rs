@@ -993,7 +993,14 @@ impl Emitter {
         self.commit(&mut plan);
         let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
         let accepted = Accepted::of_plan(&plan.outcomes, &seqs);
-        let durable = self.hand_on(published, true, true);
+        // A batch coalesced whole stores nothing now: its answer is due at
+        // once, not after a commit that has nothing of it (the waiting
+        // thought is stored when it goes out, or at shutdown).
+        let durable = if published.is_empty() {
+            None
+        } else {
+            self.hand_on(published, true, true)
+        };
         Ok(Receipt {
             accepted,
             provisional: false,

@@ -18,6 +18,7 @@
 //! - [`webhook`]: one signed webhook POST, and its signature.
 //! - [`sse_stream`]: the SseStream actor, one per Server-Sent Events response.
 //! - [`history`]: where a `fromSeq` replay reads the events a client missed.
+//! - [`catch_up`]: the replay seam, once for the Session and the SseStream: hold, replay, go live.
 //! - [`replay_buffer`]: one execution's recent events in memory, and their weight in bytes.
 //! - [`protocol`]: the WebSocket messages, error codes and close codes.
 //! - [`filter`]: subscription filters by type, agent and department.
@@ -37,6 +38,7 @@
 pub mod ag_ui;
 pub mod auth;
 pub mod backoff;
+pub mod catch_up;
 pub mod demo;
 pub mod emitter;
 pub mod event;

@@ -245,6 +245,11 @@ impl Persister {
         let mut batch = self.retrying.take().unwrap_or_default();
         batch.absorb(&mut self.pending);
         if batch.events.is_empty() {
+            // Nothing to write is trivially durable: dropping these acks
+            // would tell their producers the broker stopped (a false 503).
+            for ack in batch.acks {
+                let _ = ack.send(Ok(()));
+            }
             self.wake_flush_waiters();
             return;
         }

@@ -31,9 +31,10 @@
 //! back it reads the history, sends `subscribed` with the number replayed,
 //! the history, then the held live events newer than the history, then goes
 //! live. Every seq is sent once: anything at or below the last sent seq is
-//! dropped.
+//! dropped. The seam itself is [`CatchUp`], shared with the SseStream.
 
 use crate::auth::{Grant, Verifier};
+use crate::catch_up::{CatchUp, Floor, Live, Ticket};
 use crate::filter::Filter;
 use crate::history::{History, ReplayGap};
 use crate::limits::{Bucket, ConnectionPermit};
@@ -293,20 +294,12 @@ impl Stream for WsBody {
     }
 }
 
-enum Phase {
-    /// Registered or registering; live events wait here until the replay is sent.
-    CatchingUp {
-        from_seq: Option<u64>,
-        held: Vec<Arc<PublishedEvent>>,
-    },
-    Live,
-}
-
 struct Subscription {
     filter: Filter,
-    phase: Phase,
-    /// The last seq sent (executions only): anything at or below it is a duplicate.
-    last_seq: u64,
+    /// Where the replay starts (`fromSeq`), if the client asked for one.
+    from_seq: Option<u64>,
+    /// The replay seam; its floor is the execution's (executions only).
+    seam: CatchUp,
 }
 
 /// A connection's subscriptions, one map per kind of target.
@@ -613,15 +606,16 @@ impl Session {
             );
             return self.send_error(ErrorCode::TooManySubscriptions, &message, Some(&target));
         }
+        let floor = match &target {
+            Target::Execution(id) => Some(Floor::new(id.clone(), from_seq.unwrap_or(0))),
+            Target::Conversation(_) => None,
+        };
         self.subscriptions.insert(
             target.clone(),
             Subscription {
                 filter: filter.clone(),
-                phase: Phase::CatchingUp {
-                    from_seq,
-                    held: Vec::new(),
-                },
-                last_seq: from_seq.unwrap_or(0),
+                from_seq,
+                seam: CatchUp::new(floor),
             },
         );
         self.deps.metrics.subscriptions.inc();
@@ -654,21 +648,26 @@ impl Session {
             }
             self.registering.remove(&target);
         }
-        let from_seq = match self.subscriptions.get(&target).map(|s| &s.phase) {
-            Some(Phase::CatchingUp { from_seq, .. }) => *from_seq,
-            _ => return, // unsubscribed meanwhile
+        let Some((from_seq, ticket)) = self
+            .subscriptions
+            .get(&target)
+            .and_then(|s| Some((s.from_seq, s.seam.ticket()?)))
+        else {
+            return; // unsubscribed meanwhile
         };
         let (Some(after_seq), Target::Execution(execution_id)) = (from_seq, &target) else {
-            return self.go_live(target, Vec::new(), ctx);
+            return self.go_live(target, ticket, Vec::new(), ctx);
         };
         let history = self.deps.history.clone();
         let execution_id = execution_id.clone();
         let read = async move { history.read(execution_id, after_seq).await };
+        // The ticket, not the target, names the subscription this read is
+        // for: the client may resubscribe to the target while it runs.
         ctx.spawn(
             read.into_actor(self)
                 .map(move |result, session, ctx| match result {
-                    Ok(events) => session.go_live(target, events, ctx),
-                    Err(gap) => session.refuse_replay(target, gap),
+                    Ok(events) => session.go_live(target, ticket, events, ctx),
+                    Err(gap) => session.refuse_replay(target, ticket, gap),
                 }),
         );
     }
@@ -749,10 +748,15 @@ impl Session {
         });
     }
 
-    fn refuse_replay(&mut self, target: Target, gap: ReplayGap) {
-        if self.subscriptions.remove(&target).is_none() {
-            return;
+    fn refuse_replay(&mut self, target: Target, ticket: Ticket, gap: ReplayGap) {
+        let current = self
+            .subscriptions
+            .get(&target)
+            .and_then(|s| s.seam.ticket());
+        if current != Some(ticket) {
+            return; // a read for an older subscription of the target
         }
+        self.subscriptions.remove(&target);
         self.deps.metrics.subscriptions.dec();
         self.deps.registry.do_send(registry::Unsubscribe {
             session: self.id,
@@ -766,32 +770,25 @@ impl Session {
     fn go_live(
         &mut self,
         target: Target,
+        ticket: Ticket,
         history: Vec<Arc<PublishedEvent>>,
         ctx: &mut Context<Self>,
     ) {
         let Some(subscription) = self.subscriptions.get_mut(&target) else {
             return;
         };
-        let Phase::CatchingUp { held, .. } =
-            std::mem::replace(&mut subscription.phase, Phase::Live)
-        else {
-            return;
+        let Some(caught) = subscription.seam.finish(ticket, history) else {
+            return; // a read for an older subscription of the target
         };
-        let history_end = history.last().map_or(subscription.last_seq, |e| e.seq);
-        let replay: Vec<_> = history
+        let replay: Vec<_> = caught
+            .history
             .into_iter()
             .filter(|e| subscription.filter.matches(&e.event))
             .collect();
-        let is_execution = matches!(target, Target::Execution(_));
-        let held: Vec<_> = held
-            .into_iter()
-            .filter(|e| !is_execution || e.seq > history_end)
-            .collect();
-        subscription.last_seq = held.last().map_or(history_end, |e| e.seq.max(history_end));
         self.send_text(subscribed_frame(&target, replay.len()));
         self.deps.metrics.replayed.inc_by(replay.len() as u64);
         self.send_events(&replay, false, ctx);
-        self.send_events(&held, true, ctx);
+        self.send_events(&caught.held, true, ctx);
     }
 
     /// Routes delivered events: held while catching up, dropped if already sent, else sent.
@@ -810,8 +807,8 @@ impl Session {
                 .executions
                 .get_mut(event.execution_id())
                 .filter(|s| s.filter.matches(&event.event));
-            let (subscription, is_execution) = match by_execution {
-                Some(subscription) => (subscription, true),
+            let subscription = match by_execution {
+                Some(subscription) => subscription,
                 None => {
                     let by_conversation = event
                         .event
@@ -819,30 +816,15 @@ impl Session {
                         .as_deref()
                         .and_then(|c| subscriptions.conversations.get_mut(c));
                     match by_conversation {
-                        Some(subscription) => (subscription, false),
+                        Some(subscription) => subscription,
                         None => continue, // unsubscribed after the Registry routed it
                     }
                 }
             };
-            let ready = match &mut subscription.phase {
-                Phase::CatchingUp { held, .. } => {
-                    held.push(event.clone());
-                    None
-                }
-                Phase::Live if is_execution && event.seq <= subscription.last_seq => None,
-                Phase::Live => {
-                    if is_execution {
-                        subscription.last_seq = event.seq;
-                    }
-                    Some(event)
-                }
-            };
             // Once closing (a slow consumer found mid-batch, say), nothing
             // more is queued, as when the ready events were sent after the loop.
-            if let Some(event) = ready {
-                if self.send_event(event, true, ctx) {
-                    sent += 1;
-                }
+            if subscription.seam.on_live(event) == Live::Send && self.send_event(event, true, ctx) {
+                sent += 1;
             }
         }
         self.deps.metrics.deliveries.inc_by(sent);
@@ -987,10 +969,7 @@ impl Handler<Resync> for Session {
         let mut subscribed = false;
         if let Some(subscription) = self.subscriptions.get_mut(&by_execution) {
             // From here the seqs are sent again: the dedupe must let them through.
-            subscription.last_seq = subscription.last_seq.min(msg.from_seq - 1);
-            if let Phase::CatchingUp { held, .. } = &mut subscription.phase {
-                held.retain(|e| e.seq < msg.from_seq);
-            }
+            subscription.seam.resync(&msg.execution_id, msg.from_seq);
             subscribed = true;
         }
         subscribed |= msg.conversation_id.as_deref().is_some_and(|c| {

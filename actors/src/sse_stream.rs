@@ -19,12 +19,13 @@
 //!   (`slow-consumer`, `shutting-down`), then the body ends.
 //!
 //! # The replay seam
-//! The Session's recipe: register with the Registry first and hold the live
-//! events that arrive; once [`Registered`] comes back, read the history
-//! ([`crate::history::History`]), write it, then the held events newer than
-//! it, then go live; from then on an event of the resumed execution at or
-//! below the last seq written is dropped. [`SseStream::open`] resolves only
-//! then, so a refused replay is an HTTP error, not a broken stream.
+//! The Session's, the same code ([`CatchUp`]): register with the Registry
+//! first and hold the live events that arrive; once [`Registered`] comes
+//! back, read the history ([`crate::history::History`]), write it, then the
+//! held events newer than it, then go live; from then on an event of the
+//! resumed execution at or below the last seq written is dropped.
+//! [`SseStream::open`] resolves only then, so a refused replay is an HTTP
+//! error, not a broken stream.
 //!
 //! # Slow consumers
 //! The queue is bounded in bytes, as the Session's is: live messages
@@ -42,6 +43,7 @@
 //! after everything delivered before it, which is already queued ahead.
 
 use crate::ag_ui;
+use crate::catch_up::{CatchUp, Floor, Live, Ticket};
 use crate::event::validate_id;
 use crate::filter::Filter;
 use crate::history::ReplayGap;
@@ -161,22 +163,15 @@ fn resume(execution_id: Arc<str>, seq: u64, parts_seen: Option<usize>) -> Resume
 /// away) stops the actor.
 pub type SseBody = SendQueueBody;
 
-enum Phase {
-    /// Registering, then reading the history; live events wait here.
-    CatchingUp(Vec<Arc<PublishedEvent>>),
-    Live,
-}
-
 /// The SseStream actor; see the module documentation.
 pub struct SseStream {
     id: SessionId,
     deps: SessionDeps,
     request: SseRequest,
     queue: SendQueue,
-    phase: Phase,
-    /// The execution whose seqs are de-duplicated, and the last seq written
-    /// of it: the streamed execution, or the one a conversation resumed.
-    floor: Option<(Arc<str>, u64)>,
+    /// The replay seam. Its floor is the streamed execution, or the one a
+    /// conversation resumed from.
+    seam: CatchUp,
     /// AG-UI events of `floor`'s next seq the client already has.
     skip_parts: Option<(u64, usize)>,
     /// Told whether the stream opened, once.
@@ -208,8 +203,8 @@ impl SseStream {
         ready: oneshot::Sender<Result<(), ReplayGap>>,
     ) -> Self {
         let floor = match (&request.target, &request.resume) {
-            (_, Some(r)) => Some((r.execution_id.clone(), r.after_seq())),
-            (Target::Execution(id), None) => Some((id.clone(), 0)),
+            (_, Some(r)) => Some(Floor::new(r.execution_id.clone(), r.after_seq())),
+            (Target::Execution(id), None) => Some(Floor::new(id.clone(), 0)),
             (Target::Conversation(_), None) => None,
         };
         let skip_parts = request
@@ -221,8 +216,7 @@ impl SseStream {
             deps,
             request,
             queue,
-            phase: Phase::CatchingUp(Vec::new()),
-            floor,
+            seam: CatchUp::new(floor),
             skip_parts,
             ready: Some(ready),
             closing: false,
@@ -231,11 +225,11 @@ impl SseStream {
 
     /// Registration is in force: read the history (if resuming), then go live.
     fn on_registered(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.phase, Phase::CatchingUp(_)) {
+        let Some(ticket) = self.seam.ticket() else {
             return;
-        }
+        };
         let Some(resume) = self.request.resume.clone() else {
-            return self.go_live(Vec::new(), ctx);
+            return self.go_live(ticket, Vec::new(), ctx);
         };
         let history = self.deps.history.clone();
         let read = async move {
@@ -245,8 +239,8 @@ impl SseStream {
         };
         ctx.spawn(
             read.into_actor(self)
-                .map(|result, stream, ctx| match result {
-                    Ok(events) => stream.go_live(events, ctx),
+                .map(move |result, stream, ctx| match result {
+                    Ok(events) => stream.go_live(ticket, events, ctx),
                     Err(gap) => stream.refuse(gap, ctx),
                 }),
         );
@@ -261,22 +255,23 @@ impl SseStream {
     }
 
     /// Writes the replayed history, then the live events held meanwhile, and goes live.
-    fn go_live(&mut self, history: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
-        let Phase::CatchingUp(held) = std::mem::replace(&mut self.phase, Phase::Live) else {
+    fn go_live(
+        &mut self,
+        ticket: Ticket,
+        history: Vec<Arc<PublishedEvent>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(caught) = self.seam.finish(ticket, history) else {
             return;
         };
-        let history_end = history
-            .last()
-            .map(|e| e.seq)
-            .or(self.floor.as_ref().map(|(_, seq)| *seq));
-        let replay: Vec<_> = history.into_iter().filter(|e| self.wants(e)).collect();
-        if let (Some((_, last)), Some(end)) = (&mut self.floor, history_end) {
-            *last = end;
-        }
+        let replay: Vec<_> = caught
+            .history
+            .into_iter()
+            .filter(|e| self.wants(e))
+            .collect();
         self.deps.metrics.replayed.inc_by(replay.len() as u64);
         self.write_events(&replay, false, ctx);
-        // Held events pass the floor like live ones: those the history had are dropped.
-        self.on_live(held, ctx);
+        self.write_events(&caught.held, true, ctx);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
         }
@@ -293,27 +288,12 @@ impl SseStream {
     }
 
     /// Live events: held while catching up, dropped if already written, else written.
-    fn on_deliver(&mut self, events: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
-        match &mut self.phase {
-            Phase::CatchingUp(held) => held.extend(events),
-            Phase::Live => self.on_live(events, ctx),
-        }
-    }
-
-    fn on_live(&mut self, events: Vec<Arc<PublishedEvent>>, ctx: &mut Context<Self>) {
-        let mut ready = Vec::with_capacity(events.len());
-        for event in events {
-            match &mut self.floor {
-                Some((execution, last)) if **execution == *event.execution_id() => {
-                    if event.seq <= *last {
-                        continue; // already written, from the history
-                    }
-                    *last = event.seq;
-                }
-                _ => {}
-            }
-            ready.push(event);
-        }
+    fn on_deliver(&mut self, delivery: &Deliver, ctx: &mut Context<Self>) {
+        let ready: Vec<_> = delivery
+            .events()
+            .filter(|event| self.seam.on_live(event) == Live::Send)
+            .cloned()
+            .collect();
         self.write_events(&ready, true, ctx);
     }
 
@@ -470,7 +450,7 @@ impl Handler<Deliver> for SseStream {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.on_deliver(msg.events().cloned().collect(), ctx);
+        self.on_deliver(&msg, ctx);
     }
 }
 
@@ -489,11 +469,7 @@ impl Handler<Resync> for SseStream {
     /// back and the client is told (`event: resync`); AG-UI has no such
     /// notion, so an AG-UI stream ends and its client reconnects.
     fn handle(&mut self, msg: Resync, ctx: &mut Self::Context) {
-        if let Some((execution, last)) = &mut self.floor {
-            if **execution == *msg.execution_id {
-                *last = (*last).min(msg.from_seq - 1);
-            }
-        }
+        self.seam.resync(&msg.execution_id, msg.from_seq);
         match self.request.format {
             SseFormat::Events => {
                 let data = resync_frame(&msg.execution_id, msg.from_seq);
