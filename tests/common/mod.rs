@@ -407,7 +407,8 @@ impl Drop for Broker {
     }
 }
 
-fn unique_dir() -> PathBuf {
+/// A fresh directory name under the temp dir, unique in this process run.
+pub fn unique_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,48 @@
+//! The delivery guarantees under stress, bounded in time and run by
+//! `scripts/test`: a client sees every event of an execution exactly once
+//! and in order, and a 202 means stored, while the broker is pushed where
+//! it broke before. Each scenario runs with another process loading a core
+//! ([`stress::load::CpuLoad`]), because that is where the seam race showed.
+//!
+//! `STRESS_SCALE=10 cargo test --test stress` runs each scenario ten times
+//! longer (thousands of resubscribe bursts); CI runs scale 1.
+
+mod common;
+
+mod stress {
+    pub mod coalescing;
+    pub mod kill;
+    pub mod load;
+    pub mod seam;
+}
+
+use common::Broker;
+use std::sync::Arc;
+use stress::load::{scale, CpuLoad};
+
+/// Resubscribe in a burst, hundreds of times (thousands at scale 10), while
+/// producers post flat out: every subscription replays from its `fromSeq`
+/// and goes live without a hole or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resubscribe_bursts_while_producers_post_flat_out() {
+    let _cpu = CpuLoad::start();
+    let broker = Arc::new(Broker::start().await);
+    stress::seam::resubscribe_bursts(&broker, 4, 75 * scale()).await;
+}
+
+/// `kill -9` while producers post and subscribers read, then a restart on
+/// the same data, three times (thirty at scale 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_with_resuming_subscribers() {
+    let _cpu = CpuLoad::start();
+    stress::kill::kill_under_load_with_resuming_subscribers(3 * scale()).await;
+}
+
+/// Eight producers posting thoughts (and some facts) to three executions at
+/// a rate that coalesces most of them: nothing is answered as failed, and
+/// every accepted event went out once or was counted as replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalescing_under_concurrent_producers() {
+    let _cpu = CpuLoad::start();
+    stress::coalescing::coalescing_under_concurrent_producers(8, 12 * scale() as u64, 50).await;
+}
