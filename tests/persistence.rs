@@ -6,282 +6,29 @@
 //! graceful stop stores everything it accepted; retention removes whole
 //! executions from every HTTP API.
 //!
-//! Tests that restart a broker on the same `DATA_DIR` use [`Node`] below,
-//! since the shared harness gives each broker a directory of its own and
-//! removes it when the broker is dropped.
+//! Tests that restart a broker on the same `DATA_DIR` keep it in a
+//! [`DataDir`] of the harness, which outlives the brokers started on it.
 
 mod common;
 
 use common::{
-    assert_delivered, event, run_seam, same_instant, seqs, thinking, Broker, SeamReader, SeamRun,
+    assert_delivered, event, run_seam, same_instant, seqs, thinking, Broker, Client, DataDir,
+    SeamReader, SeamRun, STARTUP, STEP,
 };
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-/// How long one awaited answer or message may take.
-const STEP: Duration = Duration::from_secs(10);
-
-/// How long a broker may take to say it listens, or to exit.
-const STARTUP: Duration = Duration::from_secs(30);
-
-/// The line the broker writes to stderr once it listens.
-const READY: &str = "listening on http://127.0.0.1:";
-
-// ------------------------------------------------- a restartable broker
-
-/// A data directory that outlives the brokers of one test; removed on drop.
-/// Declare it before the [`Node`]s so that they are dropped (killed) first.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> DataDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "agent-events-persist-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("create the data dir");
-        DataDir(path)
+/// Starts a broker on `dir` with `AGENT_EVENTS_<key>` settings.
+async fn start(dir: &DataDir, settings: &[(&str, &str)]) -> Broker {
+    let mut builder = Broker::builder().data_dir(dir.path());
+    for (key, value) in settings {
+        builder = builder.setting(key, value);
     }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One run of the broker on a [`DataDir`]; SIGKILLed on drop if still running.
-struct Node {
-    child: Option<Child>,
-    pid: u32,
-    port: u16,
-    http: reqwest::Client,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Node {
-    /// Starts the broker on `dir` with `AGENT_EVENTS_<key>` settings; waits until it listens.
-    async fn start(dir: &DataDir, settings: &[(&str, &str)]) -> Node {
-        let bin = common::bin();
-        let mut command = Command::new(&bin);
-        command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("WS_PORT", "0")
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("DATA_DIR", dir.path())
-            .env("RUST_LOG", "info")
-            .env_remove("REDIS_URL")
-            .env_remove("MONGODB_URI")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, value) in settings {
-            command.env(format!("AGENT_EVENTS_{key}"), value);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let pid = child.id().expect("a running child has a pid");
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(drain(
-            child.stderr.take().unwrap(),
-            log.clone(),
-            Some(ready_tx),
-        ));
-        tokio::spawn(drain(child.stdout.take().unwrap(), log.clone(), None));
-        let port = match tokio::time::timeout(STARTUP, ready_rx).await {
-            Ok(Ok(port)) => port,
-            _ => {
-                let _ = child.start_kill();
-                panic!(
-                    "the broker never said `{READY}PORT`; its output:\n{}",
-                    tail(&log)
-                )
-            }
-        };
-        Node {
-            child: Some(child),
-            pid,
-            port,
-            http: reqwest::Client::new(),
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// POSTs `body` to `/api/events`: (status, JSON body), or why no answer came.
-    async fn try_post(&self, body: &Value) -> Result<(u16, Value), String> {
-        let request = self
-            .http
-            .post(self.url("/api/events"))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        let response = tokio::time::timeout(STEP, request.send())
-            .await
-            .map_err(|_| "POST timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let answer = response.json().await.map_err(|e| e.to_string())?;
-        Ok((status, answer))
-    }
-
-    /// POSTs events that must be accepted; returns the `(executionId, seq)` of each.
-    async fn post_ok(&self, body: &Value) -> Vec<(String, u64)> {
-        let (status, answer) = self
-            .try_post(body)
-            .await
-            .unwrap_or_else(|e| panic!("POST {body}: {e}\n{}", self.output()));
-        assert_eq!(status, 202, "POST {body} answered {answer}");
-        accepted(&answer)
-    }
-
-    /// POSTs one event that must be accepted; returns its seq.
-    async fn post_event(&self, event: &Value) -> u64 {
-        let accepted = self.post_ok(event).await;
-        assert_eq!(accepted.len(), 1, "{accepted:?}");
-        accepted[0].1
-    }
-
-    async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = tokio::time::timeout(STEP, self.http.get(self.url(path)).send())
-            .await
-            .unwrap_or_else(|_| panic!("GET {path} timed out"))
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status().as_u16();
-        let body = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
-        (status, body)
-    }
-
-    async fn ws(&self) -> WsClient {
-        WsClient::connect(self.port).await
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) with the pid of our own child, which we have not reaped.
-        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.pid);
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("the broker was already reaped");
-        match tokio::time::timeout(STARTUP, child.wait()).await {
-            Ok(status) => {
-                self.child = None;
-                status.expect("wait for the broker")
-            }
-            Err(_) => panic!(
-                "the broker did not exit within {STARTUP:?}; its output:\n{}",
-                self.output()
-            ),
-        }
-    }
-
-    /// `kill -9`, and waits until the process is gone.
-    async fn kill_9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let status = self.wait_exit().await;
-        assert_eq!(status.code(), None, "killed by a signal: {status:?}");
-    }
-
-    /// SIGTERM; the broker must exit 0.
-    async fn stop_gracefully(&mut self) {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_exit().await;
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "exit status {status:?}; output:\n{}",
-            self.output()
-        );
-    }
-
-    fn output(&self) -> String {
-        tail(&self.log)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.start_kill();
-            // Reap it (briefly) so that it writes nothing into a directory about to go.
-            for _ in 0..200 {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("--- broker on port {} wrote:\n{}", self.port, self.output());
-        }
-    }
-}
-
-/// Reads a pipe into the log; sends the port once the ready line shows.
-async fn drain(
-    pipe: impl AsyncRead + Unpin,
-    log: Arc<Mutex<VecDeque<String>>>,
-    mut ready: Option<tokio::sync::oneshot::Sender<u16>>,
-) {
-    let mut reader = BufReader::new(pipe);
-    let mut bytes = Vec::new();
-    loop {
-        bytes.clear();
-        match reader.read_until(b'\n', &mut bytes).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
-        if let Some(at) = line.find(READY).filter(|_| ready.is_some()) {
-            let digits: String = line[at + READY.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(port) = digits.parse::<u16>() {
-                let _ = ready.take().unwrap().send(port);
-            }
-        }
-        let mut log = log.lock().unwrap();
-        if log.len() == 400 {
-            log.pop_front();
-        }
-        log.push_back(line);
-    }
-}
-
-fn tail(log: &Mutex<VecDeque<String>>) -> String {
-    let log = log.lock().unwrap();
-    log.iter().cloned().collect::<Vec<_>>().join("\n")
+    builder.start().await
 }
 
 /// The `(executionId, seq)` pairs of a 202 body.
@@ -299,100 +46,19 @@ fn accepted(answer: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
-// ------------------------------------------------- a small WebSocket client
-
-/// A WebSocket client for [`Node`]s (the shared `Client` comes only from the shared `Broker`).
-struct WsClient {
-    ws: WebSocketStream<TcpStream>,
-}
-
-impl WsClient {
-    async fn connect(port: u16) -> WsClient {
-        let tcp = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
-            .await
-            .expect("TCP connect timed out")
-            .expect("TCP connect");
-        let url = format!("ws://127.0.0.1:{port}/");
-        let (ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::client_async(&url, tcp))
-            .await
-            .expect("WebSocket handshake timed out")
-            .expect("WebSocket handshake");
-        let mut client = WsClient { ws };
-        let hello = client.next().await.expect("a connected message");
-        assert_eq!(hello["type"], "connected", "{hello}");
-        client
-    }
-
-    async fn send(&mut self, message: Value) {
-        tokio::time::timeout(
-            STEP,
-            self.ws.send(Message::Text(message.to_string().into())),
-        )
-        .await
-        .expect("WebSocket send timed out")
-        .expect("WebSocket send");
-    }
-
-    /// The next JSON message, or `None` once the connection closes (the close code then).
-    async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
-        loop {
-            let frame = tokio::time::timeout(STEP, self.ws.next())
-                .await
-                .expect("nothing received within the step");
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    return Ok(serde_json::from_str(&text).expect("a JSON message"))
-                }
-                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Binary(_))) => panic!("a binary frame from the broker"),
-                None | Some(Err(_)) => return Err(None),
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Option<Value> {
-        self.next_or_close().await.ok()
-    }
-
-    /// Subscribes with `fromSeq`; must be answered `subscribed`; returns `replayed`.
-    async fn subscribe_from(&mut self, execution: &str, from_seq: u64) -> u64 {
-        self.send(json!({"type": "subscribe", "executionId": execution, "fromSeq": from_seq}))
-            .await;
-        let answer = self.next().await.expect("an answer to subscribe");
-        assert_eq!(answer["type"], "subscribed", "{answer}");
-        answer["replayed"].as_u64().expect("a replayed count")
-    }
-
-    /// The bodies of the next `count` messages, which must be events.
-    async fn events(&mut self, count: usize) -> Vec<Value> {
-        let mut events = Vec::with_capacity(count);
-        for _ in 0..count {
-            let message = self.next().await.expect("an event");
-            assert_eq!(message["type"], "event", "{message}");
-            events.push(message["event"].clone());
-        }
-        events
-    }
-
-    /// The very next message must be the `pong`: nothing else was waiting.
-    async fn ping(&mut self) {
-        self.send(json!({"type": "ping"})).await;
-        assert_eq!(self.next().await, Some(json!({"type": "pong"})));
-    }
+/// Subscribes with `fromSeq`; must be answered `subscribed`; returns `replayed`.
+async fn subscribe_from(client: &mut Client, execution: &str, from_seq: u64) -> u64 {
+    let answer = client
+        .subscribe(json!({"executionId": execution, "fromSeq": from_seq}))
+        .await;
+    answer["replayed"].as_u64().expect("a replayed count")
 }
 
 // ------------------------------------------------- history through HTTP
 
-/// Reads the HTTP API the same way on a shared [`Broker`] and on a [`Node`].
+/// Reads the HTTP API of a broker.
 trait Api {
     async fn get(&self, path: &str) -> (u16, Value);
-}
-
-impl Api for Node {
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.get_json(path).await
-    }
 }
 
 impl Api for Broker {
@@ -464,18 +130,18 @@ fn timed(kind: &str, execution: &str, ms: u64, fields: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seq_continues_where_it_stopped_after_a_restart() {
     let dir = DataDir::new();
-    let mut first = Node::start(&dir, &[]).await;
+    let mut first = start(&dir, &[]).await;
     for n in 1..=5 {
         assert_eq!(first.post_event(&thinking("exec-a", n)).await, n);
     }
     let both = json!([thinking("exec-b", 1), thinking("exec-b", 2)]);
     assert_eq!(
-        first.post_ok(&both).await,
+        accepted(&first.post_ok(&both).await),
         vec![("exec-b".into(), 1), ("exec-b".into(), 2)]
     );
     first.stop_gracefully().await;
 
-    let second = Node::start(&dir, &[]).await;
+    let second = start(&dir, &[]).await;
     assert_eq!(second.post_event(&thinking("exec-a", 6)).await, 6);
     let mixed = json!([
         thinking("exec-b", 3),
@@ -484,7 +150,7 @@ async fn seq_continues_where_it_stopped_after_a_restart() {
         thinking("exec-a", 8)
     ]);
     assert_eq!(
-        second.post_ok(&mixed).await,
+        accepted(&second.post_ok(&mixed).await),
         vec![
             ("exec-b".into(), 3),
             ("exec-a".into(), 7),
@@ -503,8 +169,8 @@ async fn seq_continues_where_it_stopped_after_a_restart() {
     }
 
     // This run's buffer holds only 6..=8 of exec-a; 1..=5 come from the store.
-    let mut client = second.ws().await;
-    assert_eq!(client.subscribe_from("exec-a", 0).await, 8);
+    let mut client = second.connect().await;
+    assert_eq!(subscribe_from(&mut client, "exec-a", 0).await, 8);
     let replayed = client.events(8).await;
     assert_eq!(seqs(&replayed), (1..=8).collect::<Vec<_>>());
     for (n, e) in (1..).zip(&replayed) {
@@ -523,7 +189,7 @@ async fn every_acknowledged_event_survives_kill_9() {
     /// Acknowledged events to wait for before the kill.
     const BURST: u64 = 600;
     let dir = DataDir::new();
-    let mut node = Node::start(&dir, &[]).await;
+    let mut node = start(&dir, &[]).await;
     let node_port = node.port;
     let stop = Arc::new(AtomicBool::new(false));
     let (acked_tx, acked_rx) = watch::channel(0u64);
@@ -590,7 +256,7 @@ async fn every_acknowledged_event_survives_kill_9() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() as u64 >= BURST);
 
-    let node = Node::start(&dir, &[]).await;
+    let node = start(&dir, &[]).await;
     for execution in EXECUTIONS {
         let stored = all_events(&node, execution, "limit=1000").await;
         let stored_seqs = seqs(&stored);
@@ -635,12 +301,11 @@ async fn a_graceful_stop_stores_everything_accepted() {
     const PRODUCERS: u64 = 4;
     const BATCH: u64 = 5;
     let dir = DataDir::new();
-    let mut node = Node::start(&dir, &[("PERSIST_BATCH_MS", "60000")]).await;
-    let mut subscriber = node.ws().await;
+    let mut node = start(&dir, &[("PERSIST_BATCH_MS", "60000")]).await;
+    let mut subscriber = node.connect().await;
     subscriber
-        .send(json!({"type": "subscribe", "conversationId": "conv-g"}))
+        .subscribe(json!({"conversationId": "conv-g"}))
         .await;
-    assert_eq!(subscriber.next().await.unwrap()["type"], "subscribed");
 
     let signalled = Arc::new(AtomicBool::new(false));
     let node_port = node.port;
@@ -709,21 +374,17 @@ async fn a_graceful_stop_stores_everything_accepted() {
     node.signal(libc::SIGTERM);
 
     // The subscriber gets whatever else was accepted, then 1001.
-    let code = loop {
-        match subscriber.next_or_close().await {
-            Ok(message) => {
-                assert_eq!(message["type"], "event", "{message}");
-                let e = &message["event"];
-                live.insert((
-                    e["executionId"].as_str().unwrap().into(),
-                    e["seq"].as_u64().unwrap(),
-                ));
-            }
-            Err(code) => break code,
-        }
-    };
+    let (messages, code) = subscriber.until_close().await;
+    for message in messages {
+        assert_eq!(message["type"], "event", "{message}");
+        let e = &message["event"];
+        live.insert((
+            e["executionId"].as_str().unwrap().into(),
+            e["seq"].as_u64().unwrap(),
+        ));
+    }
     assert_eq!(code, Some(1001), "close code");
-    let status = node.wait_exit().await;
+    let status = node.wait_exit(STARTUP).await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 
     let mut acked_total = 0;
@@ -746,7 +407,7 @@ async fn a_graceful_stop_stores_everything_accepted() {
     }
     assert!(acked_total >= (PRODUCERS * BATCH) as usize);
 
-    let node = Node::start(&dir, &[]).await;
+    let node = start(&dir, &[]).await;
     let mut stored = BTreeSet::new();
     for producer in 0..PRODUCERS {
         let execution = format!("exec-g{producer}");

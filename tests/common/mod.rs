@@ -37,8 +37,8 @@ pub fn bin() -> String {
 /// How long one awaited message (or HTTP answer) may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// How long the broker may take to say it is listening.
-const STARTUP: Duration = Duration::from_secs(30);
+/// How long the broker may take to say it is listening, or to exit.
+pub const STARTUP: Duration = Duration::from_secs(30);
 
 /// Lines of broker output kept to print when a test fails.
 const LOG_LINES: usize = 400;
@@ -370,6 +370,25 @@ impl Broker {
         );
     }
 
+    /// `kill -9`, and waits until the process is gone.
+    pub async fn kill_9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let status = self.wait_exit(STARTUP).await;
+        assert_eq!(status.code(), None, "killed by a signal: {status:?}");
+    }
+
+    /// SIGTERM; the broker must exit 0.
+    pub async fn stop_gracefully(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(STARTUP).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {status:?}; output:\n{}",
+            self.output()
+        );
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("the broker was already reaped");
@@ -404,6 +423,31 @@ impl Drop for Broker {
         if self.owns_data_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
+    }
+}
+
+/// A data directory that outlives the brokers of one test (restarts on the
+/// same data: [`BrokerBuilder::data_dir`]); removed on drop. Declare it
+/// before the brokers, so that they are dropped (killed) first.
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// A new, empty directory.
+    pub fn new() -> DataDir {
+        let path = unique_dir();
+        std::fs::create_dir_all(&path).expect("create the data dir");
+        DataDir(path)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
