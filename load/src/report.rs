@@ -228,8 +228,20 @@ impl RunReport {
         })
     }
 
+    /// The report in words, a line per aspect: what ran where, ingest,
+    /// deliveries and latency, correctness, memory, CPU, then warnings.
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        self.write_heading(&mut out);
+        self.write_throughput(&mut out);
+        self.write_correctness(&mut out);
+        let _ = writeln!(out, "   memory      {}", self.memory_line());
+        self.write_cpu(&mut out);
+        self.write_warnings(&mut out);
+        out
+    }
+
+    fn write_heading(&self, out: &mut String) {
         let verdict = if self.ok() { "ok" } else { "PROBLEMS" };
         let _ = writeln!(
             out,
@@ -251,6 +263,9 @@ impl RunReport {
                 .collect();
             let _ = writeln!(out, "   settings    {}", settings.join(" "));
         }
+    }
+
+    fn write_throughput(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "   ingest      {} events/s  ({}/{} acked, {} in failed requests{})",
@@ -263,31 +278,35 @@ impl RunReport {
                 .map(|e| format!("; first: {e}"))
                 .unwrap_or_default()
         );
-        if self.shape.subscribers > 0 {
-            let _ = writeln!(
-                out,
-                "   deliveries  {} /s  ({}/{})",
-                number(self.deliveries_per_sec()),
-                self.delivered,
-                self.expected_deliveries
-            );
-            let _ = writeln!(
-                out,
-                "   latency     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples{})",
-                ms(self.latency.p50),
-                ms(self.latency.p99),
-                ms(self.latency.max),
-                self.latency.count,
-                if self.shape.rate.is_some() {
-                    format!(
-                        "; producers at most {:.1} ms behind schedule",
-                        self.max_producer_lag.as_secs_f64() * 1e3
-                    )
-                } else {
-                    String::new()
-                }
-            );
+        if self.shape.subscribers == 0 {
+            return;
         }
+        let _ = writeln!(
+            out,
+            "   deliveries  {} /s  ({}/{})",
+            number(self.deliveries_per_sec()),
+            self.delivered,
+            self.expected_deliveries
+        );
+        let _ = writeln!(
+            out,
+            "   latency     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples{})",
+            ms(self.latency.p50),
+            ms(self.latency.p99),
+            ms(self.latency.max),
+            self.latency.count,
+            if self.shape.rate.is_some() {
+                format!(
+                    "; producers at most {:.1} ms behind schedule",
+                    self.max_producer_lag.as_secs_f64() * 1e3
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    fn write_correctness(&self, out: &mut String) {
         let c = &self.correctness;
         let _ = writeln!(
             out,
@@ -310,27 +329,30 @@ impl RunReport {
                 format!("; error frames {:?}", self.error_codes)
             }
         );
-        let memory = match (self.memory_before, self.peak_rss) {
-            (Some(before), Some(peak)) => {
-                let per_conn = self
-                    .rss_per_connection()
-                    .map(|b| format!(", {} per connection", bytes(b)))
-                    .unwrap_or_default();
-                format!(
-                    "before {}, with connections {}{per_conn}, peak {} (VmHWM {})",
-                    bytes(before.rss as f64),
-                    self.memory_with_connections
-                        .map(|m| bytes(m.rss as f64))
-                        .unwrap_or_else(|| "?".into()),
-                    bytes(peak as f64),
-                    self.memory_end
-                        .map(|m| bytes(m.hwm as f64))
-                        .unwrap_or_else(|| "?".into())
-                )
-            }
-            _ => "unknown (no pid: pass --pid with --url)".into(),
+    }
+
+    fn memory_line(&self) -> String {
+        let (Some(before), Some(peak)) = (self.memory_before, self.peak_rss) else {
+            return "unknown (no pid: pass --pid with --url)".into();
         };
-        let _ = writeln!(out, "   memory      {memory}");
+        let per_conn = self
+            .rss_per_connection()
+            .map(|b| format!(", {} per connection", bytes(b)))
+            .unwrap_or_default();
+        format!(
+            "before {}, with connections {}{per_conn}, peak {} (VmHWM {})",
+            bytes(before.rss as f64),
+            self.memory_with_connections
+                .map(|m| bytes(m.rss as f64))
+                .unwrap_or_else(|| "?".into()),
+            bytes(peak as f64),
+            self.memory_end
+                .map(|m| bytes(m.hwm as f64))
+                .unwrap_or_else(|| "?".into())
+        )
+    }
+
+    fn write_cpu(&self, out: &mut String) {
         let cpu = |d: Option<Duration>| match d {
             Some(d) => format!(
                 "{:.2} s ({:.0}% of one core)",
@@ -346,6 +368,9 @@ impl RunReport {
             cpu(self.load_cpu),
             self.active.as_secs_f64()
         );
+    }
+
+    fn write_warnings(&self, out: &mut String) {
         if self.load_saturated() {
             let _ = writeln!(
                 out,
@@ -368,7 +393,6 @@ impl RunReport {
         if let Some(exit) = &self.target_exit {
             let _ = writeln!(out, "   the target EXITED during the run: {exit}");
         }
-        out
     }
 }
 

@@ -51,6 +51,10 @@ pub struct Progress {
 /// Runs `shape` against `target`. `Err` when the run could not take place
 /// (subscribers could not connect, too few file descriptors); a run that
 /// took place but lost events is an `Ok` report that says so.
+///
+/// The phases, each a function below: subscribers connect and subscribe,
+/// producers post, the drain waits for the owed deliveries, and the tally
+/// adds up what every producer and subscriber saw.
 pub async fn run(
     target: &mut Target,
     shape: &Shape,
@@ -72,128 +76,34 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = target.pid.and_then(read_memory);
 
-    // Subscribers, all subscribed before the first event.
-    let connecting = Arc::new(Semaphore::new(shape.connect_concurrency));
-    let subscribers: Vec<_> = (0..shape.subscribers)
-        .map(|i| {
-            let plan = subscriber::Plan {
-                addr: target.nodes[i % target.nodes.len()],
-                executions: shape.subscriptions(i),
-                prefix: prefix.clone(),
-            };
-            tokio::spawn(subscriber::run(
-                plan,
-                progress.clone(),
-                connecting.clone(),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
-    let all = shape.subscribers as u64;
-    let mut shown = Instant::now();
-    loop {
-        let ready = progress.ready.load(Ordering::Relaxed);
-        let failed = progress.failed.load(Ordering::Relaxed);
-        if ready + failed == all || failed > 0 || Instant::now() >= deadline {
-            break;
-        }
-        if shown.elapsed() >= Duration::from_secs(1) {
-            status_line(&tag, &format!("connecting {ready}/{all}"));
-            shown = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if progress.ready.load(Ordering::Relaxed) < all {
-        let _ = stop_tx.send(true);
-        let mut first_error = None;
-        for handle in subscribers {
-            // One still connecting may wait on a target that never answers:
-            // abort it rather than wait.
-            if !handle.is_finished() {
-                handle.abort();
-            } else if let Ok(report) = handle.await {
-                first_error = first_error.or(report.setup_error);
-            }
-        }
-        let ready = progress.ready.load(Ordering::Relaxed);
-        return Err(format!(
-            "only {ready} of {all} subscribers connected and subscribed{}{}",
-            if Instant::now() >= deadline {
-                " before the timeout"
-            } else {
-                ""
-            },
-            first_error
-                .map(|e| format!("; first error: {e}"))
-                .unwrap_or_default()
-        ));
-    }
+    let run = Phases {
+        target: &*target,
+        shape,
+        progress: progress.clone(),
+        prefix,
+        deadline,
+        stop: stop_rx.clone(),
+    };
+    let subscribers = match run.connect_subscribers(&tag).await {
+        Ok(subscribers) => subscribers,
+        Err(handles) => return Err(run.setup_failed(handles, &stop_tx).await),
+    };
     if let Some(settle) = shape.idle_settle {
         tokio::time::sleep(settle).await;
     }
     let with_connections = target.pid.and_then(read_memory);
 
-    // Producers.
     let start = Instant::now();
     let t0 = now_ns();
     let cpu_at_start = cpu_times(target);
-    let subscriptions = (shape.subscribers * shape.per_connection()) as u64;
-    let plan = Arc::new(producer::Plan {
-        addr: target.addr,
-        prefix: prefix.clone(),
-        executions: shape.executions,
-        batch: shape.batch,
-        events: shape.events,
-        rate: shape.rate,
-        max_owed: (shape.window > 0 && subscriptions > 0).then(|| shape.window * subscriptions),
-        subscribers_per_execution: Arc::new(shape.subscribers_per_execution()),
-        payload: "x".repeat(shape.payload_bytes),
-        start,
-        stop_at: shape.duration.map(|d| start + d),
-        deadline,
-        next_batch: AtomicU64::new(0),
-    });
-    let producers: Vec<_> = (0..shape.producers)
-        .map(|_| tokio::spawn(producer::run(plan.clone(), progress.clone())))
-        .collect();
     let ticker = tokio::spawn(show_progress(
         tag.clone(),
         shape.events,
         progress.clone(),
         stop_rx.clone(),
     ));
-    let mut producer_reports = Vec::new();
-    for handle in producers {
-        producer_reports.push(
-            handle
-                .await
-                .map_err(|e| format!("a producer panicked: {e}"))?,
-        );
-    }
-
-    // Drain: until every owed delivery arrived, nothing arrives any more,
-    // the timeout, or the target dies.
-    let mut last_delivered = u64::MAX;
-    let mut last_change = Instant::now();
-    let mut target_exit = None;
-    loop {
-        let delivered = progress.delivered.load(Ordering::Relaxed);
-        if delivered >= progress.expected.load(Ordering::Relaxed) {
-            break;
-        }
-        if delivered != last_delivered {
-            last_delivered = delivered;
-            last_change = Instant::now();
-        }
-        if last_change.elapsed() >= shape.drain_stall || Instant::now() >= deadline {
-            break;
-        }
-        if let Some(status) = target.exited() {
-            target_exit = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let producer_reports = run.produce(start).await?;
+    let mut target_exit = drain(target, shape, &progress, deadline).await;
     let timed_out = Instant::now() >= deadline;
     let active = start.elapsed();
     let cpu_at_end = cpu_times(target);
@@ -217,34 +127,7 @@ pub async fn run(
     let end = target.pid.and_then(read_memory);
     target_exit = target_exit.or_else(|| target.exited());
 
-    // Add it all up.
-    let mut book = AckBook::new(shape.executions);
-    let mut http_errors = Vec::new();
-    let mut max_lag = Duration::ZERO;
-    for report in &producer_reports {
-        for &(execution, seq) in &report.acks {
-            book.add(execution, seq);
-        }
-        http_errors.extend(report.errors.iter().cloned());
-        max_lag = max_lag.max(report.max_lag);
-    }
-    let ack_check = book.settle();
-    let mut correctness = Correctness::default();
-    let mut disconnects = 0;
-    let mut first_disconnect = None;
-    let mut error_codes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut unparsed = 0;
-    for report in &subscriber_reports {
-        correctness.add_subscriber(&book, report.trackers.iter().map(|(e, t)| (*e, t)));
-        if let Some(why) = &report.ended {
-            disconnects += 1;
-            first_disconnect.get_or_insert_with(|| why.clone());
-        }
-        for (code, n) in &report.errors {
-            *error_codes.entry(code.clone()).or_default() += n;
-        }
-        unparsed += report.unparsed;
-    }
+    let mut tally = Tally::of(shape.executions, &producer_reports, &subscriber_reports);
     let since_t0 = |ns: u64| Duration::from_nanos(ns.saturating_sub(t0));
     Ok(RunReport {
         scenario: scenario.to_owned(),
@@ -255,21 +138,21 @@ pub async fn run(
         load_placement: load_placement.to_owned(),
         planned: shape.events,
         sent: progress.sent.load(Ordering::Relaxed),
-        acked: book.total(),
+        acked: tally.book.total(),
         http_errors: progress.http_errors.load(Ordering::Relaxed),
-        first_http_error: http_errors.first().cloned(),
+        first_http_error: tally.http_errors.first().cloned(),
         ingest_time: since_t0(progress.last_ack_ns.load(Ordering::Relaxed)),
         expected_deliveries: progress.expected.load(Ordering::Relaxed),
         delivered: progress.delivered.load(Ordering::Relaxed),
         delivery_time: since_t0(progress.last_delivery_ns.load(Ordering::Relaxed)),
         latency: progress.latency.percentiles(),
-        max_producer_lag: max_lag,
-        correctness,
-        ack_check,
-        disconnects,
-        first_disconnect,
-        error_codes,
-        unparsed,
+        max_producer_lag: tally.max_lag,
+        correctness: std::mem::take(&mut tally.correctness),
+        ack_check: tally.ack_check,
+        disconnects: tally.disconnects,
+        first_disconnect: tally.first_disconnect,
+        error_codes: tally.error_codes,
+        unparsed: tally.unparsed,
         memory_before: before,
         memory_with_connections: with_connections,
         peak_rss: Some(progress.peak_rss.load(Ordering::Relaxed)).filter(|&p| p > 0),
@@ -288,6 +171,209 @@ pub async fn run(
         load_cores: crate::system::allowed_cpus().len(),
         elapsed: started.elapsed(),
     })
+}
+
+/// What the phases of one run share.
+struct Phases<'a> {
+    target: &'a Target,
+    shape: &'a Shape,
+    progress: Arc<Progress>,
+    prefix: Arc<str>,
+    deadline: Instant,
+    stop: watch::Receiver<bool>,
+}
+
+type Subscribers = Vec<tokio::task::JoinHandle<subscriber::Report>>;
+
+impl Phases<'_> {
+    /// Connects every subscriber and waits until all are subscribed, so that
+    /// none misses the first event; `Err` with the handles when one failed
+    /// or the deadline passed first.
+    async fn connect_subscribers(&self, tag: &str) -> Result<Subscribers, Subscribers> {
+        let connecting = Arc::new(Semaphore::new(self.shape.connect_concurrency));
+        let nodes = &self.target.nodes;
+        let subscribers: Vec<_> = (0..self.shape.subscribers)
+            .map(|i| {
+                let plan = subscriber::Plan {
+                    addr: nodes[i % nodes.len()],
+                    executions: self.shape.subscriptions(i),
+                    prefix: self.prefix.clone(),
+                };
+                tokio::spawn(subscriber::run(
+                    plan,
+                    self.progress.clone(),
+                    connecting.clone(),
+                    self.stop.clone(),
+                ))
+            })
+            .collect();
+        let all = self.shape.subscribers as u64;
+        let mut shown = Instant::now();
+        loop {
+            let ready = self.progress.ready.load(Ordering::Relaxed);
+            let failed = self.progress.failed.load(Ordering::Relaxed);
+            if ready == all {
+                return Ok(subscribers);
+            }
+            if ready + failed == all || failed > 0 || Instant::now() >= self.deadline {
+                return Err(subscribers);
+            }
+            if shown.elapsed() >= Duration::from_secs(1) {
+                status_line(tag, &format!("connecting {ready}/{all}"));
+                shown = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the subscribers of a run that could not start and says why.
+    async fn setup_failed(&self, subscribers: Subscribers, stop: &watch::Sender<bool>) -> String {
+        let _ = stop.send(true);
+        let mut first_error = None;
+        for handle in subscribers {
+            // One still connecting may wait on a target that never answers:
+            // abort it rather than wait.
+            if !handle.is_finished() {
+                handle.abort();
+            } else if let Ok(report) = handle.await {
+                first_error = first_error.or(report.setup_error);
+            }
+        }
+        let ready = self.progress.ready.load(Ordering::Relaxed);
+        format!(
+            "only {ready} of {} subscribers connected and subscribed{}{}",
+            self.shape.subscribers,
+            if Instant::now() >= self.deadline {
+                " before the timeout"
+            } else {
+                ""
+            },
+            first_error
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Runs the producers to the end of their plan; their reports.
+    async fn produce(&self, start: Instant) -> Result<Vec<producer::Report>, String> {
+        let shape = self.shape;
+        let subscriptions = (shape.subscribers * shape.per_connection()) as u64;
+        let plan = Arc::new(producer::Plan {
+            addr: self.target.addr,
+            prefix: self.prefix.clone(),
+            executions: shape.executions,
+            batch: shape.batch,
+            events: shape.events,
+            rate: shape.rate,
+            max_owed: (shape.window > 0 && subscriptions > 0).then(|| shape.window * subscriptions),
+            subscribers_per_execution: Arc::new(shape.subscribers_per_execution()),
+            payload: "x".repeat(shape.payload_bytes),
+            start,
+            stop_at: shape.duration.map(|d| start + d),
+            deadline: self.deadline,
+            next_batch: AtomicU64::new(0),
+        });
+        let producers: Vec<_> = (0..shape.producers)
+            .map(|_| tokio::spawn(producer::run(plan.clone(), self.progress.clone())))
+            .collect();
+        let mut reports = Vec::new();
+        for handle in producers {
+            reports.push(
+                handle
+                    .await
+                    .map_err(|e| format!("a producer panicked: {e}"))?,
+            );
+        }
+        Ok(reports)
+    }
+}
+
+/// Waits until every owed delivery arrived, nothing arrives any more for
+/// the shape's `drain_stall`, the deadline passes, or the target dies (its
+/// exit status, then).
+async fn drain(
+    target: &mut Target,
+    shape: &Shape,
+    progress: &Progress,
+    deadline: Instant,
+) -> Option<String> {
+    let mut last_delivered = u64::MAX;
+    let mut last_change = Instant::now();
+    loop {
+        let delivered = progress.delivered.load(Ordering::Relaxed);
+        if delivered >= progress.expected.load(Ordering::Relaxed) {
+            return None;
+        }
+        if delivered != last_delivered {
+            last_delivered = delivered;
+            last_change = Instant::now();
+        }
+        if last_change.elapsed() >= shape.drain_stall || Instant::now() >= deadline {
+            return None;
+        }
+        if let Some(status) = target.exited() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What every producer and subscriber saw, added up.
+struct Tally {
+    book: AckBook,
+    ack_check: crate::accounting::AckCheck,
+    http_errors: Vec<String>,
+    max_lag: Duration,
+    correctness: Correctness,
+    disconnects: u64,
+    first_disconnect: Option<String>,
+    error_codes: BTreeMap<String, u64>,
+    unparsed: u64,
+}
+
+impl Tally {
+    fn of(
+        executions: usize,
+        producers: &[producer::Report],
+        subscribers: &[subscriber::Report],
+    ) -> Tally {
+        let mut book = AckBook::new(executions);
+        let mut http_errors = Vec::new();
+        let mut max_lag = Duration::ZERO;
+        for report in producers {
+            for &(execution, seq) in &report.acks {
+                book.add(execution, seq);
+            }
+            http_errors.extend(report.errors.iter().cloned());
+            max_lag = max_lag.max(report.max_lag);
+        }
+        let ack_check = book.settle();
+        let mut tally = Tally {
+            book,
+            ack_check,
+            http_errors,
+            max_lag,
+            correctness: Correctness::default(),
+            disconnects: 0,
+            first_disconnect: None,
+            error_codes: BTreeMap::new(),
+            unparsed: 0,
+        };
+        for report in subscribers {
+            tally
+                .correctness
+                .add_subscriber(&tally.book, report.trackers.iter().map(|(e, t)| (*e, t)));
+            if let Some(why) = &report.ended {
+                tally.disconnects += 1;
+                tally.first_disconnect.get_or_insert_with(|| why.clone());
+            }
+            for (code, n) in &report.errors {
+                *tally.error_codes.entry(code.clone()).or_default() += n;
+            }
+            tally.unparsed += report.unparsed;
+        }
+        tally
+    }
 }
 
 /// CPU used so far by the target and by this tool.
