@@ -1,8 +1,9 @@
 //! The delivery guarantees under stress, bounded in time and run by
 //! `scripts/test`: a client sees every event of an execution exactly once
 //! and in order, and a 202 means stored, while the broker is pushed where
-//! it broke before. Each scenario runs with another process loading a core
-//! ([`stress::load::CpuLoad`]), because that is where the seam race showed.
+//! it broke before. Each scenario runs alone, with another process loading
+//! a core ([`stress::load::Stressed`]), because that is where the seam race
+//! showed.
 //!
 //! `STRESS_SCALE=10 cargo test --test stress` runs each scenario ten times
 //! longer (thousands of resubscribe bursts); CI runs scale 1.
@@ -18,14 +19,14 @@ mod stress {
 
 use common::Broker;
 use std::sync::Arc;
-use stress::load::{scale, CpuLoad};
+use stress::load::{scale, Stressed};
 
 /// Resubscribe in a burst, hundreds of times (thousands at scale 10), while
 /// producers post flat out: every subscription replays from its `fromSeq`
 /// and goes live without a hole or a repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resubscribe_bursts_while_producers_post_flat_out() {
-    let _cpu = CpuLoad::start();
+    let _stressed = Stressed::begin();
     let broker = Arc::new(Broker::start().await);
     stress::seam::resubscribe_bursts(&broker, 4, 75 * scale()).await;
 }
@@ -34,7 +35,7 @@ async fn resubscribe_bursts_while_producers_post_flat_out() {
 /// the same data, three times (thirty at scale 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_with_resuming_subscribers() {
-    let _cpu = CpuLoad::start();
+    let _stressed = Stressed::begin();
     stress::kill::kill_under_load_with_resuming_subscribers(3 * scale()).await;
 }
 
@@ -43,6 +44,6 @@ async fn kill_9_under_load_with_resuming_subscribers() {
 /// every accepted event went out once or was counted as replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coalescing_under_concurrent_producers() {
-    let _cpu = CpuLoad::start();
+    let _stressed = Stressed::begin();
     stress::coalescing::coalescing_under_concurrent_producers(8, 12 * scale() as u64, 50).await;
 }

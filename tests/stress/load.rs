@@ -1,13 +1,37 @@
 //! What every stress scenario runs under: another process keeping a core
-//! busy, and a size that CI can afford.
+//! busy, one scenario at a time, and a size that CI can afford.
 //!
 //! Why a busy core: the seam race of the delivery-guarantees issue showed
 //! only on a clean clone with the other core taken; on an idle machine the
 //! broker's actors always won the race the test was built to lose. So each
 //! scenario starts a CPU burner (`yes > /dev/null`) and stops it by its pid
 //! when the scenario ends, pass or fail.
+//!
+//! Why one at a time: the test harness runs a file's tests in parallel, and
+//! three scenarios each with its own burner would load three cores' worth
+//! on a two-core machine: then every wait is a timeout, not a finding.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// The conditions of one scenario: it runs alone, beside a busy core.
+pub struct Stressed {
+    _cpu: CpuLoad,
+    _alone: MutexGuard<'static, ()>,
+}
+
+impl Stressed {
+    /// Waits for the scenario before to end, then loads a core.
+    pub fn begin() -> Stressed {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        // A scenario that failed poisoned the lock; the next one still runs.
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        Stressed {
+            _cpu: CpuLoad::start(),
+            _alone: alone,
+        }
+    }
+}
 
 /// A process spinning on a core for as long as this lives.
 pub struct CpuLoad(Child);
