@@ -13,7 +13,7 @@ use agent_events_actors::event::EventType;
 use agent_events_actors::protocol::{ErrorCode, AUTH_FIELDS, SUBSCRIBE_FIELDS, UNSUBSCRIBE_FIELDS};
 use serde_json::{json, Map, Value};
 
-/// The WebSocket paths; both speak the same protocol (`/` is the seed's).
+/// The WebSocket paths; both speak the same protocol (`/` is the original design's).
 const CHANNELS: [(&str, &str); 2] = [("root", "/"), ("ws", "/ws")];
 
 /// Messages a client sends, by name.
@@ -107,7 +107,7 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Real-time events of multi-agent orchestrations. Subscribe to an \
                 execution (with `fromSeq` to replay what you missed) or a conversation, and \
-                receive `event` messages in seq order. PROTOCOL.md is the prose contract; the \
+                receive `event` messages in seq order. docs/protocol.md is the prose contract; the \
                 HTTP API is at /api/openapi.json.",
         },
         "defaultContentType": "application/json",

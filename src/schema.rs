@@ -67,7 +67,7 @@ pub fn fields_of(event_type: EventType) -> Value {
     schema
 }
 
-/// The schema of an execution or conversation ID (PROTOCOL.md 1).
+/// The schema of an execution or conversation ID (docs/protocol.md 1).
 pub fn id_schema() -> Value {
     json!({
         "type": "string",

@@ -1,5 +1,5 @@
 //! Server-Sent Events and AG-UI views of executions and conversations
-//! (PROTOCOL.md 3): the HTTP side of the SseStream actor
+//! (docs/protocol.md 3): the HTTP side of the SseStream actor
 //! ([`agent_events_actors::sse_stream`]), which does the streaming.
 //!
 //! - `GET /api/executions/{id}/stream`: live from now on, or from a position

@@ -51,7 +51,7 @@ async fn post_in_turn(
 }
 
 /// Nothing was refused, and once every journal is published, every node's
-/// subscriber (keeping events as PROTOCOL.md asks, `resync` included) and
+/// subscriber (keeping events as docs/protocol.md asks, `resync` included) and
 /// store hold every accepted event exactly once, gapless, in one order the
 /// same everywhere. Returns how many resyncs the subscribers got.
 async fn assert_all_converge(

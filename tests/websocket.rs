@@ -1,4 +1,4 @@
-//! Live delivery over WebSocket, through the real binary: the seed's wscat
+//! Live delivery over WebSocket, through the real binary: the getting-started wscat
 //! and browser flow works unchanged at `/` and `/ws`, every one of the 11
 //! event types round-trips field for field, conversation subscriptions and
 //! filters deliver exactly what they select, unsubscribe stops delivery, and
@@ -9,8 +9,8 @@ mod common;
 use common::{all_types, assert_delivered, event, json_eq, seqs, thinking, Broker, SEED_EVENT};
 use serde_json::{json, Value};
 
-/// The seed's session: connect, subscribe with the seed's exact message,
-/// POST the seed's example, receive `{"type":"event","executionId":…,"event":{…}}`.
+/// The getting-started session: connect, subscribe with its exact message,
+/// POST the protocol's example event, receive `{"type":"event","executionId":…,"event":{…}}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_flow_works_at_root_and_at_ws() {
     let broker = Broker::start().await;
@@ -53,7 +53,7 @@ async fn the_seeds_flow_works_at_root_and_at_ws() {
         assert_eq!(
             keys.len(),
             3,
-            "the seed's message has type, executionId, event: {message}"
+            "the event message has type, executionId, event: {message}"
         );
         assert_eq!(message["type"], "event");
         assert_eq!(message["executionId"], "exec-123");

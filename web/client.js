@@ -17,7 +17,7 @@
  * @module agent-events/client
  */
 
-/** The eleven event types of PROTOCOL.md 1, in lifecycle order. */
+/** The eleven event types of docs/protocol.md 1, in lifecycle order. */
 export const EVENT_TYPES = Object.freeze([
   'orchestration-start',
   'orchestration-complete',

@@ -1,6 +1,6 @@
 //! The event model: the 11 agent event types, their fields and their rules.
 //!
-//! This is the one place that says what an event is (PROTOCOL.md section 1).
+//! This is the one place that says what an event is (docs/protocol.md section 1).
 //! Everything else — the HTTP ingest, the typed actor messages, the store,
 //! the WebSocket frames — goes through [`AgentEvent`] and [`AgentEvent::validate`].
 //! It depends on nothing but serde, serde_json and chrono, so that it can be
@@ -9,14 +9,14 @@
 //! Why the common fields sit beside a flattened [`EventKind`] instead of being
 //! repeated in every variant: a consumer reads `executionId`, `seq` and
 //! `timestamp` the same way whatever the type, and the output JSON stays a
-//! single flat object as the seed shows it.
+//! single flat object, as docs/protocol.md shows it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// Longest execution or conversation ID accepted (PROTOCOL.md 1).
+/// Longest execution or conversation ID accepted (docs/protocol.md 1).
 pub const MAX_ID_LEN: usize = 128;
 
 /// One agent event: the fields every event has, and the fields of its type.
@@ -375,7 +375,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// Every type, in the order of PROTOCOL.md.
+    /// Every type, in the order of docs/protocol.md.
     pub const ALL: [EventType; 11] = [
         EventType::OrchestrationStart,
         EventType::OrchestrationComplete,
@@ -510,7 +510,7 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
-/// Checks an execution or conversation ID against PROTOCOL.md's rule.
+/// Checks an execution or conversation ID against docs/protocol.md's rule.
 pub fn validate_id(field: &str, id: &str) -> Result<(), ValidationError> {
     let ok_len = !id.is_empty() && id.len() <= MAX_ID_LEN;
     let ok_chars = id

@@ -1,8 +1,8 @@
 //! Cluster fallback: what a node does with its producers' events while Redis
 //! is unreachable, and how it hands them to the cluster when Redis returns.
 //!
-//! The seed promises that "Redis connection errors are logged but don't stop
-//! events (falls back to local EventEmitter)". So when the sequencer cannot
+//! The original design promises that "Redis connection errors are logged but
+//! don't stop events (falls back to local EventEmitter)". So when the sequencer cannot
 //! reach Redis, the Emitter gives the events *provisional* seqs from its own
 //! counter (the next after the highest it knows), journals them in the store
 //! (that is what the 202 then means: `store/journal.rs`), and delivers them
@@ -18,7 +18,7 @@
 //! (confirmed), or a later one; and an event of another node may arrive from
 //! the stream at a seq this node had shown provisionally. Either way, from
 //! the first seq in dispute the execution is **re-synced**: its subscribers
-//! here get `{"type":"resync","executionId":…,"fromSeq":N}` (PROTOCOL.md,
+//! here get `{"type":"resync","executionId":…,"fromSeq":N}` (docs/protocol.md,
 //! "resync": drop what you hold from N on; what follows from N is the truth),
 //! the provisional events from N on leave the replay buffer, and this node's
 //! displaced events are published again and get new seqs after the winner's.

@@ -1,4 +1,4 @@
-//! Subscription filters (PROTOCOL.md 2): by event type, agent and department.
+//! Subscription filters (docs/protocol.md 2): by event type, agent and department.
 
 use crate::event::{AgentEvent, EventType};
 

@@ -1,6 +1,6 @@
 //! The per-execution event rate, and how `agent-thinking` bursts are coalesced.
 //!
-//! The seed warns against "extremely high frequency (>100/sec per
+//! The original design warns against "extremely high frequency (>100/sec per
 //! execution)": one runaway agent loop should not flood every subscriber of
 //! its execution, nor the store. So each execution gets a token bucket
 //! (`max_events_per_sec_per_execution`, bursts of twice that), and the policy

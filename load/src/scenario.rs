@@ -263,7 +263,7 @@ fn broker_settings(shape: &Shape) -> Vec<(String, String)> {
     // The producers' rate limit is per address: here it would cap the
     // whole tool, and the ingest scenario would measure the limiter.
     set("MAX_EVENTS_PER_SEC_PER_PRODUCER", "1000000000".into());
-    // Flat-out scenarios push far past the seed's 100 a second per execution:
+    // Flat-out scenarios push far past the original design's 100 a second per execution:
     // measuring capacity means the per-execution policy is off.
     set("MAX_EVENTS_PER_SEC_PER_EXECUTION", "0".into());
     let connections = shape.subscribers + shape.producers + 16;

@@ -628,7 +628,7 @@ impl Sub {
         events
     }
 
-    /// The events a client ends up holding, the way PROTOCOL.md asks a client
+    /// The events a client ends up holding, the way docs/protocol.md asks a client
     /// to keep them: each `event` must be the next seq after the last one
     /// held (no gap, no repeat), and a `resync` drops everything held from
     /// its `fromSeq` on. Reads until it holds seqs 1..=`last_seq`, then pings

@@ -1,5 +1,5 @@
 // The shipped nginx configuration (deploy/nginx/agent-events.conf) in front of
-// a real broker with auth on: the seed's subscribe-and-receive flow, a
+// a real broker with auth on: the wscat subscribe-and-receive flow of docs/getting-started.md, a
 // `fromSeq` resume and a Server-Sent Events stream, all through nginx.
 //
 // run-tests.sh installs nginx when it is missing and passes NGINX_BIN. The
@@ -107,7 +107,7 @@ async function post(body, token = tokens.producer) {
   return { status: response.status, body: await response.json() }
 }
 
-/** The seed's event, with the department changed per step so each is recognisable. */
+/** The example event of docs/protocol.md, with the department changed per step so each is recognisable. */
 function seedEvent(department) {
   return {
     type: 'department-start',
@@ -211,7 +211,7 @@ test('auth is enforced through nginx', async () => {
   assert.equal(refused.body.error.code, 'unauthorized')
 })
 
-test("the seed's flow, a fromSeq resume and SSE, through nginx", async (t) => {
+test("subscribe and receive, a fromSeq resume and SSE, through nginx", async (t) => {
   await t.test('subscribe, then receive an event posted over HTTP', async () => {
     const client = await Client.open(`${wsBase}/`, tokens.subscriber)
     assert.equal((await client.next('connected')).type, 'connected')

@@ -10,7 +10,7 @@
 //                           listens (the broker, redis-server), or with
 //                           `ready=URL` until URL answers 200 (nginx); a later
 //                           block with the same NAME stops this one first (Ctrl-C)
-//   ```text wscat           the seed's wscat session: `$ wscat -c URL [-s P] [-H H]`,
+//   ```text wscat           a wscat session: `$ wscat -c URL [-s P] [-H H]`,
 //                           `> message` sent, `< message` expected in order
 //                           (`…` matches anything); the page goes on once the
 //                           session has sent every message and got the answer

@@ -411,7 +411,7 @@ impl Usage {
         }
     }
 
-    /// The usage in PROTOCOL.md's `metadata` keys, when it is reported.
+    /// The usage in docs/protocol.md's `metadata` keys, when it is reported.
     fn metadata(&self, duration_ms: f64) -> Option<Map<String, Value>> {
         if !self.reported {
             return None;

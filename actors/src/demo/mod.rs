@@ -1,7 +1,7 @@
 //! The `--demo` producers: orchestrator, department-head and agent actors that
 //! play realistic executions into the Emitter, so events flow with no real agents.
 //!
-//! They are the seed's integration examples (`EventEmittingOrchestrator`,
+//! They are the original design's integration examples (`EventEmittingOrchestrator`,
 //! `EventEmittingDepartmentHead`, `EventEmittingAgentRunner`) as actors:
 //!
 //! - [`Orchestrator`] plans an execution, starts one department head per
