@@ -573,16 +573,20 @@ async fn half_open(broker: Arc<Broker>, limit: usize, attempts: usize) -> HalfOp
         );
     }
     // The heartbeat closes them all; nothing is read from them until then.
+    // All that were admitted: on a loaded machine connecting outlasts the
+    // client timeout, the first ones are closed early, and more than `limit`
+    // get in (waiting for `limit` only was a race the final count then lost).
+    let admitted = held.len() as u64;
     let deadline = Instant::now() + CLIENT_TIMEOUT + Duration::from_secs(20);
     loop {
         let stats = broker.stats().await;
         let closed = stats["drops"]["heartbeat-timeout"].as_u64().unwrap_or(0);
-        if closed >= limit as u64 {
+        if closed >= admitted {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{closed} of {limit} half-open connections closed by the heartbeat: {stats}"
+            "{closed} of {admitted} half-open connections closed by the heartbeat: {stats}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -714,19 +718,23 @@ async fn flood(port: u16, kind: Flood) -> FloodReport {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (answered, rate_limited) = reader.await.expect("the flood's reader");
+    // The broker answers the flood until it reads the end marker, which on a
+    // loaded machine is well after the last frame was sent: its bucket
+    // refills all that while, so the bound is over the whole time served.
+    let served = started.elapsed();
     let report = FloodReport {
         what: kind,
         sent,
         answered,
         rate_limited,
-        dropped_at_least: sent.saturating_sub(most_answers(elapsed)),
+        dropped_at_least: sent.saturating_sub(most_answers(served)),
     };
     assert!(
-        report.answered <= most_answers(elapsed),
-        "a flood got more answers than the rate allows in {elapsed:?}: {report:?}"
+        report.answered <= most_answers(served),
+        "a flood got more answers than the rate allows in {served:?} (sent over {elapsed:?}): {report:?}"
     );
     assert!(
-        report.rate_limited >= 1 && report.rate_limited <= elapsed.as_secs_f64().ceil() as u64 + 2,
+        report.rate_limited >= 1 && report.rate_limited <= served.as_secs_f64().ceil() as u64 + 2,
         "a flood hears `rate-limited`, at most once a second: {report:?}"
     );
     report
