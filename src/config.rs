@@ -334,16 +334,6 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_setting_with_its_variable() {
-        let readme = include_str!("../README.md");
-        let table: Table = DEFAULTS.parse().unwrap();
-        for key in table.keys() {
-            let row = format!("| `{key}` | `{}` |", env_name(key));
-            assert!(readme.contains(&row), "README.md lacks the row of {key}");
-        }
-    }
-
-    #[test]
     fn every_default_key_is_documented_with_its_variable() {
         let table: Table = DEFAULTS.parse().unwrap();
         for key in table.keys() {

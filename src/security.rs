@@ -51,7 +51,7 @@ impl Guard {
         Err(format!(
             "refusing to listen on {bind_addr} without authentication: agent events carry prompts and \
              tool outputs. Set AGENT_EVENTS_AUTH_HMAC_SECRET (or auth_public_key_file and auth_algorithm), \
-             or keep BIND_ADDR on 127.0.0.1. See README.md, section Security."
+             or keep BIND_ADDR on 127.0.0.1. See docs/security.md."
         ))
     }
 

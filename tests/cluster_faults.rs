@@ -116,7 +116,7 @@ async fn wait_journals_drained(nodes: &[Node]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_stream_every_node_goes_on_and_all_converge() {
     const EXECUTION: &str = "exec-outage";
-    // Persistence on, as the README asks of a cluster: a 202 means "in the
+    // Persistence on, as docs/cluster.md asks of a cluster: a 202 means "in the
     // stream", and an acknowledged entry that no node had read yet must
     // survive the kill. (A Redis that loses data is the flush test's case.)
     let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await;

@@ -90,7 +90,7 @@ export const EVENT_TYPES = Object.freeze([
  * @property {string} executionId the execution
  * @property {number} fromSeq drop what you hold of it from this seq on: the
  *   events that follow (from this seq) replace it. Sent by a cluster that
- *   gave seqs shown during a Redis outage to other events (README "Cluster").
+ *   gave seqs shown during a Redis outage to other events (docs/cluster.md).
  */
 
 /**
@@ -105,7 +105,7 @@ export const EVENT_TYPES = Object.freeze([
 
 /**
  * @typedef {object} ClientError
- * @property {string} code a broker error code (README "Error codes") or one
+ * @property {string} code a broker error code (docs/reference.md, "Error codes") or one
  *   of the client's: `pong-timeout`, `bad-frame`, `bad-url`, `gap`,
  *   `history-failed`, `token-unavailable`
  * @property {string} message

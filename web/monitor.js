@@ -235,7 +235,7 @@ function openExecution(executionId) {
   ui.detailSub.on('event', (event) => {
     if (applyEvent(ui.model, event)) scheduleRender()
   })
-  // The cluster re-sequenced part of it (README "Cluster"): read it again.
+  // The cluster re-sequenced part of it (docs/cluster.md): read it again.
   ui.detailSub.on('resync', () => openExecution(executionId))
   showSubscribed($('execution'), ui.detailSub)
   openLog()

@@ -1273,7 +1273,7 @@ impl Handler<Sequenced> for Emitter {
                 release_to: None,
             });
         }
-        // A cluster 202 means "in Redis" (README), and Redis keeps the seq
+        // A cluster 202 means "in Redis" (docs/cluster.md), and Redis keeps the seq
         // counter: these go live at once and nobody waits for the store.
         self.hand_on(news, false, false);
     }

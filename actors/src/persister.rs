@@ -19,7 +19,8 @@
 //! its seq handed out again, and the client would drop the new event as a
 //! duplicate. Group commit keeps this wait to a few milliseconds. While the
 //! store is failing, events are released at once instead, so live delivery
-//! goes on through a store outage (the README says what that risks).
+//! goes on through a store outage (docs/operations.md, "Storage: what is
+//! promised", says what that risks).
 //!
 //! # Store faults
 //! A failed write is retried with exponential backoff, forever, keeping the

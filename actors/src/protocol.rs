@@ -79,7 +79,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, for the documentation endpoint and the README.
+    /// Every code, for the documentation endpoint and docs/reference.md.
     pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,

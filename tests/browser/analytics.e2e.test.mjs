@@ -2,7 +2,7 @@
 // (no demo, so every figure comes from the fixture posted here). Checks the
 // figures shown against ones worked out by hand, changes the window, and sees
 // a live update. Screenshots go to artifacts/; with DOCS_SCREENSHOT=1 the page
-// is also saved as docs/analytics.png for the README.
+// is also saved as docs/analytics.png for the README and docs/analytics.md.
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'

@@ -10,8 +10,9 @@ source ../suite-lib.sh
 
 ensure_node
 ensure_nginx
-# The examples' other tools: redis-server (cluster), sqlite3 (backups), curl.
-for tool in redis-server sqlite3 curl; do
+# The examples' other tools: redis-server (cluster), sqlite3 (backups), curl,
+# jq (analytics, reference), python3 (the webhook receiver of notifications).
+for tool in redis-server sqlite3 curl jq python3; do
   command -v "$tool" >/dev/null || apt_install "$tool"
 done
 find_broker "$root"
