@@ -29,7 +29,7 @@ const USAGE: &str = "usage: agent-events [--config FILE] [--demo]
                  --ttl defaults to 3600 seconds
   --help         this text
 
-See README.md for every setting and config/default.toml for their defaults.";
+See docs/reference.md for every setting and config/default.toml for their defaults.";
 
 /// What the command line asked for.
 struct Args {
