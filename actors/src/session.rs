@@ -25,6 +25,16 @@
 //! answers to the client's own messages (pongs, errors) do: a client that
 //! floods requests and never reads would otherwise queue answers forever.
 //!
+//! # Closing, and a client that does not read the close
+//! Every close (a slow consumer, a heartbeat or token timeout, shutdown, the
+//! client's own close) queues the last error and the close frame, ends the
+//! body, and gives the client `close_timeout` to read them; the actor stops
+//! then at the latest. But the connection is not the actor's: a client that
+//! stopped reading leaves the server waiting for its socket, not for the
+//! body, so the socket would outlive the actor indefinitely. The body holds
+//! the connection's slot for as long, and resets the socket if it is still
+//! held at the close timeout ([`SendQueue`], `socket.rs`).
+//!
 //! # The replay seam
 //! On `subscribe` with `fromSeq`, the session registers with the Registry
 //! first and holds the live events that arrive; once [`Registered`] comes

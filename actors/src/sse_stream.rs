@@ -41,6 +41,10 @@
 //! write (a keep-alive at the latest), the queue reports its departure, and
 //! the actor stops and disconnects from the Registry. [`Shutdown`] ends the stream
 //! after everything delivered before it, which is already queued ahead.
+//! A stream that ends (slow consumer, shutdown) while its client does not
+//! read is reset `close_timeout` later, and counts against the connection
+//! limits until then: the body holds the slot, not the actor, as on the
+//! WebSocket ([`SendQueue`]).
 
 use crate::ag_ui;
 use crate::catch_up::{CatchUp, Floor, Live, Ticket};

@@ -215,6 +215,9 @@ pub async fn stalled_readers_against_the_per_ip_limit(rounds: usize) {
                 s["connections"] == GOOD as u64 && s["closingConnections"] == 0
             })
             .await;
+        for client in &mut stalled_ws {
+            read_to_the_end(client).await;
+        }
     }
 
     let mut end = thinking(EXECUTION, 0);
