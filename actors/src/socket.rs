@@ -14,7 +14,7 @@
 //! So the server records each connection's file descriptor when it accepts
 //! it (`HttpServer::on_connect`), and the [`SendQueue`] of the response that
 //! runs on it holds the number. If the body is still alive `close_timeout`
-//! after it was ended, the queue calls [`ConnectionSocket::reset`]:
+//! after it was ended, the queue resets it (`ConnectionSocket::reset`):
 //! `SO_LINGER {on, 0}` and `shutdown(SHUT_RDWR)`. The dispatcher's pending
 //! write fails, it drops the connection, and the close sends a reset that
 //! discards the unsent bytes instead of waiting to deliver them.
