@@ -14,7 +14,9 @@ use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, Valida
 use agent_events_actors::limits::{ConnectionPermit, Refusal};
 use agent_events_actors::protocol::ErrorCode;
 use agent_events_actors::redis_subscriber::ClusterView;
+use agent_events_actors::send_queue::Connection;
 use agent_events_actors::session;
+use agent_events_actors::socket::ConnectionSocket;
 use agent_events_actors::store::{EventQuery, ExecutionQuery, ExecutionStatus, StoreError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -242,11 +244,21 @@ async fn websocket(
         Ok(grant) => grant,
         Err(err) => return Ok(ApiError::from(err).error_response()),
     };
-    let permit = match admit(&req, &broker) {
-        Ok(permit) => permit,
+    let connection = match connection(&req, &broker) {
+        Ok(connection) => connection,
         Err(err) => return Ok(err.error_response()),
     };
-    session::upgrade(&req, body, broker.session_deps.clone(), grant, Some(permit))
+    session::upgrade(&req, body, broker.session_deps.clone(), grant, connection)
+}
+
+/// A slot for this request's connection (see [`admit`]) and its socket, as
+/// the server recorded it on accepting it: what the response body holds
+/// until the server lets go of the connection.
+pub(crate) fn connection(req: &HttpRequest, broker: &Broker) -> Result<Connection, ApiError> {
+    Ok(Connection {
+        permit: Some(admit(req, broker)?),
+        socket: req.conn_data::<ConnectionSocket>().copied(),
+    })
 }
 
 /// A connection slot for this request's address, or 503 `too-many-connections`.

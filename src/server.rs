@@ -31,6 +31,7 @@ use agent_events_actors::redis_sequencer::{ClusterKeys, RedisSequencer};
 use agent_events_actors::redis_subscriber::{RedisHealth, RedisSubscriber, SubscriberConfig};
 use agent_events_actors::registry::{CloseAll, Registry};
 use agent_events_actors::session::{SessionConfig, SessionDeps};
+use agent_events_actors::socket::ConnectionSocket;
 use agent_events_actors::store::mongo;
 use agent_events_actors::store::sqlite::SqliteStore;
 use agent_events_actors::store::{Retention, Store};
@@ -343,6 +344,13 @@ pub async fn run(config: Config, demo: bool) -> io::Result<()> {
         broker.config.request_header_timeout_ms,
     ))
     .shutdown_timeout(broker.config.shutdown_timeout_ms.div_ceil(1000))
+    // Each connection's socket, so that a client that never reads the close
+    // of its stream can be reset after `close_timeout` (actors/src/socket.rs).
+    .on_connect(|io, extensions| {
+        if let Some(tcp) = io.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            extensions.insert(ConnectionSocket::of(tcp));
+        }
+    })
     .listen(listener)?;
     for addr in server.addrs() {
         log::info!("agent-events listening on http://{addr}");

@@ -126,13 +126,13 @@ async fn stream(
     resume: Option<Resume>,
     format: SseFormat,
 ) -> SseResult {
-    let permit = crate::routes::admit(req, broker)?;
+    let connection = crate::routes::connection(req, broker)?;
     let request = SseRequest {
         target,
         filter,
         resume,
         format,
-        permit: Some(permit),
+        connection,
     };
     let body = SseStream::open(broker.session_deps.clone(), request)
         .await

@@ -58,6 +58,7 @@ pub mod registry;
 pub mod replay_buffer;
 pub mod send_queue;
 pub mod session;
+pub mod socket;
 pub mod sse_stream;
 pub mod store;
 pub mod throttle;

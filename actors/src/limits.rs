@@ -2,7 +2,10 @@
 //! and per address, and token buckets for messages and events per second.
 //!
 //! Why these shapes: a connection permit is released when the connection's
-//! actor is dropped, however it ends, so a crash path can never leak a slot;
+//! response body is dropped, however it ends, so a crash path can never
+//! leak a slot; and the body, not the actor, because the HTTP server may
+//! hold the socket after the actor is gone (a client that stopped reading:
+//! `send_queue.rs`), and the slot must count until the socket is closed;
 //! a token bucket lets a client burst briefly (a reconnect resubscribing to
 //! twenty executions) while holding it to a steady rate.
 

@@ -28,6 +28,28 @@ pub const DROP_REASONS: [&str; 7] = [
     "in-process-rate-limited",
 ];
 
+/// Why the broker started closing a connection that then had to be reset,
+/// because its client did not read the close within `close_timeout`; the
+/// `reason` label of `forced_closes`.
+pub const FORCED_CLOSE_REASONS: [&str; 8] = [
+    // its queue overflowed (also counted in drops)
+    "slow-consumer",
+    // silent past the heartbeat timeout (also counted in drops)
+    "heartbeat-timeout",
+    // its token expired
+    "token-expired",
+    // no token within the auth timeout
+    "unauthorized",
+    // the broker is stopping
+    "shutting-down",
+    // a frame the protocol does not allow (too large, not UTF-8, malformed)
+    "protocol-error",
+    // the client closed its side (a close frame, or the end of its stream) but read nothing more
+    "client-close",
+    // an AG-UI stream ended because the cluster re-sequenced its execution
+    "replay-unavailable",
+];
+
 /// What happened on the cluster's stream; the `event` label of `cluster`.
 pub const CLUSTER_EVENTS: [&str; 10] = [
     // the stream reader reconnected to Redis after a failure
@@ -70,8 +92,15 @@ pub const NOTIFY_OUTCOMES: [&str; 5] = [
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Open client connections (WebSocket and SSE).
+    /// Open client connections (WebSocket and SSE), counted until their
+    /// socket is closed, not only while their actor runs.
     pub connections: IntGauge,
+    /// Of those, connections the broker is closing whose socket is still
+    /// open: waiting for the client to read the close, `close_timeout` at most.
+    pub closing_connections: IntGauge,
+    /// Connections reset because their client did not read the close in
+    /// time, by why they were closing (see [`FORCED_CLOSE_REASONS`]).
+    pub forced_closes: IntCounterVec,
     /// Live subscriptions over all connections.
     pub subscriptions: IntGauge,
     /// Executions whose recent events are held in memory.
@@ -153,7 +182,20 @@ impl Metrics {
         };
         let codes: Vec<&str> = error_codes().collect();
         Metrics {
-            connections: gauge("connections", "Open client connections (WebSocket and SSE)"),
+            connections: gauge(
+                "connections",
+                "Open client connections (WebSocket and SSE), until their socket closes",
+            ),
+            closing_connections: gauge(
+                "closing_connections",
+                "Connections being closed whose socket is still open (close_timeout at most)",
+            ),
+            forced_closes: labelled(
+                "forced_closes",
+                "Connections reset after close_timeout because the client did not read the close, by why they were closing",
+                "reason",
+                &FORCED_CLOSE_REASONS,
+            ),
             subscriptions: gauge("subscriptions", "Live subscriptions over all connections"),
             executions_buffered: gauge(
                 "executions_buffered",
@@ -245,6 +287,8 @@ impl Metrics {
     pub fn snapshot(&self) -> Value {
         json!({
             "connections": self.connections.get(),
+            "closingConnections": self.closing_connections.get(),
+            "forcedCloses": by_label(&self.forced_closes, FORCED_CLOSE_REASONS),
             "subscriptions": self.subscriptions.get(),
             "executionsBuffered": self.executions_buffered.get(),
             "bufferedBytes": self.buffered_bytes.get(),

@@ -33,8 +33,24 @@
 //! [`SendQueue`]: a stopping actor still gets what it queued written. When
 //! the dispatcher drops the body (the client went away, or the body ended),
 //! [`SendQueue::departed`] resolves, and pushes are ignored.
+//!
+//! # Closing a socket the client never reads
+//! Ending the body is not enough when the client has stopped reading: the
+//! dispatcher waits for the socket to take its write buffer before it pulls
+//! the body again, and with no timer on a streaming response it waits
+//! forever, holding the socket (and the unsent bytes) long after the actor
+//! is gone. So the body, not the actor, holds what a connection costs: the
+//! [`ConnectionPermit`] (the per-address limit counts the connection until
+//! the socket is closed) and the `connections` gauge. And once ended, the
+//! queue gives the client `close_timeout` to read the end; if the body is
+//! still alive then, it resets the socket ([`ConnectionSocket`]) and counts
+//! a forced close under the reason the close was started for. The reset
+//! makes the dispatcher fail and drop the body, which frees the slot.
+//! Meanwhile the connection counts in `closingConnections`.
 
+use crate::limits::ConnectionPermit;
 use crate::metrics::Metrics;
+use crate::socket::ConnectionSocket;
 use bytes::Bytes;
 use futures_util::Stream;
 use std::cell::RefCell;
@@ -42,8 +58,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 /// How a chunk counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +92,12 @@ struct Queue {
     /// The actor, waiting in [`SendQueue::departed`].
     departure_waker: Option<Waker>,
     metrics: Metrics,
+    /// The connection's socket, while the body is alive (never after).
+    socket: Option<ConnectionSocket>,
+    /// How long an ended body may wait for the client before its socket is reset.
+    close_timeout: Duration,
+    /// Counted in `closing_connections`, from the end until the body goes.
+    counted_closing: bool,
 }
 
 impl Queue {
@@ -99,11 +122,37 @@ pub struct SendQueue {
 /// The HTTP response body: the dispatcher's end of the queue.
 pub struct SendQueueBody {
     queue: Rc<RefCell<Queue>>,
+    /// Held until the dispatcher lets go of the body, which it does only
+    /// when it is done with the socket (see the module documentation).
+    _permit: Option<ConnectionPermit>,
+}
+
+/// What one client connection holds, kept by its response body for as long
+/// as the server holds the connection.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// Its slot under the connection limits.
+    pub permit: Option<ConnectionPermit>,
+    /// Its socket, to reset when the client does not read the close.
+    pub socket: Option<ConnectionSocket>,
 }
 
 impl SendQueue {
-    /// A new, empty queue and the body that drains it.
+    /// A new, empty queue and the body that drains it, for no connection in
+    /// particular: nothing to reset, no slot to hold.
     pub fn new(metrics: Metrics) -> (SendQueue, SendQueueBody) {
+        Self::for_connection(metrics, Connection::default(), Duration::ZERO)
+    }
+
+    /// A new, empty queue and the body that drains it on `connection`,
+    /// whose socket is reset if the body is still alive `close_timeout`
+    /// after it was ended. Counts an open connection until the body goes.
+    pub fn for_connection(
+        metrics: Metrics,
+        connection: Connection,
+        close_timeout: Duration,
+    ) -> (SendQueue, SendQueueBody) {
+        metrics.connections.inc();
         let queue = Rc::new(RefCell::new(Queue {
             chunks: VecDeque::new(),
             queued_bytes: 0,
@@ -113,9 +162,13 @@ impl SendQueue {
             body_waker: None,
             departure_waker: None,
             metrics,
+            socket: connection.socket,
+            close_timeout,
+            counted_closing: false,
         }));
         let body = SendQueueBody {
             queue: queue.clone(),
+            _permit: connection.permit,
         };
         (SendQueue { queue }, body)
     }
@@ -172,10 +225,28 @@ impl SendQueue {
     }
 
     /// The body ends after what is queued now; later pushes are ignored.
-    pub fn end(&self) {
+    /// `reason` (one of [`crate::metrics::FORCED_CLOSE_REASONS`]) is why the
+    /// connection is closing, counted if the client does not read the end
+    /// within the close timeout and its socket is reset.
+    pub fn end(&self, reason: &'static str) {
         let mut queue = self.queue.borrow_mut();
+        if queue.ending || queue.departed {
+            return;
+        }
         queue.ending = true;
         queue.wake_body();
+        queue.metrics.closing_connections.inc();
+        queue.counted_closing = true;
+        if queue.socket.is_some() {
+            let timeout = queue.close_timeout;
+            let weak = Rc::downgrade(&self.queue);
+            // A task of its own, not the actor's: the actor may stop first
+            // (its client ended its stream) while the socket lives on.
+            actix::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                reset_if_held(&weak, reason);
+            });
+        }
     }
 
     /// Resolves once the body is gone: the client went away, or the body ended
@@ -193,9 +264,38 @@ impl SendQueue {
     }
 }
 
+/// The close timeout has passed: resets the socket if the body is still
+/// alive. Runs on the worker thread of the dispatcher, so the body cannot be
+/// dropped meanwhile, and a live body means the descriptor is still the
+/// connection's (`socket.rs`).
+fn reset_if_held(queue: &Weak<RefCell<Queue>>, reason: &'static str) {
+    let Some(queue) = queue.upgrade() else {
+        return; // both ends gone: the dispatcher let go of the connection
+    };
+    let mut queue = queue.borrow_mut();
+    if queue.departed {
+        return;
+    }
+    let Some(socket) = queue.socket.take() else {
+        return;
+    };
+    log::info!(
+        "a closing client read nothing for the close timeout: resetting its connection ({reason})"
+    );
+    socket.reset();
+    queue
+        .metrics
+        .forced_closes
+        .with_label_values(&[reason])
+        .inc();
+    queue.wake_body();
+}
+
 impl Drop for SendQueue {
     fn drop(&mut self) {
-        self.end();
+        // An actor that stops without ending its body: its client ended its
+        // side (the end of its stream), or the body is already gone.
+        self.end("client-close");
     }
 }
 
@@ -229,8 +329,14 @@ impl Drop for SendQueueBody {
     fn drop(&mut self) {
         let mut queue = self.queue.borrow_mut();
         queue.departed = true;
+        // The descriptor may be closed and reused from now on.
+        queue.socket = None;
         queue.chunks.clear();
         queue.queued_bytes = 0;
+        queue.metrics.connections.dec();
+        if queue.counted_closing {
+            queue.metrics.closing_connections.dec();
+        }
         if let Some(waker) = queue.departure_waker.take() {
             waker.wake();
         }
@@ -259,7 +365,7 @@ mod tests {
         assert_eq!(queue.queued_bytes(), 5);
         assert_eq!(body.next().await.unwrap().unwrap(), chunk("abc"));
         assert_eq!(queue.queued_bytes(), 2);
-        queue.end();
+        queue.end("client-close");
         queue.push(chunk("after the end"), Chunk::Essential);
         assert_eq!(drain(&mut body).await, vec![chunk("replay"), chunk("de")]);
         assert_eq!(queue.queued_bytes(), 0);
@@ -284,7 +390,7 @@ mod tests {
         queue.abandon();
         queue.push(chunk("late"), Chunk::Counted);
         queue.push(chunk("error"), Chunk::Essential);
-        queue.end();
+        queue.end("slow-consumer");
         assert_eq!(queue.queued_bytes(), 0);
         assert_eq!(drain(&mut body).await, vec![chunk("error")]);
         assert_eq!(metrics.snapshot()["drops"]["slow-consumer-frames"], 3);
@@ -296,6 +402,63 @@ mod tests {
         queue.push(chunk("last words"), Chunk::Counted);
         drop(queue);
         assert_eq!(drain(&mut body).await, vec![chunk("last words")]);
+    }
+
+    /// A connected pair of sockets: the server's end, and the client's.
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    fn on(metrics: &Metrics, server: &std::net::TcpStream) -> (SendQueue, SendQueueBody) {
+        let connection = Connection {
+            permit: None,
+            socket: Some(ConnectionSocket::of(server)),
+        };
+        SendQueue::for_connection(metrics.clone(), connection, Duration::from_millis(20))
+    }
+
+    #[actix_rt::test]
+    async fn a_body_still_held_at_the_close_timeout_has_its_socket_reset() {
+        use std::io::Read;
+        let metrics = Metrics::new();
+        let (server, mut client) = socket_pair();
+        let (queue, body) = on(&metrics, &server);
+        assert_eq!(metrics.snapshot()["connections"], 1);
+        queue.end("heartbeat-timeout");
+        drop(queue);
+        assert_eq!(metrics.snapshot()["closingConnections"], 1);
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(metrics.snapshot()["forcedCloses"]["heartbeat-timeout"], 1);
+        let mut buf = [0u8; 8];
+        // The server's end is shut down: the client reads the end at once.
+        assert!(client.read(&mut buf).map_or(true, |n| n == 0));
+        drop(body);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot["connections"], 0);
+        assert_eq!(snapshot["closingConnections"], 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_body_gone_before_the_close_timeout_leaves_the_socket_alone() {
+        let metrics = Metrics::new();
+        let (server, client) = socket_pair();
+        let (queue, body) = on(&metrics, &server);
+        queue.end("slow-consumer");
+        drop(body);
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(metrics.snapshot()["forcedCloses"]["slow-consumer"], 0);
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        let read = std::io::Read::read(&mut &client, &mut buf);
+        assert_eq!(
+            read.unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the connection is still open"
+        );
+        drop(queue);
+        assert_eq!(metrics.snapshot()["connections"], 0);
     }
 
     #[actix_rt::test]

@@ -25,6 +25,16 @@
 //! answers to the client's own messages (pongs, errors) do: a client that
 //! floods requests and never reads would otherwise queue answers forever.
 //!
+//! # Closing, and a client that does not read the close
+//! Every close (a slow consumer, a heartbeat or token timeout, shutdown, the
+//! client's own close) queues the last error and the close frame, ends the
+//! body, and gives the client `close_timeout` to read them; the actor stops
+//! then at the latest. But the connection is not the actor's: a client that
+//! stopped reading leaves the server waiting for its socket, not for the
+//! body, so the socket would outlive the actor indefinitely. The body holds
+//! the connection's slot for as long, and resets the socket if it is still
+//! held at the close timeout ([`SendQueue`], `socket.rs`).
+//!
 //! # The replay seam
 //! On `subscribe` with `fromSeq`, the session registers with the Registry
 //! first and holds the live events that arrive; once [`Registered`] comes
@@ -37,14 +47,14 @@ use crate::auth::{Grant, Verifier};
 use crate::catch_up::{CatchUp, Floor, Live, Ticket};
 use crate::filter::Filter;
 use crate::history::{History, ReplayGap};
-use crate::limits::{Bucket, ConnectionPermit};
+use crate::limits::Bucket;
 use crate::metrics::Metrics;
 use crate::protocol::{
     authenticated_frame, connected_frame, error_frame, pong_frame, resync_frame, subscribed_frame,
     unsubscribed_frame, ClientMessage, ErrorCode, PublishedEvent, Target,
 };
 use crate::registry::{self, Registry, SessionId};
-use crate::send_queue::{Chunk, SendQueue, SendQueueBody};
+use crate::send_queue::{Chunk, Connection, SendQueue, SendQueueBody};
 use crate::ws_frame;
 use actix::prelude::*;
 use actix_web::body::{BodyStream, BoxBody, MessageBody};
@@ -252,13 +262,14 @@ pub struct Resync {
 pub const SUBPROTOCOL: &str = "agent-events";
 
 /// Upgrades an HTTP request to a WebSocket and starts its Session, with the
-/// grant of the token the upgrade carried, if any.
+/// grant of the token the upgrade carried, if any. The response body holds
+/// `connection` (its slot, its socket) until the server lets go of it.
 pub fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
     deps: SessionDeps,
     grant: Option<Grant>,
-    permit: Option<ConnectionPermit>,
+    connection: Connection,
 ) -> actix_web::Result<HttpResponse> {
     // actix-ws's writing half goes unused; its body is kept only because
     // dropping it is how its message stream learns that the connection is gone.
@@ -268,7 +279,9 @@ pub fn upgrade(
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
-    let (queue, frames) = SendQueue::new(deps.metrics.clone());
+    let close_timeout = deps.config.close_timeout;
+    let (queue, frames) =
+        SendQueue::for_connection(deps.metrics.clone(), connection, close_timeout);
     let response = response.map_body(|_, close_signal| {
         BodyStream::new(WsBody {
             frames,
@@ -276,7 +289,7 @@ pub fn upgrade(
         })
         .boxed()
     });
-    Session::start(queue, stream, deps, grant, permit);
+    Session::start(queue, stream, deps, grant);
     Ok(response)
 }
 
@@ -380,8 +393,6 @@ pub struct Session {
     /// Messages the client may still send now.
     messages: Bucket,
     last_rate_error: Option<Instant>,
-    /// Held for the connection's life: dropping it frees the slot.
-    _permit: Option<ConnectionPermit>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -397,7 +408,6 @@ impl Session {
         stream: AggregatedMessageStream,
         deps: SessionDeps,
         grant: Option<Grant>,
-        permit: Option<ConnectionPermit>,
     ) -> Addr<Session> {
         let id = next_session_id();
         let rate = deps.config.max_messages_per_sec;
@@ -415,7 +425,6 @@ impl Session {
                 expiry: None,
                 messages: Bucket::new(rate, 2.0 * rate),
                 last_rate_error: None,
-                _permit: permit,
                 deps,
             }
         })
@@ -504,17 +513,20 @@ impl Session {
             code: CloseCode::Other(code.close_code()),
             description: Some(code.as_str().into()),
         };
-        self.close(Some(reason), ctx);
+        self.close(Some(reason), code.as_str(), ctx);
     }
 
-    fn close(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+    /// Sends a close frame and ends the body; `why` (one of
+    /// [`crate::metrics::FORCED_CLOSE_REASONS`]) is counted if the socket
+    /// must be reset because the client does not read it.
+    fn close(&mut self, reason: Option<CloseReason>, why: &'static str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         self.closing = true;
         self.queue
             .push(ws_frame::close(reason.as_ref()), Chunk::Essential);
-        self.queue.end();
+        self.queue.end(why);
         ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
     }
 
@@ -848,7 +860,7 @@ impl Session {
             }
             AggregatedMessage::Binary(_) | AggregatedMessage::Ping(_) => {}
             AggregatedMessage::Pong(_) => {}
-            AggregatedMessage::Close(reason) => self.close(reason, ctx),
+            AggregatedMessage::Close(reason) => self.close(reason, "client-close", ctx),
         }
         // Within the rate, answers still pile up for a client that never
         // reads; past the queue's bound it is a slow consumer like any other.
@@ -886,6 +898,7 @@ impl Session {
                 code,
                 description: Some(message),
             }),
+            "protocol-error",
             ctx,
         );
     }
@@ -923,7 +936,8 @@ impl Actor for Session {
         // When the body is gone (close sent, or the connection lost), so is the session.
         let departed = self.queue.departed();
         ctx.spawn(departed.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        self.deps.metrics.connections.inc();
+        // `connections` counts the response body, which outlives the actor
+        // as long as the server holds the socket (send_queue.rs).
         self.deps.registry.do_send(registry::Connect {
             session: self.id,
             subscriber: registry::Subscriber::of(&ctx.address()),
@@ -936,7 +950,6 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.deps.metrics.connections.dec();
         self.deps
             .metrics
             .subscriptions
@@ -1008,6 +1021,7 @@ impl Handler<Shutdown> for Session {
                 code: CloseCode::Away,
                 description: Some(ErrorCode::ShuttingDown.as_str().into()),
             }),
+            ErrorCode::ShuttingDown.as_str(),
             ctx,
         );
     }

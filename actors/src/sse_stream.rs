@@ -41,6 +41,10 @@
 //! write (a keep-alive at the latest), the queue reports its departure, and
 //! the actor stops and disconnects from the Registry. [`Shutdown`] ends the stream
 //! after everything delivered before it, which is already queued ahead.
+//! A stream that ends (slow consumer, shutdown) while its client does not
+//! read is reset `close_timeout` later, and counts against the connection
+//! limits until then: the body holds the slot, not the actor, as on the
+//! WebSocket ([`SendQueue`]).
 
 use crate::ag_ui;
 use crate::catch_up::{CatchUp, Floor, Live, Ticket};
@@ -49,7 +53,7 @@ use crate::filter::Filter;
 use crate::history::ReplayGap;
 use crate::protocol::{error_frame, resync_frame, ErrorCode, PublishedEvent, Target};
 use crate::registry::{self, SessionId};
-use crate::send_queue::{Chunk, SendQueue, SendQueueBody};
+use crate::send_queue::{Chunk, Connection, SendQueue, SendQueueBody};
 use crate::session::{next_session_id, Deliver, Registered, Resync, SessionDeps, Shutdown};
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -104,8 +108,9 @@ pub struct SseRequest {
     pub resume: Option<Resume>,
     /// How events are written.
     pub format: SseFormat,
-    /// This stream's connection slot, freed when the stream ends.
-    pub permit: Option<crate::limits::ConnectionPermit>,
+    /// This stream's connection slot and socket, held by the response body
+    /// until the server lets go of the connection.
+    pub connection: Connection,
 }
 
 /// The `id:` of an event on an [`SseFormat::Events`] stream: its `seq` on an
@@ -183,8 +188,11 @@ impl SseStream {
     /// Starts a stream for `request`. Resolves with the response body once
     /// the subscription is in force and any replay is queued, or with the gap
     /// that makes the replay impossible (nothing is then streamed).
-    pub async fn open(deps: SessionDeps, request: SseRequest) -> Result<SseBody, ReplayGap> {
-        let (queue, body) = SendQueue::new(deps.metrics.clone());
+    pub async fn open(deps: SessionDeps, mut request: SseRequest) -> Result<SseBody, ReplayGap> {
+        let connection = std::mem::take(&mut request.connection);
+        let close_timeout = deps.config.close_timeout;
+        let (queue, body) =
+            SendQueue::for_connection(deps.metrics.clone(), connection, close_timeout);
         let (ready_tx, ready_rx) = oneshot::channel();
         SseStream::new(deps, request, queue, ready_tx).start();
         match ready_rx.await {
@@ -380,7 +388,7 @@ impl SseStream {
         let error = error_frame(code, message, Some(&self.request.target));
         let error = sse_message(None, Some("error"), &error);
         self.queue.push(error, Chunk::Essential);
-        self.queue.end();
+        self.queue.end(code.as_str());
         ctx.run_later(self.deps.config.close_timeout, |_, ctx| ctx.stop());
     }
 }
@@ -412,7 +420,8 @@ impl Actor for SseStream {
         // The client went away when its body was dropped: stop with it.
         let departed = self.queue.departed();
         ctx.spawn(departed.into_actor(self).map(|_, _, ctx| ctx.stop()));
-        self.deps.metrics.connections.inc();
+        // `connections` counts the response body, which outlives the actor
+        // as long as the server holds the socket (send_queue.rs).
         self.deps.metrics.subscriptions.inc();
         let retry = format!("retry: {}\n\n", RETRY_HINT.as_millis());
         self.queue.push(Bytes::from(retry), Chunk::Uncounted);
@@ -438,7 +447,6 @@ impl Actor for SseStream {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.deps.metrics.connections.dec();
         self.deps.metrics.subscriptions.dec();
         self.deps
             .registry

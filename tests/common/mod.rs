@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
@@ -203,6 +204,19 @@ impl Broker {
     }
 
     async fn connect_with(&self, path: &str, recv_buffer: Option<u32>) -> Client {
+        match self.try_connect_with(path, recv_buffer).await {
+            Ok(client) => client,
+            Err(status) => panic!("upgrade at {path}: HTTP {status}"),
+        }
+    }
+
+    /// A client at `/` whose socket receive buffer is `bytes` (when given),
+    /// or the HTTP status that refused the upgrade (503 past a connection limit).
+    pub async fn try_connect(&self, recv_buffer: Option<u32>) -> Result<Client, u16> {
+        self.try_connect_with("/", recv_buffer).await
+    }
+
+    async fn try_connect_with(&self, path: &str, recv_buffer: Option<u32>) -> Result<Client, u16> {
         let socket = TcpSocket::new_v4().expect("a TCP socket");
         if let Some(bytes) = recv_buffer {
             socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
@@ -222,6 +236,9 @@ impl Broker {
             tokio::time::timeout(STEP, tokio_tungstenite::client_async(&url, stream)).await;
         let (ws, response) = match handshake {
             Ok(Ok(connected)) => connected,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(refused))) => {
+                return Err(refused.status().as_u16())
+            }
             Ok(Err(e)) => panic!("WebSocket handshake at {url}: {e}"),
             Err(_) => panic!("WebSocket handshake at {url} timed out"),
         };
@@ -243,7 +260,7 @@ impl Broker {
             .unwrap_or_else(|| panic!("connected without a clientId: {hello}"))
             .to_owned();
         client.hello = hello;
-        client
+        Ok(client)
     }
 
     // --- HTTP
@@ -600,6 +617,13 @@ impl Client {
             .expect("WebSocket send");
     }
 
+    /// The kernel's TCP state of this client's socket ([`TCP_ESTABLISHED`]
+    /// …), read without reading the socket: how a client that never reads
+    /// sees whether the broker has closed its end.
+    pub fn tcp_state(&self) -> u8 {
+        tcp_state(self.ws.get_ref().tcp.as_raw_fd())
+    }
+
     /// From now on, write nothing: no pong, no close reply, no message.
     pub fn mute(&self) {
         self.muted.store(true, Ordering::Relaxed);
@@ -769,6 +793,27 @@ impl Client {
                 return;
             }
         }
+    }
+}
+
+/// Linux's `TCP_ESTABLISHED` (`include/net/tcp_states.h`; libc does not export it).
+pub const TCP_ESTABLISHED: u8 = 1;
+
+/// The kernel's TCP state of socket `fd` ([`TCP_ESTABLISHED`] while open both ways).
+pub fn tcp_state(fd: std::os::fd::RawFd) -> u8 {
+    // SAFETY: `info` is a plain C struct the kernel fills, `len` its size.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(got, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        info.tcpi_state
     }
 }
 
