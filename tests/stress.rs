@@ -15,6 +15,7 @@ mod stress {
     pub mod kill;
     pub mod load;
     pub mod seam;
+    pub mod stalled;
 }
 
 use common::Broker;
@@ -46,4 +47,14 @@ async fn kill_9_under_load_with_resuming_subscribers() {
 async fn coalescing_under_concurrent_producers() {
     let _stressed = Stressed::begin();
     stress::coalescing::coalescing_under_concurrent_producers(8, 12 * scale() as u64, 50).await;
+}
+
+/// Stalled readers (WebSocket and SSE) beside good subscribers, against a
+/// per-address limit of five: every cut socket is closed within the close
+/// timeout and counts against the limit until then, and the good ones get
+/// every seq in order. Ten rounds (a hundred at scale 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_readers_against_the_per_ip_limit() {
+    let _stressed = Stressed::begin();
+    stress::stalled::stalled_readers_against_the_per_ip_limit(10 * scale()).await;
 }
