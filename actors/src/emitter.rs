@@ -630,12 +630,12 @@ impl Emitter {
                     };
                     let generation = emitter.keys.remember(key.clone(), fingerprint, answer);
                     if let Some(durable) = durable {
-                        ctx.spawn(durable.into_actor(emitter).map(
-                            move |outcome, emitter, _| match outcome {
+                        ctx.spawn(durable.into_actor(emitter).map(move |outcome, emitter, _| {
+                            match outcome {
                                 Ok(()) => emitter.keys.settled(&key, generation),
                                 Err(_) => emitter.keys.forget(&key, generation),
-                            },
-                        ));
+                            }
+                        }));
                     }
                     Ok(receipt)
                 }),

@@ -120,8 +120,9 @@ impl KeyRecord {
 
     /// The seqs from their stored JSON.
     pub fn parse_seqs(json: &str) -> Result<Vec<Option<u64>>, StoreError> {
-        serde_json::from_str(json)
-            .map_err(|e| StoreError::new(format!("an idempotency key's receipt is unreadable: {e}")))
+        serde_json::from_str(json).map_err(|e| {
+            StoreError::new(format!("an idempotency key's receipt is unreadable: {e}"))
+        })
     }
 }
 
@@ -221,7 +222,9 @@ impl Keys {
     /// What a stored record says of a batch with `fingerprint`, remembering
     /// it here; `Miss` when it is older than the window.
     pub fn restore(&mut self, record: KeyRecord, fingerprint: &str) -> Lookup {
-        let age = (Utc::now() - record.created_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - record.created_at)
+            .to_std()
+            .unwrap_or_default();
         let Some(left) = self.window.checked_sub(age).filter(|d| !d.is_zero()) else {
             return Lookup::Miss;
         };
@@ -255,7 +258,13 @@ impl Keys {
         self.insert(key, fingerprint, answer, Instant::now())
     }
 
-    fn insert(&mut self, key: IdempotencyKey, fingerprint: String, answer: Answer, at: Instant) -> u64 {
+    fn insert(
+        &mut self,
+        key: IdempotencyKey,
+        fingerprint: String,
+        answer: Answer,
+        at: Instant,
+    ) -> u64 {
         self.generations += 1;
         let generation = self.generations;
         self.order.push_back((key.clone(), generation));
@@ -275,7 +284,11 @@ impl Keys {
     /// The first attempt failed after all (its events never became
     /// durable): its key is free again, unless it was remembered anew since.
     pub fn forget(&mut self, key: &IdempotencyKey, generation: u64) {
-        if self.entries.get(key).is_some_and(|e| e.generation == generation) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.generation == generation)
+        {
             self.entries.remove(key);
         }
     }
@@ -292,7 +305,11 @@ impl Keys {
     /// Drops keys past the window, and the oldest settled ones beyond `max`.
     pub fn trim(&mut self) {
         while let Some((key, generation)) = self.order.front() {
-            let Some(entry) = self.entries.get(key).filter(|e| e.generation == *generation) else {
+            let Some(entry) = self
+                .entries
+                .get(key)
+                .filter(|e| e.generation == *generation)
+            else {
                 // Forgotten or remembered anew: only the newest position counts.
                 self.order.pop_front();
                 continue;

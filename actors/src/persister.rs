@@ -321,7 +321,9 @@ impl Persister {
     }
 
     fn is_idle(&self) -> bool {
-        !self.writing && self.retrying.is_none() && self.pending.events.is_empty()
+        !self.writing
+            && self.retrying.is_none()
+            && self.pending.events.is_empty()
             && self.pending.keys.is_empty()
     }
 }

@@ -304,7 +304,10 @@ impl Inner {
         };
         let unreadable = || StoreError::new("mongodb: an idempotency key record is unreadable");
         Ok(Some(KeyRecord {
-            fingerprint: row.get_str("fingerprint").map_err(|_| unreadable())?.to_owned(),
+            fingerprint: row
+                .get_str("fingerprint")
+                .map_err(|_| unreadable())?
+                .to_owned(),
             seqs: KeyRecord::parse_seqs(row.get_str("seqs").map_err(|_| unreadable())?)?,
             created_at: chrono_time(*row.get_datetime("createdAt").map_err(|_| unreadable())?),
             key,
