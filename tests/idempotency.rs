@@ -129,14 +129,14 @@ async fn a_different_batch_under_a_used_key_is_refused_and_stores_nothing() {
 #[tokio::test]
 async fn a_batch_rewritten_with_other_whitespace_and_field_order_is_the_same_batch() {
     let broker = Broker::start().await;
-    let (status, first, _) = broker
-        .post_keyed("spaced", &batch("exec-spaced", 1, 2))
-        .await;
+    let mut body = batch("exec-spaced", 1, 2);
+    body[0]["metadata"] = json!({"n": 1, "tags": {"a": 1, "b": 2}});
+    let (status, first, _) = broker.post_keyed("spaced", &body).await;
     assert_eq!(status, 202, "{first}");
-    // The same events, keys in another order.
+    // The same events, keys (metadata's too) in another order.
     let reordered = json!([
-        {"metadata": {"n": 1}, "step": 1, "thought": "step 1", "agentId": "agent-1",
-         "executionId": "exec-spaced", "type": "agent-thinking"},
+        {"metadata": {"tags": {"b": 2, "a": 1}, "n": 1}, "step": 1, "thought": "step 1",
+         "agentId": "agent-1", "executionId": "exec-spaced", "type": "agent-thinking"},
         {"metadata": {"n": 2}, "step": 2, "thought": "step 2", "agentId": "agent-1",
          "executionId": "exec-spaced", "type": "agent-thinking"},
     ]);

@@ -567,9 +567,10 @@ impl Emitter {
         events: Vec<AgentEvent>,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let fingerprint = idempotency::fingerprint(&events);
+        let count = events.len() as u64;
         match self.keys.lookup(&key, &fingerprint) {
             Lookup::Same(answer) => return Box::pin(fut::ready(Ok(Receipt::replay(answer)))),
-            Lookup::Different => return Box::pin(fut::ready(Err(key_reused(&key)))),
+            Lookup::Different => return self.refuse(key_reused(&key), count),
             Lookup::Miss => {}
         }
         let store = match (&self.storage, &self.sequencer) {
@@ -586,23 +587,39 @@ impl Emitter {
         let keyed = Keyed { key, fingerprint };
         Box::pin(read.into_actor(self).then(move |stored, emitter, _| {
             let next: ResponseActFuture<Self, Result<Receipt, IngestError>> = match stored {
-                Err(err) => Box::pin(fut::ready(Err(IngestError::whole(
-                    ErrorCode::StoreUnavailable,
-                    format!("cannot read the idempotency key from the store: {err}"),
-                )))),
+                Err(err) => emitter.refuse(
+                    IngestError::whole(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot read the idempotency key from the store: {err}"),
+                    ),
+                    count,
+                ),
                 Ok(stored) => {
                     let known = stored.map_or(Lookup::Miss, |record| {
                         emitter.keys.restore(record, &keyed.fingerprint)
                     });
                     match known {
                         Lookup::Same(answer) => Box::pin(fut::ready(Ok(Receipt::replay(answer)))),
-                        Lookup::Different => Box::pin(fut::ready(Err(key_reused(&keyed.key)))),
+                        Lookup::Different => emitter.refuse(key_reused(&keyed.key), count),
                         Lookup::Miss => emitter.accept_first(keyed, events),
                     }
                 }
             };
             next
         }))
+    }
+
+    /// Refuses a keyed batch before `accept` (which counts its own refusals).
+    fn refuse(
+        &self,
+        err: IngestError,
+        count: u64,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        self.metrics
+            .events_rejected
+            .with_label_values(&[err.code.as_str()])
+            .inc_by(count);
+        Box::pin(fut::ready(Err(err)))
     }
 
     /// The first attempt under a key: accepted as any batch, then its answer
@@ -1356,6 +1373,8 @@ impl Emitter {
             return None;
         };
         let release_to = match (&self.myself, live_after_commit) {
+            // A keyed batch coalesced whole stores only its key: nothing to release.
+            _ if published.is_empty() => None,
             (Some(myself), true) => Some(myself.clone().recipient()),
             _ => {
                 self.release(published.clone());

@@ -93,9 +93,45 @@ impl fmt::Display for IdempotencyKey {
 /// bytes lets a client re-serialize its retry (other whitespace or field
 /// order) without being refused.
 pub fn fingerprint(events: &[AgentEvent]) -> String {
-    let json = serde_json::to_vec(events).expect("an event always serializes");
-    let digest = Sha256::digest(json);
+    let value = serde_json::to_value(events).expect("an event always serializes");
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    let digest = Sha256::digest(canonical.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON with every object's keys sorted: `metadata` keeps the producer's
+/// key order (serde_json's `preserve_order` is on in this build), and a
+/// retry that orders them otherwise is still the same batch.
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// A key as the store keeps it, written in the same `append` as the
@@ -338,6 +374,25 @@ mod tests {
         for bad in ["", " a", "a b", "é", "tab\t", &"x".repeat(129)] {
             assert!(IdempotencyKey::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_fingerprint_ignores_key_order_but_not_values() {
+        let event = |json: &str| {
+            AgentEvent::from_producer_json(serde_json::from_str(json).unwrap()).expect("valid")
+        };
+        let a = event(
+            r#"{"type":"agent-start","executionId":"e","agentId":"a","metadata":{"x":1,"y":{"p":1,"q":2}}}"#,
+        );
+        let b = event(
+            r#"{"metadata":{"y":{"q":2,"p":1},"x":1},"agentId":"a","executionId":"e","type":"agent-start"}"#,
+        );
+        let c = event(
+            r#"{"type":"agent-start","executionId":"e","agentId":"a","metadata":{"x":2,"y":{"p":1,"q":2}}}"#,
+        );
+        assert_eq!(fingerprint(&[a.clone()]), fingerprint(&[b]));
+        assert_ne!(fingerprint(&[a.clone()]), fingerprint(&[c]));
+        assert_ne!(fingerprint(&[a.clone()]), fingerprint(&[a.clone(), a]));
     }
 
     fn answer(seq: u64) -> Answer {
