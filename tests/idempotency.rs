@@ -227,7 +227,11 @@ async fn a_key_is_forgotten_after_its_window() {
     let (status, first, _) = broker.post_keyed("short-lived", &body).await;
     assert_eq!(status, 202, "{first}");
     let (status, within, replayed) = broker.post_keyed("short-lived", &body).await;
-    assert_eq!((status, replayed), (202, true), "within the window: {within}");
+    assert_eq!(
+        (status, replayed),
+        (202, true),
+        "within the window: {within}"
+    );
     assert_eq!(within, first);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, later, replayed) = broker.post_keyed("short-lived", &body).await;

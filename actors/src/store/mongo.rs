@@ -121,9 +121,6 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
     let executions = db.collection_with_options::<Document>(EXECUTIONS, durable.clone());
     let journal = db.collection_with_options::<Document>(JOURNAL, durable.clone());
     let keys = db.collection_with_options::<Document>(KEYS, durable);
-    keys.create_index(plain_index(doc! { "createdAt": 1 }))
-        .await
-        .map_err(|err| fail("creating the agentIdempotencyKeys index", err))?;
     events
         .create_indexes(event_indexes())
         .await
@@ -143,6 +140,10 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
     outbox::create_indexes(&db)
         .await
         .map_err(|err| fail("creating the notifyOutbox indexes", err))?;
+    // `_id` is the key, unique by itself; this serves the expiry.
+    keys.create_index(plain_index(doc! { "createdAt": 1 }))
+        .await
+        .map_err(|err| fail("creating the agentIdempotencyKeys index", err))?;
     info!("store: MongoDB database `{database}` ready");
     Ok(MongoStore {
         inner: Arc::new(Inner {
