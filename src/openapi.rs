@@ -312,13 +312,30 @@ fn details(spec: &RouteSpec) -> Details {
                 json!({"description": "stored (durable) and published",
                        "content": {"application/json": {"schema": schema_ref("Accepted")}}}),
             );
-            for status in ["413", "429"] {
+            responses["202"]["headers"] = json!({"Idempotent-Replayed": {
+                "description": "`true` on the answer to a retry: the first attempt's receipt; \
+                                nothing was stored or delivered again",
+                "schema": {"type": "string", "enum": ["true"]},
+            }});
+            for status in ["413", "422", "429"] {
                 responses.insert(
                     status.into(),
                     json!({"$ref": format!("#/components/responses/{status}")}),
                 );
             }
+            let idempotency_key = json!({
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "schema": {"type": "string", "minLength": 1,
+                           "maxLength": agent_events_actors::idempotency::MAX_KEY_LEN,
+                           "pattern": "^[!-~]+$"},
+                "description": "names the batch: a retry with the same key and the same events \
+                                within idempotency_window_secs gets the first 202 again, and \
+                                nothing is stored or delivered twice; the same key with other \
+                                events is 422 idempotency-key-reused; a malformed key is 400 \
+                                bad-request (docs/reference.md, Idempotent publish)",
+            });
             Details {
+                headers: vec![idempotency_key],
                 body: Some(json!({
                     "required": true,
                     "content": {"application/json": {"schema": {"oneOf": [
@@ -432,6 +449,10 @@ fn error_responses() -> Value {
         ("404", "no such execution (not-found)"),
         ("413", "body or batch too large (payload-too-large)"),
         ("429", "too many events from this producer (rate-limited)"),
+        (
+            "422",
+            "the Idempotency-Key already names a different batch (idempotency-key-reused)",
+        ),
         ("500", "a failure inside the broker (internal)"),
         ("503", "retry later (store-unavailable, redis-unavailable, shutting-down, too-many-connections)"),
     ] {

@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
 use agent_events_actors::auth::{AuthError, Grant, Role};
 use agent_events_actors::emitter::{Ingest, IngestError};
 use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
+use agent_events_actors::idempotency::IdempotencyKey;
 use agent_events_actors::limits::{ConnectionPermit, Refusal};
 use agent_events_actors::protocol::ErrorCode;
 use agent_events_actors::redis_subscriber::ClusterView;
@@ -139,6 +140,7 @@ impl ApiError {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError {
@@ -309,9 +311,47 @@ fn is_websocket_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// The request header naming a batch for idempotent retries.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The response header set (to `true`) on the answer to a retry: the
+/// receipt is the first attempt's, nothing was sequenced again.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
+/// The batch's `Idempotency-Key`, if the request has one; 400 `bad-request`
+/// for one that breaks the syntax (`IdempotencyKey::new`) or is given twice.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "more than one Idempotency-Key header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "an Idempotency-Key is visible ASCII (`!` to `~`, no space)",
+        )
+    })?;
+    IdempotencyKey::new(text)
+        .map(Some)
+        .map_err(|err| ApiError::new(ErrorCode::BadRequest, err.to_string()))
+}
+
 /// `POST /api/events`: one event or an array; 202 once stored.
 async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
     let grant = broker.guard.require(&req, Role::Producer)?;
+    let key = idempotency_key(&req).inspect_err(|err| {
+        broker
+            .metrics
+            .events_rejected
+            .with_label_values(&[err.code.as_str()])
+            .inc();
+    })?;
     let bytes = read_body(
         body,
         broker.config.max_body_bytes,
@@ -346,12 +386,17 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
                 .with_label_values(&[err.code.as_str()])
                 .inc();
         })?;
+    let batch = match key {
+        Some(key) => Ingest::keyed(key, events.clone()),
+        None => Ingest::new(events.clone()),
+    };
     let receipt = broker
         .emitter
-        .send(Ingest(events.clone()))
+        .send(batch)
         .await
         .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the broker is stopping"))??;
     let provisional = receipt.provisional;
+    let replayed = receipt.replayed;
     let accepted = receipt.durable().await?;
     let listed: Vec<Value> = events
         .iter()
@@ -366,7 +411,11 @@ async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
         // Cluster fallback: journaled here, seqs provisional until Redis answers.
         answer["provisional"] = json!(true);
     }
-    Ok(HttpResponse::Accepted().json(answer))
+    let mut response = HttpResponse::Accepted();
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(answer))
 }
 
 /// Reads the body up to `limit` bytes, answering 413 past it without reading on.

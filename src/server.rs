@@ -270,6 +270,7 @@ fn emitter_config(config: &Config) -> EmitterConfig {
         execution_idle: Duration::from_secs(config.execution_idle_secs),
         max_event_bytes: config.max_event_bytes,
         max_events_per_sec_per_execution: config.max_events_per_sec_per_execution,
+        idempotency_window: Duration::from_secs(config.idempotency_window_secs),
     }
 }
 

@@ -195,6 +195,58 @@ async fn a_client_resumes_on_another_node_with_from_seq() {
     assert_sequence("node-b resuming mid-stream", &rest, &expected[8..]);
 }
 
+/// POSTs `body` to `node` under `key`: (status, answer).
+async fn post_keyed(node: &Node, key: &str, body: &Value) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let (status, answer, _) =
+        common::post_keyed_url(&http, &node.url("/api/events"), key, body).await;
+    (status, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_batch_retried_on_two_nodes_is_sequenced_stored_and_delivered_once() {
+    const EXECUTION: &str = "exec-keyed";
+    let redis = Redis::start().await;
+    let nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut subs = subscribe_everywhere(&nodes, EXECUTION).await;
+    let batch = |first: u64| -> Value {
+        Value::Array((first..first + 5).map(|n| thinking(EXECUTION, n)).collect())
+    };
+
+    // A producer's retry lands on the other node.
+    let (status, first) = post_keyed(a, "batch-1", &batch(1)).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, retry) = post_keyed(b, "batch-1", &batch(1)).await;
+    assert_eq!(status, 202, "{retry}");
+    assert_eq!(retry, first, "node-b answers with node-a's seqs");
+
+    // Both nodes at once, under a new key.
+    let body = batch(6);
+    let (on_a, on_b) = tokio::join!(
+        post_keyed(a, "batch-2", &body),
+        post_keyed(b, "batch-2", &body)
+    );
+    assert_eq!((on_a.0, on_b.0), (202, 202), "{} / {}", on_a.1, on_b.1);
+    assert_eq!(on_a.1, on_b.1, "the same seqs from both nodes");
+
+    // Another batch under a used key is refused on either node.
+    let (status, answer) = post_keyed(b, "batch-1", &batch(50)).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "idempotency-key-reused",
+        "{answer}"
+    );
+
+    // Ten events went in once each: 1..=10, then the unkeyed marker is 11.
+    let marker = thinking(EXECUTION, 99);
+    assert_eq!(a.post_event(&marker).await, 11, "the retries took no seq");
+    let mut expected: Vec<(u64, Value)> = (1..=10).map(|n| (n, thinking(EXECUTION, n))).collect();
+    expected.push((11, marker));
+    assert_everywhere(&nodes, &mut subs, EXECUTION, &expected).await;
+    assert_no_repairs(&nodes).await;
+}
+
 // ---------------------------------------------------------------- Redis Cluster
 
 /// Which master of a Redis Cluster serves `slot`, from each master's `CLUSTER NODES`.

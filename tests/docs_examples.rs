@@ -45,9 +45,45 @@ fn start_emitter() -> EmitterHandle {
     EmitterHandle::new(emitter)
 }
 
+use agent_events_actors::emitter::IngestError;
+use agent_events_actors::event::{AgentEvent, ToolResult};
+use agent_events_actors::idempotency::IdempotencyKey;
+
+async fn report(events: &EmitterHandle, step: u32) -> Result<u64, IngestError> {
+    let key = IdempotencyKey::new(format!("exec-123:step-{step}:result")).expect("visible ASCII");
+    let result = ToolResult {
+        agent_id: "story-head-001".into(),
+        tool_name: "search".into(),
+        success: Some(true),
+        ..Default::default()
+    };
+    let mut attempt = 0;
+    loop {
+        let event = AgentEvent::new("exec-123", result.clone());
+        match events.emit_idempotent(key.clone(), event).await {
+            Ok(accepted) => return Ok(accepted.seq.expect("only thoughts coalesce")),
+            Err(err) if err.code.advice().starts_with("retry") && attempt < 3 => attempt += 1,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 // ---- end of the page's blocks
 
-use agent_events_actors::event::{AgentEvent, AgentStart};
+/// `report` under the same step twice (a caller that lost the first answer)
+/// gets one seq and stores one event; the next step gets the next seq.
+#[test]
+fn an_idempotent_report_is_sequenced_once() {
+    actix::System::new().block_on(async {
+        let events = start_emitter();
+        let first = report(&events, 1).await.expect("accepted");
+        let again = report(&events, 1).await.expect("the first answer");
+        assert_eq!((first, again), (1, 1));
+        assert_eq!(report(&events, 2).await.expect("accepted"), 2);
+    });
+}
+
+use agent_events_actors::event::AgentStart;
 
 /// `run` sends four events without waiting; an `emit` after them on the same
 /// handle (the same Emitter mailbox, in order) must get seq 5.

@@ -14,6 +14,7 @@ mod stress {
     pub mod coalescing;
     pub mod kill;
     pub mod load;
+    pub mod retries;
     pub mod seam;
     pub mod stalled;
 }
@@ -33,7 +34,8 @@ async fn resubscribe_bursts_while_producers_post_flat_out() {
 }
 
 /// `kill -9` while producers post and subscribers read, then a restart on
-/// the same data, three times (thirty at scale 10).
+/// the same data, three times (thirty at scale 10); a batch the kill cut
+/// off is posted again under its `Idempotency-Key`, and is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_with_resuming_subscribers() {
     let _stressed = Stressed::begin();
@@ -57,4 +59,13 @@ async fn coalescing_under_concurrent_producers() {
 async fn stalled_readers_against_the_per_ip_limit() {
     let _stressed = Stressed::begin();
     stress::stalled::stalled_readers_against_the_per_ip_limit(10 * scale()).await;
+}
+
+/// Eight producers post keyed batches and retry each one to three times,
+/// some retries at once: every event is stored and delivered once, and
+/// every retry gets the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_batches_are_stored_once() {
+    let _stressed = Stressed::begin();
+    stress::retries::retried_batches_are_stored_once(8, 40 * scale()).await;
 }

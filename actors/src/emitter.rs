@@ -27,18 +27,21 @@
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::fallback::{Fallback, Settled};
+use crate::idempotency::{self, Answer, Durability, IdempotencyKey, KeyRecord, Keys, Lookup};
 use crate::metrics::Metrics;
 use crate::notifier::{Notifier, Notify, NotifyDrafts};
 use crate::persister::{Backlog, Persist, Persister};
 use crate::protocol::{ErrorCode, PublishedEvent};
-use crate::redis_sequencer::{Draft, RedisSequencer};
+use crate::redis_sequencer::{Draft, RedisSequencer, DRAFT_MEMORY_SECS};
 use crate::registry::{Publish, Registry, Resync, Watched};
 use crate::replay_buffer::ReplayBuffer;
 use crate::store::{JournalEntry, Store, StoreError};
 use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
 use chrono::Utc;
+use futures_util::future::{BoxFuture, FutureExt};
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -60,6 +63,8 @@ pub struct EmitterConfig {
     /// Events a second per execution from this node's producers (bursts of
     /// twice that); 0: no limit. See `throttle.rs` for the policy.
     pub max_events_per_sec_per_execution: u64,
+    /// How long an idempotency key is remembered (`idempotency.rs`).
+    pub idempotency_window: Duration,
 }
 
 impl Default for EmitterConfig {
@@ -71,6 +76,7 @@ impl Default for EmitterConfig {
             max_buffered_bytes: 64 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
             max_events_per_sec_per_execution: 100,
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -152,14 +158,50 @@ impl Accepted {
 }
 
 /// What the Emitter accepted, and how to wait until it is stored.
-#[derive(Debug)]
 pub struct Receipt {
     /// The seqs given, in the order of the batch.
     pub accepted: Vec<Accepted>,
     /// Cluster fallback: Redis was unreachable, the seqs are this node's
     /// provisional ones and the events are journaled here (`fallback.rs`).
     pub provisional: bool,
-    durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    /// The answer of an earlier attempt under the same idempotency key:
+    /// nothing was sequenced for this one.
+    pub replayed: bool,
+    durable: Option<Durable>,
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receipt")
+            .field("accepted", &self.accepted)
+            .field("provisional", &self.provisional)
+            .field("replayed", &self.replayed)
+            .field("pending", &self.durable.is_some())
+            .finish()
+    }
+}
+
+/// What resolves once a receipt's events are durable: the Persister's ack,
+/// or, for a keyed batch, that ack shared with the retries that wait for it.
+enum Durable {
+    Own(oneshot::Receiver<Result<(), StoreError>>),
+    Shared(Durability),
+}
+
+impl Durable {
+    fn into_future(self) -> BoxFuture<'static, Result<(), StoreError>> {
+        match self {
+            Durable::Own(ack) => async move {
+                ack.await.unwrap_or_else(|_| {
+                    Err(StoreError::new(
+                        "the broker stopped before the events were stored",
+                    ))
+                })
+            }
+            .boxed(),
+            Durable::Shared(shared) => shared.boxed(),
+        }
+    }
 }
 
 impl Receipt {
@@ -168,21 +210,70 @@ impl Receipt {
         let Some(durable) = self.durable else {
             return Ok(self.accepted);
         };
-        match durable.await {
-            Ok(Ok(())) => Ok(self.accepted),
-            Ok(Err(err)) => Err(IngestError::whole(ErrorCode::StoreUnavailable, err.message)),
-            Err(_) => Err(IngestError::whole(
-                ErrorCode::StoreUnavailable,
-                "the broker stopped before the events were stored",
-            )),
+        match durable.into_future().await {
+            Ok(()) => Ok(self.accepted),
+            Err(err) => Err(IngestError::whole(ErrorCode::StoreUnavailable, err.message)),
+        }
+    }
+
+    /// A retry's receipt: the first attempt's answer.
+    fn replay(answer: Answer) -> Self {
+        Receipt {
+            accepted: answer.accepted,
+            provisional: answer.provisional,
+            replayed: true,
+            durable: answer.durable.map(Durable::Shared),
         }
     }
 }
 
 /// A batch of events to accept together, in order: all or none.
+///
+/// With a `key`, the batch is idempotent (`idempotency.rs`): while the key
+/// is remembered, sending the same batch again answers the first attempt's
+/// receipt (`replayed`) and sequences nothing; a different batch under the
+/// key is refused with `idempotency-key-reused`.
 #[derive(Message)]
 #[rtype(result = "Result<Receipt, IngestError>")]
-pub struct Ingest(pub Vec<AgentEvent>);
+pub struct Ingest {
+    /// The events, in order.
+    pub events: Vec<AgentEvent>,
+    /// The batch's idempotency key, if the producer gave one.
+    pub key: Option<IdempotencyKey>,
+}
+
+impl Ingest {
+    /// A batch without an idempotency key.
+    pub fn new(events: Vec<AgentEvent>) -> Self {
+        Ingest { events, key: None }
+    }
+
+    /// A batch named by `key`: its retries are answered, not sequenced again.
+    pub fn keyed(key: IdempotencyKey, events: Vec<AgentEvent>) -> Self {
+        Ingest {
+            events,
+            key: Some(key),
+        }
+    }
+}
+
+/// A keyed batch on its way through the Emitter: its key and fingerprint.
+#[derive(Clone)]
+struct Keyed {
+    key: IdempotencyKey,
+    fingerprint: String,
+}
+
+impl Keyed {
+    fn record(&self, accepted: &[Accepted]) -> KeyRecord {
+        KeyRecord {
+            key: self.key.as_str().to_owned(),
+            fingerprint: self.fingerprint.clone(),
+            seqs: accepted.iter().map(|a| a.seq).collect(),
+            created_at: Utc::now(),
+        }
+    }
+}
 
 /// One event from Rust code that does not wait for an answer (the seed's
 /// non-blocking emit). A refusal is logged and counted, never returned.
@@ -298,6 +389,8 @@ pub struct Emitter {
     myself: Option<Addr<Emitter>>,
     /// Gets this node's committed events for webhooks; `None`: no notifications.
     notifier: Option<Addr<Notifier>>,
+    /// Recent idempotency keys and the answers they got.
+    keys: Keys,
 }
 
 impl Emitter {
@@ -310,6 +403,7 @@ impl Emitter {
     ) -> Self {
         Emitter {
             throttle: Throttle::new(config.max_events_per_sec_per_execution),
+            keys: Keys::new(config.idempotency_window, idempotency::DEFAULT_CACHE_MAX),
             fallback: Fallback::default(),
             republishing: false,
             watched: None,
@@ -424,6 +518,7 @@ impl Emitter {
         &mut self,
         events: Vec<AgentEvent>,
         throttled: bool,
+        keyed: Option<Keyed>,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let unseeded = self.unseeded(&events);
         let seeds = self.read_seeds(unseeded);
@@ -440,9 +535,11 @@ impl Emitter {
                         ErrorCode::StoreUnavailable,
                         format!("cannot read the last seq from the store: {err}"),
                     )))),
-                    (Ok(()), None) => Box::pin(fut::ready(emitter.ingest(events, throttled))),
+                    (Ok(()), None) => {
+                        Box::pin(fut::ready(emitter.ingest(events, throttled, keyed)))
+                    }
                     (Ok(()), Some(sequencer)) => {
-                        emitter.publish_to_cluster(events, throttled, sequencer)
+                        emitter.publish_to_cluster(events, throttled, sequencer, keyed)
                     }
                 };
             next
@@ -459,18 +556,141 @@ impl Emitter {
         }))
     }
 
+    /// A keyed batch: the first attempt's answer if the key is remembered
+    /// (here, or in the store on a miss, read with the mailbox held as a
+    /// seed is), else accepted as a first attempt whose answer is then
+    /// remembered. In a cluster the store is not read: Redis remembers keys
+    /// for every node (`publish_to_cluster`).
+    fn accept_keyed(
+        &mut self,
+        key: IdempotencyKey,
+        events: Vec<AgentEvent>,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        let fingerprint = idempotency::fingerprint(&events);
+        let count = events.len() as u64;
+        match self.keys.lookup(&key, &fingerprint) {
+            Lookup::Same(answer) => return Box::pin(fut::ready(Ok(Receipt::replay(answer)))),
+            Lookup::Different => return self.refuse(key_reused(&key), count),
+            Lookup::Miss => {}
+        }
+        let store = match (&self.storage, &self.sequencer) {
+            (Some(storage), None) => Some(storage.store.clone()),
+            _ => None,
+        };
+        let lookup_key = key.as_str().to_owned();
+        let read = async move {
+            match store {
+                Some(store) => store.idempotency_key(&lookup_key).await,
+                None => Ok(None),
+            }
+        };
+        let keyed = Keyed { key, fingerprint };
+        Box::pin(read.into_actor(self).then(move |stored, emitter, _| {
+            let next: ResponseActFuture<Self, Result<Receipt, IngestError>> = match stored {
+                Err(err) => emitter.refuse(
+                    IngestError::whole(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot read the idempotency key from the store: {err}"),
+                    ),
+                    count,
+                ),
+                Ok(stored) => {
+                    let known = stored.map_or(Lookup::Miss, |record| {
+                        emitter.keys.restore(record, &keyed.fingerprint)
+                    });
+                    match known {
+                        Lookup::Same(answer) => Box::pin(fut::ready(Ok(Receipt::replay(answer)))),
+                        Lookup::Different => emitter.refuse(key_reused(&keyed.key), count),
+                        Lookup::Miss => emitter.accept_first(keyed, events),
+                    }
+                }
+            };
+            next
+        }))
+    }
+
+    /// Refuses a keyed batch before `accept` (which counts its own refusals).
+    fn refuse(
+        &self,
+        err: IngestError,
+        count: u64,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        self.metrics
+            .events_rejected
+            .with_label_values(&[err.code.as_str()])
+            .inc_by(count);
+        Box::pin(fut::ready(Err(err)))
+    }
+
+    /// The first attempt under a key: accepted as any batch, then its answer
+    /// is remembered. Until its events are durable, retries share the wait;
+    /// if they never become durable, the key is forgotten again.
+    fn accept_first(
+        &mut self,
+        keyed: Keyed,
+        events: Vec<AgentEvent>,
+    ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
+        let Keyed { key, fingerprint } = keyed.clone();
+        Box::pin(
+            self.accept(events, true, Some(keyed))
+                .map(move |result, emitter, ctx| {
+                    let mut receipt = result?;
+                    let durable = receipt
+                        .durable
+                        .take()
+                        .map(|d| idempotency::share(d.into_future()));
+                    receipt.durable = durable.clone().map(Durable::Shared);
+                    let answer = Answer {
+                        accepted: receipt.accepted.clone(),
+                        provisional: receipt.provisional,
+                        durable: durable.clone(),
+                    };
+                    let generation = emitter.keys.remember(key.clone(), fingerprint, answer);
+                    if let Some(durable) = durable {
+                        ctx.spawn(durable.into_actor(emitter).map(move |outcome, emitter, _| {
+                            match outcome {
+                                Ok(()) => emitter.keys.settled(&key, generation),
+                                Err(_) => emitter.keys.forget(&key, generation),
+                            }
+                        }));
+                    }
+                    Ok(receipt)
+                }),
+        )
+    }
+
+    /// Removes the store's idempotency keys past the window, beside the mailbox.
+    fn expire_keys(&mut self, ctx: &mut Context<Self>) {
+        let Some(storage) = self.storage.as_ref() else {
+            return;
+        };
+        let Ok(window) = chrono::TimeDelta::from_std(self.keys.window()) else {
+            return;
+        };
+        let expire = storage.store.expire_idempotency_keys(Utc::now() - window);
+        ctx.spawn(
+            async move {
+                if let Err(err) = expire.await {
+                    log::warn!("cannot remove expired idempotency keys: {err}");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Cluster mode: Redis assigns the seqs; the events come back through the stream.
     fn publish_to_cluster(
         &mut self,
         events: Vec<AgentEvent>,
         throttled: bool,
         sequencer: RedisSequencer,
+        keyed: Option<Keyed>,
     ) -> ResponseActFuture<Self, Result<Receipt, IngestError>> {
         let planned = self
             .check_batch(&events)
             .and_then(|()| self.plan(events, throttled));
         let (drafts, plan) = match planned {
-            Ok(mut plan) => match self.drafts(&mut plan.events, &sequencer) {
+            Ok(mut plan) => match self.drafts(&mut plan, &sequencer, keyed.as_ref()) {
                 Ok(drafts) => (drafts, plan),
                 Err(err) => return Box::pin(fut::ready(Err(err.in_batch(&plan.outcomes)))),
             },
@@ -481,17 +701,40 @@ impl Emitter {
             return self.sequence_provisionally(plan, drafts);
         }
         let bodies = self.notifier_bodies(&drafts);
-        let publish = async move { sequencer.publish(&drafts).await.map_err(|e| (e, drafts)) };
+        let window = self.keys.window().as_secs();
+        let claim = keyed.clone();
+        let publish = async move {
+            if let Some(keyed) = claim {
+                match sequencer
+                    .claim_key(keyed.key.as_str(), &keyed.fingerprint, window)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(None),
+                    Err(e) => return Err((e, drafts)),
+                }
+            }
+            sequencer
+                .publish(&drafts)
+                .await
+                .map(Some)
+                .map_err(|e| (e, drafts))
+        };
         Box::pin(publish.into_actor(self).then(move |result, emitter, _| {
             let mut plan = plan;
             let next: ResponseActFuture<Self, Result<Receipt, IngestError>> = match result {
-                Ok(seqs) => {
+                Ok(None) => {
+                    let key = keyed.map(|k| k.key).expect("only a keyed batch is claimed");
+                    Box::pin(fut::ready(Err(key_reused(&key))))
+                }
+                Ok(Some(seqs)) => {
                     // Only now is the batch certain: tokens and slots change.
                     emitter.commit(&mut plan);
                     emitter.notify_drafts(bodies, &seqs);
                     Box::pin(fut::ready(Ok(Receipt {
                         accepted: Accepted::of_plan(&plan.outcomes, &seqs),
                         provisional: false,
+                        replayed: false,
                         durable: None,
                     })))
                 }
@@ -562,6 +805,7 @@ impl Emitter {
             Ok(Receipt {
                 accepted: Accepted::of_plan(&plan.outcomes, &seqs),
                 provisional: true,
+                replayed: false,
                 durable: None,
             })
         }))
@@ -611,6 +855,7 @@ impl Emitter {
             self.republishing = false;
             return;
         };
+        let window = self.keys.window().as_secs();
         let drafts: Vec<Draft> = self
             .fallback
             .waiting()
@@ -632,6 +877,12 @@ impl Emitter {
                     execution_id: body.execution_id.clone(),
                     floor,
                     body: serde_json::to_string(&body).expect("an event always serializes"),
+                    // A keyed batch's draft keeps its retries answered for the window.
+                    memory_secs: if pending.entry.draft_id.starts_with("idem:") {
+                        window
+                    } else {
+                        DRAFT_MEMORY_SECS
+                    },
                 }
             })
             .collect();
@@ -753,15 +1004,29 @@ impl Emitter {
     /// The batch (checked) as the sequencer's drafts: stamped, with the node's floor.
     /// The events are stamped in place: if Redis cannot be reached they are
     /// sequenced here instead, as they are.
+    /// An event of a keyed batch gets a draft ID derived from the key and its
+    /// index in the batch (`RedisSequencer::keyed_draft_id` says why).
     fn drafts(
         &self,
-        events: &mut [AgentEvent],
+        plan: &mut Plan,
         sequencer: &RedisSequencer,
+        keyed: Option<&Keyed>,
     ) -> Result<Vec<Draft>, IngestError> {
-        events
+        let window = self.keys.window().as_secs();
+        let outcomes = &plan.outcomes;
+        plan.events
             .iter_mut()
             .enumerate()
             .map(|(index, event)| {
+                // A thought that waited for its rate belongs to no batch here.
+                let in_batch = outcomes.iter().position(|o| *o == Outcome::Now(index));
+                let (id, memory_secs) = match (keyed, in_batch) {
+                    (Some(keyed), Some(position)) => (
+                        RedisSequencer::keyed_draft_id(keyed.key.as_str(), position),
+                        window,
+                    ),
+                    _ => (sequencer.next_draft_id(), DRAFT_MEMORY_SECS),
+                };
                 let state = self.executions.get(event.execution_id.as_str());
                 if event.conversation_id.is_none() {
                     event.conversation_id = state.and_then(|s| s.conversation_id.clone());
@@ -772,10 +1037,11 @@ impl Emitter {
                     return Err(self.too_large(index));
                 }
                 Ok(Draft {
-                    id: sequencer.next_draft_id(),
+                    id,
                     floor: state.map_or(0, |s| s.settled_seq),
                     execution_id: event.execution_id.clone(),
                     body,
+                    memory_secs,
                 })
             })
             .collect()
@@ -984,7 +1250,12 @@ impl Emitter {
             .unwrap_or_else(|| execution_id.into())
     }
 
-    fn ingest(&mut self, events: Vec<AgentEvent>, throttled: bool) -> Result<Receipt, IngestError> {
+    fn ingest(
+        &mut self,
+        events: Vec<AgentEvent>,
+        throttled: bool,
+        keyed: Option<Keyed>,
+    ) -> Result<Receipt, IngestError> {
         self.check_batch(&events)?;
         let mut plan = self.plan(events, throttled)?;
         let published = self
@@ -993,18 +1264,21 @@ impl Emitter {
         self.commit(&mut plan);
         let seqs: Vec<u64> = published.iter().map(|p| p.seq).collect();
         let accepted = Accepted::of_plan(&plan.outcomes, &seqs);
-        // A batch coalesced whole stores nothing now: its answer is due at
-        // once, not after a commit that has nothing of it (the waiting
-        // thought is stored when it goes out, or at shutdown).
-        let durable = if published.is_empty() {
+        // The key goes to the store in the events' commit.
+        let keys: Vec<KeyRecord> = keyed.iter().map(|k| k.record(&accepted)).collect();
+        // A batch coalesced whole stores nothing now (but its key): its
+        // answer is due at once, not after a commit that has nothing of it
+        // (the waiting thought is stored when it goes out, or at shutdown).
+        let durable = if published.is_empty() && keys.is_empty() {
             None
         } else {
-            self.hand_on(published, true, true)
+            self.hand_on(published, true, true, keys)
         };
         Ok(Receipt {
             accepted,
             provisional: false,
-            durable,
+            replayed: false,
+            durable: durable.map(Durable::Own),
         })
     }
 
@@ -1067,7 +1341,7 @@ impl Emitter {
     ) -> ResponseActFuture<Self, ()> {
         let count = events.len() as u64;
         Box::pin(
-            self.accept(events, throttled)
+            self.accept(events, throttled, None)
                 .map(move |result, emitter, _| {
                     if let Err(err) = result {
                         // The caller is agent work that must not fail because of us.
@@ -1091,6 +1365,7 @@ impl Emitter {
         published: Vec<Arc<PublishedEvent>>,
         wait: bool,
         live_after_commit: bool,
+        keys: Vec<KeyRecord>,
     ) -> Option<oneshot::Receiver<Result<(), StoreError>>> {
         self.advance(&published);
         let Some(storage) = self.storage.clone() else {
@@ -1098,6 +1373,8 @@ impl Emitter {
             return None;
         };
         let release_to = match (&self.myself, live_after_commit) {
+            // A keyed batch coalesced whole stores only its key: nothing to release.
+            _ if published.is_empty() => None,
             (Some(myself), true) => Some(myself.clone().recipient()),
             _ => {
                 self.release(published.clone());
@@ -1115,6 +1392,7 @@ impl Emitter {
             events: published,
             ack,
             release_to,
+            keys,
         });
         durable
     }
@@ -1175,6 +1453,20 @@ const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
 /// How often the Emitter looks for buffers to drop.
 const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the store's idempotency keys past the window are removed.
+const KEY_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `idempotency-key-reused`: the key names another batch.
+fn key_reused(key: &IdempotencyKey) -> IngestError {
+    IngestError::whole(
+        ErrorCode::IdempotencyKeyReused,
+        format!(
+            "the Idempotency-Key `{key}` was used for a different batch; \
+             a retry must send the same events, a new batch needs a new key"
+        ),
+    )
+}
+
 /// How often a node in fallback tries to publish its journal to Redis.
 const REPUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -1200,7 +1492,11 @@ impl Actor for Emitter {
         // behind each other for no reason, the Emitter's work per batch is short.
         ctx.set_mailbox_capacity(1024);
         self.myself = Some(ctx.address());
-        ctx.run_interval(EVICTION_INTERVAL, |emitter, _| emitter.evict());
+        ctx.run_interval(EVICTION_INTERVAL, |emitter, _| {
+            emitter.evict();
+            emitter.keys.trim();
+        });
+        ctx.run_interval(KEY_EXPIRY_INTERVAL, |emitter, ctx| emitter.expire_keys(ctx));
         ctx.run_interval(THOUGHT_INTERVAL, |emitter, ctx| {
             emitter.send_due_thoughts(ctx)
         });
@@ -1213,7 +1509,10 @@ impl Handler<Ingest> for Emitter {
     type Result = AtomicResponse<Self, Result<Receipt, IngestError>>;
 
     fn handle(&mut self, msg: Ingest, _: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.accept(msg.0, true))
+        match msg.key {
+            None => AtomicResponse::new(self.accept(msg.events, true, None)),
+            Some(key) => AtomicResponse::new(self.accept_keyed(key, msg.events)),
+        }
     }
 }
 
@@ -1271,11 +1570,12 @@ impl Handler<Sequenced> for Emitter {
                 events: seen,
                 ack: None,
                 release_to: None,
+                keys: Vec::new(),
             });
         }
         // A cluster 202 means "in Redis" (docs/cluster.md), and Redis keeps the seq
         // counter: these go live at once and nobody waits for the store.
-        self.hand_on(news, false, false);
+        self.hand_on(news, false, false, Vec::new());
     }
 }
 

@@ -6,8 +6,9 @@
 //! a refused event is logged and counted by the Emitter. Callers that need to
 //! know the event was accepted (and its seq) use [`EmitterHandle::emit`].
 
-use crate::emitter::{Accepted, Emit, Emitter, Ingest, IngestError};
+use crate::emitter::{Accepted, Emit, Emitter, Ingest, IngestError, Receipt};
 use crate::event::*;
+use crate::idempotency::IdempotencyKey;
 use crate::protocol::ErrorCode;
 use actix::Addr;
 use serde_json::{Map, Value};
@@ -81,17 +82,73 @@ impl EmitterHandle {
     /// Sends one event and waits until it is accepted and, with a store,
     /// durable (what a 202 means over HTTP); returns its seq.
     pub async fn emit(&self, event: AgentEvent) -> Result<Accepted, IngestError> {
-        let receipt = self
-            .emitter
-            .send(Ingest(vec![self.stamp(event)]))
-            .await
-            .map_err(|_| IngestError {
-                code: ErrorCode::ShuttingDown,
-                index: None,
-                validation: None,
-                message: "the emitter has stopped".into(),
-            })??;
+        let receipt = self.ingest(Ingest::new(vec![self.stamp(event)])).await?;
         Ok(receipt.durable().await?[0])
+    }
+
+    /// As [`EmitterHandle::emit`], idempotently: the event is named by `key`,
+    /// and sending it again under the same key (a retry after a lost answer,
+    /// within the idempotency window) answers the seq it already got instead
+    /// of storing and delivering it twice. The same key with another event
+    /// is refused with `idempotency-key-reused`.
+    ///
+    /// The key is the caller's: derive it from what makes the event unique
+    /// in its work (a run, a step, a tool call), not from a clock, so that
+    /// a retry computes the same one.
+    ///
+    /// ```
+    /// use actix::Actor;
+    /// use agent_events_actors::emitter::{Emitter, EmitterConfig};
+    /// use agent_events_actors::event::{AgentEvent, ToolCall};
+    /// use agent_events_actors::idempotency::IdempotencyKey;
+    /// use agent_events_actors::metrics::Metrics;
+    /// use agent_events_actors::protocol::ErrorCode;
+    /// use agent_events_actors::registry::Registry;
+    /// use agent_events_actors::EmitterHandle;
+    ///
+    /// actix::System::new().block_on(async {
+    ///     let metrics = Metrics::new();
+    ///     let registry = Registry::new(metrics.clone()).start();
+    ///     let emitter = Emitter::new(EmitterConfig::default(), registry, None, metrics).start();
+    ///     let handle = EmitterHandle::new(emitter);
+    ///
+    ///     let call = |tool: &str| {
+    ///         let fields = ToolCall {
+    ///             agent_id: "writer".into(),
+    ///             tool_name: tool.into(),
+    ///             ..Default::default()
+    ///         };
+    ///         AgentEvent::new("exec-1", fields)
+    ///     };
+    ///     let key = IdempotencyKey::new("exec-1:step-4:search").expect("visible ASCII");
+    ///     let first = handle.emit_idempotent(key.clone(), call("search")).await.unwrap();
+    ///     // The answer was lost, say: the retry gets the same seq, nothing is sent twice.
+    ///     let retry = handle.emit_idempotent(key.clone(), call("search")).await.unwrap();
+    ///     assert_eq!(first, retry);
+    ///     assert_eq!(first.seq, Some(1));
+    ///
+    ///     let reused = handle.emit_idempotent(key, call("fetch")).await.unwrap_err();
+    ///     assert_eq!(reused.code, ErrorCode::IdempotencyKeyReused);
+    /// });
+    /// ```
+    pub async fn emit_idempotent(
+        &self,
+        key: IdempotencyKey,
+        event: AgentEvent,
+    ) -> Result<Accepted, IngestError> {
+        let receipt = self
+            .ingest(Ingest::keyed(key, vec![self.stamp(event)]))
+            .await?;
+        Ok(receipt.durable().await?[0])
+    }
+
+    async fn ingest(&self, batch: Ingest) -> Result<Receipt, IngestError> {
+        self.emitter.send(batch).await.map_err(|_| IngestError {
+            code: ErrorCode::ShuttingDown,
+            index: None,
+            validation: None,
+            message: "the emitter has stopped".into(),
+        })?
     }
 
     /// Sends one event without waiting (the seed's non-blocking emit).

@@ -46,6 +46,7 @@ pub mod fallback;
 pub mod filter;
 pub mod handle;
 pub mod history;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod notifier;

@@ -30,6 +30,7 @@
 //! `/health` reads the same state and says `degraded` and why.
 
 use crate::emitter::Release;
+use crate::idempotency::KeyRecord;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::store::{Store, StoreError};
@@ -122,6 +123,9 @@ pub struct Persist {
     pub ack: Option<Ack>,
     /// Who delivers them live once they are stored, if anyone.
     pub release_to: Option<Recipient<Release>>,
+    /// Idempotency keys of the batches these events are, stored in the same
+    /// commit (`idempotency.rs`).
+    pub keys: Vec<KeyRecord>,
 }
 
 /// Events on their way to the store, with who waits for them.
@@ -130,6 +134,7 @@ struct Batch {
     events: Vec<Arc<PublishedEvent>>,
     acks: Vec<Ack>,
     releases: Vec<(Recipient<Release>, Vec<Arc<PublishedEvent>>)>,
+    keys: Vec<KeyRecord>,
 }
 
 impl Batch {
@@ -137,6 +142,7 @@ impl Batch {
         self.events.append(&mut newer.events);
         self.acks.append(&mut newer.acks);
         self.releases.append(&mut newer.releases);
+        self.keys.append(&mut newer.keys);
     }
 
     /// Hands the events to live delivery, once.
@@ -245,7 +251,7 @@ impl Persister {
         }
         let mut batch = self.retrying.take().unwrap_or_default();
         batch.absorb(&mut self.pending);
-        if batch.events.is_empty() {
+        if batch.events.is_empty() && batch.keys.is_empty() {
             // Nothing to write is trivially durable: dropping these acks
             // would tell their producers the broker stopped (a false 503).
             for ack in batch.acks {
@@ -255,7 +261,9 @@ impl Persister {
             return;
         }
         self.writing = true;
-        let write = self.store.append(batch.events.clone());
+        let write = self
+            .store
+            .append_keyed(batch.events.clone(), batch.keys.clone());
         ctx.spawn(write.into_actor(self).map(move |result, persister, ctx| {
             persister.writing = false;
             match result {
@@ -314,7 +322,10 @@ impl Persister {
     }
 
     fn is_idle(&self) -> bool {
-        !self.writing && self.retrying.is_none() && self.pending.events.is_empty()
+        !self.writing
+            && self.retrying.is_none()
+            && self.pending.events.is_empty()
+            && self.pending.keys.is_empty()
     }
 }
 
@@ -340,6 +351,7 @@ impl Handler<Persist> for Persister {
         }
         self.pending.events.extend(msg.events);
         self.pending.acks.extend(msg.ack);
+        self.pending.keys.extend(msg.keys);
         if self.retrying.is_none() {
             self.schedule(ctx);
         }

@@ -76,11 +76,13 @@ pub enum ErrorCode {
     TooManyConnections,
     /// Something failed inside the broker; the message says what.
     Internal,
+    /// An `Idempotency-Key` already names a different batch (HTTP 422).
+    IdempotencyKeyReused,
 }
 
 impl ErrorCode {
     /// Every code, for the documentation endpoint and docs/reference.md.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadRequest,
@@ -107,6 +109,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooManyConnections,
         ErrorCode::Internal,
+        ErrorCode::IdempotencyKeyReused,
     ];
 
     /// The wire name, e.g. `slow-consumer`.
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::Internal => "internal",
+            ErrorCode::IdempotencyKeyReused => "idempotency-key-reused",
         }
     }
 
@@ -155,6 +159,9 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "refresh the token, then reconnect and resume with fromSeq",
             ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::OriginNotAllowed => {
                 "get a token (or origin) that allows this; do not retry as is"
+            }
+            ErrorCode::IdempotencyKeyReused => {
+                "a retry must repeat the same events; send a new batch under a new key"
             }
             ErrorCode::ReplayUnavailable => {
                 "read the missing events over HTTP, then resubscribe with fromSeq = the last one read"

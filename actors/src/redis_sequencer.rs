@@ -38,6 +38,15 @@ redis.call('SET', KEYS[3], seq, 'EX', ARGV[6])
 return seq
 "#;
 
+/// Claims an idempotency key for a batch's fingerprint, or answers the
+/// fingerprint that claimed it first.
+const CLAIM_SCRIPT: &str = r#"
+local claimed = redis.call('GET', KEYS[1])
+if claimed then return claimed end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"#;
+
 /// How long Redis remembers a draft's ID: far longer than a retry takes,
 /// short enough that the memory stays small (one tiny key per recent event).
 pub const DRAFT_MEMORY_SECS: u64 = 30;
@@ -71,6 +80,11 @@ impl ClusterKeys {
         format!("{}:{{agent-events}}:draft:{draft_id}", self.prefix)
     }
 
+    /// The key holding the fingerprint of the batch an idempotency key names.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:{{agent-events}}:idem:{key}", self.prefix)
+    }
+
     /// The key a node announces itself under.
     pub fn node(&self, node_id: &str) -> String {
         format!("{}:{{agent-events}}:node:{node_id}", self.prefix)
@@ -93,6 +107,10 @@ pub struct Draft {
     pub floor: u64,
     /// The event's JSON without `seq`.
     pub body: String,
+    /// How long Redis remembers the draft's ID and seq: [`DRAFT_MEMORY_SECS`],
+    /// or the idempotency window for an event of a keyed batch (its ID is
+    /// then derived from the key, see [`RedisSequencer::keyed_draft_id`]).
+    pub memory_secs: u64,
 }
 
 /// Publishes events through the script; cheap to clone.
@@ -103,6 +121,7 @@ pub struct RedisSequencer {
     node_id: Arc<str>,
     stream_max_len: u64,
     script: Script,
+    claim: Script,
     connection: Arc<Mutex<Option<MultiplexedConnection>>>,
     drafts: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -121,6 +140,7 @@ impl RedisSequencer {
             node_id: node_id.into(),
             stream_max_len,
             script: Script::new(PUBLISH_SCRIPT),
+            claim: Script::new(CLAIM_SCRIPT),
             connection: Arc::new(Mutex::new(None)),
             drafts: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
@@ -139,6 +159,46 @@ impl RedisSequencer {
             .drafts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}:{started:x}:{n}", self.node_id)
+    }
+
+    /// The draft ID of event `index` of the batch an idempotency key names.
+    ///
+    /// Why derived from the key instead of a second memory of receipts: the
+    /// script already answers a draft ID it has seen with the seq it gave,
+    /// atomically, so two nodes publishing the same retry at the same moment
+    /// get the same seqs and the stream gets each event once, with no
+    /// read-then-write race between them. The memory only has to last the
+    /// idempotency window instead of [`DRAFT_MEMORY_SECS`] (one small key per
+    /// keyed event).
+    pub fn keyed_draft_id(key: &str, index: usize) -> String {
+        format!("idem:{index}:{key}")
+    }
+
+    /// Claims `key` for the batch with `fingerprint` for `ttl_secs`; answers
+    /// whether the key is this batch's (claimed now, or before by the same
+    /// batch on any node). The draft IDs cannot tell a different batch under
+    /// a used key from a retry; this can.
+    pub async fn claim_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        ttl_secs: u64,
+    ) -> Result<bool, RedisError> {
+        let mut connection = self.connect().await?;
+        let claimed: Result<String, RedisError> = self
+            .claim
+            .key(self.keys.idempotency(key))
+            .arg(fingerprint)
+            .arg(ttl_secs.max(1))
+            .invoke_async(&mut connection)
+            .await;
+        match claimed {
+            Ok(claimed) => Ok(claimed == fingerprint),
+            Err(err) => {
+                self.forget_connection();
+                Err(err)
+            }
+        }
     }
 
     /// The node this sequencer publishes as.
@@ -229,7 +289,7 @@ impl RedisSequencer {
                 .arg(&draft.body)
                 .arg(self.stream_max_len)
                 .arg(&*self.node_id)
-                .arg(DRAFT_MEMORY_SECS);
+                .arg(draft.memory_secs.max(1));
         }
         pipeline.query_async(&mut connection).await
     }

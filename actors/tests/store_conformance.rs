@@ -11,6 +11,7 @@ use agent_events_actors::event::{
     EventKind, EventType, OrchestrationComplete, OrchestrationStart, QualityCheck, ReviewStatus,
     ReviewVerdict, RunStatus, ToolCall, ToolResult,
 };
+use agent_events_actors::idempotency::KeyRecord;
 use agent_events_actors::protocol::PublishedEvent;
 use agent_events_actors::store::outbox::{DeliveryState, Notification, Outcome, StoredRule};
 use agent_events_actors::store::{
@@ -47,6 +48,9 @@ conformance_suite!(
     retention_without_limits_removes_nothing,
     ping_answers,
     the_journal_keeps_each_nodes_entries_in_order,
+    idempotency_keys_are_stored_with_their_events,
+    an_idempotency_key_written_again_takes_the_newer_record,
+    idempotency_keys_past_a_time_are_expired,
     outbox_enqueue_is_idempotent_by_key,
     outbox_claims_each_due_delivery_once_per_lease,
     outbox_records_delivered_retry_and_dead,
@@ -972,6 +976,11 @@ where
     let run = mixed_run("exec-a");
     first.append(run.seqs(1, 10)).await.expect("append");
     five_executions(&first).await;
+    let key = key_record("before-reopen", "f", &[Some(1), None], t0());
+    first
+        .append_keyed(Vec::new(), vec![key.clone()])
+        .await
+        .expect("append a key");
     let stats = first.execution_stats("exec-a").await.expect("stats");
     let everything = ExecutionQuery {
         limit: 100,
@@ -991,6 +1000,10 @@ where
     );
     assert_eq!(second.executions(everything).await.expect("list"), listed);
     assert_eq!(second.last_seq("exec-a").await.expect("last_seq"), 10);
+    assert_eq!(
+        second.idempotency_key("before-reopen").await.expect("read"),
+        Some(key)
+    );
 
     second
         .append(run.seqs(11, 13))
@@ -999,6 +1012,79 @@ where
     assert_eq!(
         read(&second, all_of("exec-a")).await,
         run.expected(|_| true)
+    );
+}
+
+fn key_record(key: &str, fingerprint: &str, seqs: &[Option<u64>], at: DateTime<Utc>) -> KeyRecord {
+    KeyRecord {
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+        seqs: seqs.to_vec(),
+        created_at: at,
+    }
+}
+
+async fn idempotency_keys_are_stored_with_their_events(store: Arc<dyn Store>) {
+    let run = mixed_run("exec-a");
+    let key = key_record("batch-1", "abc", &[Some(1), Some(2), None, Some(3)], t0());
+    store
+        .append_keyed(run.seqs(1, 3), vec![key.clone()])
+        .await
+        .expect("append with a key");
+    assert_eq!(
+        store.idempotency_key("batch-1").await.expect("read"),
+        Some(key)
+    );
+    assert_eq!(store.last_seq("exec-a").await.expect("last_seq"), 3);
+    assert_eq!(store.idempotency_key("batch-2").await.expect("read"), None);
+
+    // A batch coalesced whole has no event to store, but its key.
+    let alone = key_record("coalesced", "def", &[None], t0() + ms(5));
+    store
+        .append_keyed(Vec::new(), vec![alone.clone()])
+        .await
+        .expect("a key alone");
+    assert_eq!(
+        store.idempotency_key("coalesced").await.expect("read"),
+        Some(alone)
+    );
+    // Keys are names, not patterns.
+    assert_eq!(store.idempotency_key("batch-%").await.expect("read"), None);
+}
+
+async fn an_idempotency_key_written_again_takes_the_newer_record(store: Arc<dyn Store>) {
+    let old = key_record("reused", "old", &[Some(1)], t0());
+    store
+        .append_keyed(Vec::new(), vec![old])
+        .await
+        .expect("first");
+    let new = key_record("reused", "new", &[Some(7), Some(8)], t0() + ms(90_000));
+    store
+        .append_keyed(Vec::new(), vec![new.clone()])
+        .await
+        .expect("again");
+    assert_eq!(
+        store.idempotency_key("reused").await.expect("read"),
+        Some(new)
+    );
+}
+
+async fn idempotency_keys_past_a_time_are_expired(store: Arc<dyn Store>) {
+    let old = key_record("old", "f", &[Some(1)], t0());
+    let fresh = key_record("fresh", "f", &[Some(2)], t0() + ms(3_600_000));
+    store
+        .append_keyed(Vec::new(), vec![old, fresh.clone()])
+        .await
+        .expect("keys");
+    let removed = store
+        .expire_idempotency_keys(t0() + ms(1_800_000))
+        .await
+        .expect("expire");
+    assert_eq!(removed, 1);
+    assert_eq!(store.idempotency_key("old").await.expect("read"), None);
+    assert_eq!(
+        store.idempotency_key("fresh").await.expect("read"),
+        Some(fresh)
     );
 }
 

@@ -234,3 +234,38 @@ test("the broker accepts events built from the schemas, and its answers match th
   const { body } = await request('GET', '/api/executions/exec-6/events');
   assert.equal(body.events.length, 2, 'both samples of the 7th type were stored');
 });
+
+test('a keyed retry, a reused key and a malformed key answer as documented', async () => {
+  const api = await SwaggerParser.dereference(await getJson('/api/openapi.json'));
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, allErrors: true });
+  addFormats(ajv);
+  const ingest = api.paths['/api/events'].post;
+  const header = ingest.parameters.find((p) => p.name === 'Idempotency-Key');
+  assert.equal(header?.in, 'header', 'the Idempotency-Key header is documented');
+  const validKey = ajv.compile(header.schema);
+  assert.ok(validKey('batch-1') && !validKey('with space') && !validKey('') && !validKey('k'.repeat(129)));
+  const port = await broker.port;
+  const post = async (key, body) => {
+    const response = await fetch(`http://127.0.0.1:${port}/api/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': key },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(STEP_MS),
+    });
+    return { status: response.status, replayed: response.headers.get('idempotent-replayed'), body: await response.json() };
+  };
+  const event = { type: 'agent-start', executionId: 'exec-keyed', agentId: 'a-1' };
+  const first = await post('spec-key', event);
+  const retry = await post('spec-key', event);
+  assert.equal(first.status, 202);
+  assert.deepEqual([retry.status, retry.replayed, retry.body], [202, 'true', first.body]);
+  assert.deepEqual(Object.keys(ingest.responses['202'].headers), ['Idempotent-Replayed']);
+  const accepted = ajv.compile(ingest.responses['202'].content['application/json'].schema);
+  assert.ok(accepted(retry.body), JSON.stringify(accepted.errors));
+  for (const [status, key, body] of [['422', 'spec-key', { ...event, agentId: 'a-2' }], ['400', 'with space', event]]) {
+    const answer = await post(key, body);
+    assert.equal(String(answer.status), status, JSON.stringify(answer.body));
+    const error = ajv.compile(ingest.responses[status].content['application/json'].schema);
+    assert.ok(error(answer.body), JSON.stringify(error.errors));
+  }
+});

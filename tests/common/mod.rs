@@ -286,6 +286,35 @@ impl Broker {
         (status, parse_or_string(&text))
     }
 
+    /// POSTs a JSON value to `/api/events` with an `Idempotency-Key`:
+    /// (status, body as JSON, whether the answer says `Idempotent-Replayed: true`).
+    pub async fn post_keyed(&self, key: &str, body: &Value) -> (u16, Value, bool) {
+        post_keyed_url(&self.http, &self.url("/api/events"), key, body).await
+    }
+
+    /// Every stored event of `execution`, through GET
+    /// /api/executions/{id}/events, page by page (none: an empty list).
+    pub async fn stored(&self, execution: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self
+                .get_json(&format!(
+                    "/api/executions/{execution}/events?afterSeq={after}&limit=1000"
+                ))
+                .await;
+            if status == 404 {
+                return events;
+            }
+            assert_eq!(status, 200, "stored events of {execution}: {page}");
+            events.extend(page["events"].as_array().cloned().unwrap_or_default());
+            match page["nextAfterSeq"].as_u64() {
+                Some(next) => after = next,
+                None => return events,
+            }
+        }
+    }
+
     /// POSTs events that must be accepted; returns the 202 body.
     pub async fn post_ok(&self, body: &Value) -> Value {
         let (status, answer) = self.post(body).await;
@@ -818,6 +847,31 @@ pub fn tcp_state(fd: std::os::fd::RawFd) -> u8 {
 }
 
 // ---------------------------------------------------------------- events
+
+/// POSTs `body` to the events URL `url` under an `Idempotency-Key`, as [`Broker::post_keyed`].
+pub async fn post_keyed_url(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, bool) {
+    let request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_string());
+    let response = tokio::time::timeout(STEP, request.send())
+        .await
+        .expect("POST /api/events timed out")
+        .expect("POST /api/events");
+    let status = response.status().as_u16();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let text = response.text().await.expect("response body");
+    (status, parse_or_string(&text), replayed)
+}
 
 /// Any request to `url` (another broker's too), as [`Broker::request`].
 pub async fn request_url(

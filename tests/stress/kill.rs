@@ -1,15 +1,20 @@
-//! `kill -9` under load, with subscribers that resume: the broker is killed
-//! while producers post and subscribers read, then started again on the
-//! same data directory, several times. In the end, for every execution:
+//! `kill -9` under load, with subscribers that resume and producers that
+//! retry: the broker is killed while producers post and subscribers read,
+//! then started again on the same data directory, several times. A producer
+//! whose request the kill cut off posts the same batch again, under the
+//! same `Idempotency-Key`, once the broker is back. In the end, for every
+//! execution:
 //! - the store holds a gapless 1..=N, and every event that got a 202 is in
 //!   it under the seq its 202 gave (acknowledged means stored);
+//! - every event posted is in it exactly once, however often its batch was
+//!   retried, and a retry of a stored batch got the seqs it was first given;
 //! - every subscriber, resuming with `fromSeq` after each kill, got exactly
 //!   1..=N once and in order, each seq with the event the store holds for it
 //!   (seen means stored: a seq shown before a crash is never reused).
 
 use crate::common::{self, Broker, Client, Frame, STEP};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +56,66 @@ fn marker(event: &Value) -> String {
     format!("{}-{}", m["producer"], m["n"])
 }
 
+/// One producer's place across the broker's lives.
+struct Producer {
+    execution: &'static str,
+    /// The number of its next event.
+    next_n: u64,
+    /// A batch whose request got no answer (the kill), to post again.
+    unanswered: Option<Vec<Value>>,
+    /// Seq and marker of every event that got a 202.
+    acked: Vec<(u64, String)>,
+}
+
+impl Producer {
+    fn new(index: usize, execution: &'static str) -> Producer {
+        Producer {
+            execution,
+            next_n: index as u64 * 1_000_000,
+            unanswered: None,
+            acked: Vec::new(),
+        }
+    }
+
+    /// Its next batch of three thoughts: the unanswered one first.
+    fn batch(&mut self) -> Vec<Value> {
+        if let Some(batch) = self.unanswered.take() {
+            return batch;
+        }
+        let batch = (self.next_n..self.next_n + 3)
+            .map(|n| {
+                let mut e = common::thinking(self.execution, n);
+                e["metadata"] = json!({"producer": self.execution, "n": n});
+                e
+            })
+            .collect();
+        self.next_n += 3;
+        batch
+    }
+
+    /// Posts `batch` under its key; whether it got an answer (a 202).
+    async fn post(&mut self, http: &reqwest::Client, url: &str, batch: Vec<Value>) -> bool {
+        let key = format!("stress-{}", marker(&batch[0]));
+        let request = http.post(url).header("idempotency-key", key).json(&batch);
+        let answer = match tokio::time::timeout(STEP, request.send()).await {
+            Ok(Ok(response)) if response.status().as_u16() == 202 => response.json::<Value>().await,
+            _ => {
+                self.unanswered = Some(batch);
+                return false;
+            }
+        };
+        let Ok(body) = answer else {
+            self.unanswered = Some(batch);
+            return false;
+        };
+        for (event, accepted) in batch.iter().zip(body["events"].as_array().expect("events")) {
+            let seq = accepted["seq"].as_u64().expect("a seq");
+            self.acked.push((seq, marker(event)));
+        }
+        true
+    }
+}
+
 /// Runs `kills` lives of the broker, each ended by SIGKILL under load, then
 /// a last one that checks everything.
 pub async fn kill_under_load_with_resuming_subscribers(kills: usize) {
@@ -65,23 +130,23 @@ pub async fn kill_under_load_with_resuming_subscribers(kills: usize) {
             })
         })
         .collect();
-    let mut acked: BTreeMap<(&'static str, u64), String> = BTreeMap::new();
-    let mut next_n = 0;
+    let mut producers: Vec<Producer> = EXECUTIONS
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Producer::new(i, e))
+        .collect();
     for life in 0..kills {
         let broker = Arc::new(start(&dir).await);
         let readers = resume_all(&broker, seen, life).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
         let progress_tx = Arc::new(progress_tx);
-        let producers: Vec<_> = EXECUTIONS
-            .iter()
-            .enumerate()
-            .map(|(p, execution)| {
-                let first_n = next_n + p as u64 * 1_000_000;
+        let running: Vec<_> = producers
+            .into_iter()
+            .map(|producer| {
                 tokio::spawn(produce(
                     broker.url("/api/events"),
-                    execution,
-                    first_n,
+                    producer,
                     stop.clone(),
                     progress_tx.clone(),
                 ))
@@ -94,10 +159,10 @@ pub async fn kill_under_load_with_resuming_subscribers(kills: usize) {
         // Killed with requests in flight and subscribers reading.
         broker.signal(libc::SIGKILL);
         stop.store(true, Ordering::Relaxed);
-        for producer in producers {
-            acked.extend(producer.await.expect("a producer panicked"));
+        producers = Vec::new();
+        for producer in running {
+            producers.push(producer.await.expect("a producer panicked"));
         }
-        next_n += 10_000;
         seen = Vec::new();
         for reader in readers {
             seen.push(reader.await.expect("a subscriber panicked"));
@@ -105,7 +170,7 @@ pub async fn kill_under_load_with_resuming_subscribers(kills: usize) {
         let mut broker = Arc::into_inner(broker).expect("no task holds the broker");
         broker.wait_exit(STEP).await;
     }
-    check_last_life(&dir, seen, &acked, kills).await;
+    check_last_life(&dir, seen, producers, kills).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -146,58 +211,60 @@ async fn resume(client: &mut Client, subscriber: &Seen) {
         .await;
 }
 
-/// Posts batches of three thoughts until stopped; returns what got a 202.
-/// A request the kill cut off has no answer: its events may or may not be
-/// stored, and the checks allow both.
+/// Posts batches of three thoughts until stopped or cut off; a batch the
+/// kill cut off waits in the producer for the next life.
 async fn produce(
     url: String,
-    execution: &'static str,
-    first_n: u64,
+    mut producer: Producer,
     stop: Arc<AtomicBool>,
     progress: Arc<tokio::sync::watch::Sender<u64>>,
-) -> Vec<((&'static str, u64), String)> {
+) -> Producer {
     let http = reqwest::Client::new();
-    let mut acked = Vec::new();
-    let mut n = first_n;
     while !stop.load(Ordering::Relaxed) {
-        let batch: Vec<Value> = (n..n + 3)
-            .map(|n| {
-                let mut e = common::thinking(execution, n);
-                e["metadata"] = json!({"producer": execution, "n": n});
-                e
-            })
-            .collect();
-        let answer = tokio::time::timeout(STEP, http.post(&url).json(&batch).send()).await;
-        let Ok(Ok(response)) = answer else { break };
-        if response.status().as_u16() != 202 {
+        let batch = producer.batch();
+        if !producer.post(&http, &url, batch).await {
             break;
-        }
-        let Ok(body) = response.json::<Value>().await else {
-            break;
-        };
-        for (event, accepted) in batch.iter().zip(body["events"].as_array().expect("events")) {
-            let seq = accepted["seq"].as_u64().expect("a seq");
-            acked.push(((execution, seq), marker(event)));
         }
         progress.send_modify(|p| *p += 3);
-        n += 3;
     }
-    acked
+    producer
 }
 
-/// The last life: nothing is posted; the store and every subscriber must agree.
-async fn check_last_life(
-    dir: &Path,
-    seen: Vec<Seen>,
-    acked: &BTreeMap<(&'static str, u64), String>,
-    kills: usize,
-) {
+/// The last life: the batches still unanswered are posted again, then the
+/// store and every subscriber must agree.
+async fn check_last_life(dir: &Path, seen: Vec<Seen>, producers: Vec<Producer>, kills: usize) {
     let broker = start(dir).await;
+    let http = reqwest::Client::new();
+    let mut acked = BTreeMap::new();
+    for mut producer in producers {
+        if let Some(batch) = producer.unanswered.take() {
+            assert!(
+                producer
+                    .post(&http, &broker.url("/api/events"), batch)
+                    .await
+            );
+        }
+        for (seq, marker) in producer.acked {
+            let earlier = acked.insert((producer.execution, seq), marker.clone());
+            assert!(
+                earlier.is_none_or(|earlier| earlier == marker),
+                "{}: seq {seq} was given to two events",
+                producer.execution
+            );
+        }
+    }
     let mut stored = BTreeMap::new();
     for execution in EXECUTIONS {
-        stored.insert(execution, stored_markers(&broker, execution).await);
+        let markers = stored_markers(&broker, execution).await;
+        let distinct: BTreeSet<&String> = markers.values().collect();
+        assert_eq!(
+            distinct.len(),
+            markers.len(),
+            "{execution}: an event is stored twice (a retry was not recognised)"
+        );
+        stored.insert(execution, markers);
     }
-    for ((execution, seq), marker) in acked {
+    for ((execution, seq), marker) in &acked {
         assert_eq!(
             stored[execution].get(seq),
             Some(marker),

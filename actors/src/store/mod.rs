@@ -11,6 +11,12 @@
 //!   events are durable: that is what a 202 promises.
 //! - `append` keeps the execution summaries (status, start, end, counts) in
 //!   step with the events, in the same commit where the backend allows it.
+//! - `append_keyed` stores the batches' idempotency keys
+//!   ([`KeyRecord`]) with the events, in the same commit where the backend
+//!   allows it (SQLite; MongoDB writes the keys right after the events), so
+//!   a 202 means the key is stored too. A key written again replaces the
+//!   older record (a key reused after its window). `idempotency_key` reads
+//!   one back; `expire_idempotency_keys` removes those past the window.
 //! - Reads return events in `seq` order, rebuilt with
 //!   [`AgentEvent::from_stored_json`] from the JSON the event was stored as.
 //! - Nothing here blocks the actor system: SQLite works on threads of its
@@ -27,6 +33,7 @@ pub mod sqlite;
 pub use journal::JournalEntry;
 
 use crate::event::{AgentEvent, EventType};
+use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use analytics::{Analytics, AnalyticsQuery};
 use chrono::{DateTime, Utc};
@@ -225,7 +232,23 @@ pub trait Store: outbox::Outbox + Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Stores a batch (any executions, each in seq order) durably and idempotently.
-    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()>;
+    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()> {
+        self.append_keyed(events, Vec::new())
+    }
+
+    /// As [`Store::append`], with the idempotency keys of the batches the
+    /// events belong to, in the same commit (see the module documentation).
+    fn append_keyed(
+        &self,
+        events: Vec<Arc<PublishedEvent>>,
+        keys: Vec<KeyRecord>,
+    ) -> StoreFuture<()>;
+
+    /// The stored record of an idempotency key, whatever its age.
+    fn idempotency_key(&self, key: &str) -> StoreFuture<Option<KeyRecord>>;
+
+    /// Removes idempotency keys created before `before`; returns how many.
+    fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreFuture<u64>;
 
     /// The highest seq stored for an execution; 0 when it has none.
     fn last_seq(&self, execution_id: &str) -> StoreFuture<u64>;

@@ -32,6 +32,7 @@ use super::{
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{AgentEvent, EventKind, EventType, RunStatus};
+use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::try_join_all;
@@ -57,6 +58,9 @@ const EVENTS: &str = "agentEvents";
 const EXECUTIONS: &str = "agentExecutions";
 /// Each node's fallback journal (`store/journal.rs`), keyed by draft ID.
 const JOURNAL: &str = "agentJournal";
+/// Idempotency keys (`idempotency.rs`), `_id` the key (unique by itself),
+/// written right after their batch's events.
+const KEYS: &str = "agentIdempotencyKeys";
 /// How the broker introduces itself to the server (visible in `currentOp` and logs).
 const APP_NAME: &str = "agent-events";
 /// How long to look for a usable server before failing. The driver's default
@@ -88,6 +92,7 @@ struct Inner {
     events: Collection<Document>,
     executions: Collection<Document>,
     journal: Collection<Document>,
+    keys: Collection<Document>,
     secrets: Secrets,
 }
 
@@ -114,7 +119,8 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
         .build();
     let events = db.collection_with_options::<Document>(EVENTS, durable.clone());
     let executions = db.collection_with_options::<Document>(EXECUTIONS, durable.clone());
-    let journal = db.collection_with_options::<Document>(JOURNAL, durable);
+    let journal = db.collection_with_options::<Document>(JOURNAL, durable.clone());
+    let keys = db.collection_with_options::<Document>(KEYS, durable);
     events
         .create_indexes(event_indexes())
         .await
@@ -134,6 +140,10 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
     outbox::create_indexes(&db)
         .await
         .map_err(|err| fail("creating the notifyOutbox indexes", err))?;
+    // `_id` is the key, unique by itself; this serves the expiry.
+    keys.create_index(plain_index(doc! { "createdAt": 1 }))
+        .await
+        .map_err(|err| fail("creating the agentIdempotencyKeys index", err))?;
     info!("store: MongoDB database `{database}` ready");
     Ok(MongoStore {
         inner: Arc::new(Inner {
@@ -141,6 +151,7 @@ pub async fn connect(uri: &str, database: &str) -> Result<MongoStore, StoreError
             events,
             executions,
             journal,
+            keys,
             secrets,
         }),
     })
@@ -161,8 +172,31 @@ impl Store for MongoStore {
         "mongodb"
     }
 
-    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()> {
-        self.run(|store| async move { store.append(&events).await })
+    fn append_keyed(
+        &self,
+        events: Vec<Arc<PublishedEvent>>,
+        keys: Vec<KeyRecord>,
+    ) -> StoreFuture<()> {
+        self.run(|store| async move {
+            store.append(&events).await?;
+            store.remember_keys(&keys).await
+        })
+    }
+
+    fn idempotency_key(&self, key: &str) -> StoreFuture<Option<KeyRecord>> {
+        let key = key.to_owned();
+        self.run(|store| async move { store.idempotency_key(key).await })
+    }
+
+    fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
+        self.run(|store| async move {
+            store
+                .keys
+                .delete_many(doc! { "createdAt": { "$lt": bson_time(before) } })
+                .await
+                .map(|result| result.deleted_count)
+                .map_err(|err| store.secrets.error("expiring idempotency keys", &err))
+        })
     }
 
     fn last_seq(&self, execution_id: &str) -> StoreFuture<u64> {
@@ -236,6 +270,49 @@ impl Inner {
         }))
         .await?;
         Ok(())
+    }
+
+    /// After the events, never before: a key whose events are missing would
+    /// answer a retry with seqs nobody stored. No multi-document commit on a
+    /// standalone server: a crash between the two loses the key (a retry is
+    /// then sequenced again), never an event. Replaced whole, so a key reused
+    /// after its window takes its new record.
+    async fn remember_keys(&self, keys: &[KeyRecord]) -> Result<(), StoreError> {
+        for key in keys {
+            let record = doc! {
+                "_id": &key.key,
+                "fingerprint": &key.fingerprint,
+                "seqs": key.seqs_json(),
+                "createdAt": bson_time(key.created_at),
+            };
+            self.keys
+                .replace_one(doc! { "_id": &key.key }, record)
+                .upsert(true)
+                .await
+                .map_err(|err| self.secrets.error("storing an idempotency key", &err))?;
+        }
+        Ok(())
+    }
+
+    async fn idempotency_key(&self, key: String) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self
+            .keys
+            .find_one(doc! { "_id": &key })
+            .await
+            .map_err(|err| self.secrets.error("reading an idempotency key", &err))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let unreadable = || StoreError::new("mongodb: an idempotency key record is unreadable");
+        Ok(Some(KeyRecord {
+            fingerprint: row
+                .get_str("fingerprint")
+                .map_err(|_| unreadable())?
+                .to_owned(),
+            seqs: KeyRecord::parse_seqs(row.get_str("seqs").map_err(|_| unreadable())?)?,
+            created_at: chrono_time(*row.get_datetime("createdAt").map_err(|_| unreadable())?),
+            key,
+        }))
     }
 
     async fn insert_events(&self, docs: Vec<Document>) -> Result<(), StoreError> {

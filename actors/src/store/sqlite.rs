@@ -17,6 +17,7 @@ use super::{
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{format_timestamp, AgentEvent, EventKind, RunStatus};
+use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::types::Value as SqlValue;
@@ -113,6 +114,15 @@ CREATE TABLE IF NOT EXISTS notify_outbox (
 );
 CREATE INDEX IF NOT EXISTS notify_outbox_due
     ON notify_outbox (state, next_attempt_at);
+-- Idempotency keys (idempotency.rs), written with their batch's events;
+-- created_at in Unix milliseconds, for expiry.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    seqs        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
 CREATE TABLE IF NOT EXISTS notify_rules (
     id   TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -222,11 +232,52 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn append(&self, events: Vec<Arc<PublishedEvent>>) -> StoreFuture<()> {
-        if events.is_empty() {
+    fn append_keyed(
+        &self,
+        events: Vec<Arc<PublishedEvent>>,
+        keys: Vec<KeyRecord>,
+    ) -> StoreFuture<()> {
+        if events.is_empty() && keys.is_empty() {
             return Box::pin(async { Ok(()) });
         }
-        self.writer.run("append", move |conn| append(conn, &events))
+        self.writer
+            .run("append", move |conn| append(conn, &events, &keys))
+    }
+
+    fn idempotency_key(&self, key: &str) -> StoreFuture<Option<KeyRecord>> {
+        let key = key.to_owned();
+        self.reader.run("idempotency_key", move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT fingerprint, seqs, created_at FROM idempotency_keys WHERE key = ?1",
+                )?
+                .query_row([&key], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()?;
+            let Some((fingerprint, seqs, created_at)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(KeyRecord {
+                key,
+                fingerprint,
+                seqs: KeyRecord::parse_seqs(&seqs).map_err(|e| Failure(e.message))?,
+                created_at: DateTime::from_timestamp_millis(created_at).unwrap_or_default(),
+            }))
+        })
+    }
+
+    fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreFuture<u64> {
+        self.writer.run("expire_idempotency_keys", move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                .execute([before.timestamp_millis()])?;
+            Ok(removed as u64)
+        })
     }
 
     fn last_seq(&self, execution_id: &str) -> StoreFuture<u64> {
@@ -613,7 +664,11 @@ impl<'a> Summary<'a> {
     }
 }
 
-fn append(conn: &mut Connection, events: &[Arc<PublishedEvent>]) -> Result<(), Failure> {
+fn append(
+    conn: &mut Connection,
+    events: &[Arc<PublishedEvent>],
+    keys: &[KeyRecord],
+) -> Result<(), Failure> {
     // IMMEDIATE takes the write lock up front, where busy_timeout applies,
     // instead of failing halfway if another process holds it.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -656,6 +711,19 @@ fn append(conn: &mut Connection, events: &[Arc<PublishedEvent>]) -> Result<(), F
                 summary.event_count,
                 summary.last_seq,
                 summary.last_event_at,
+            ])?;
+        }
+        // In the events' commit: a 202 means the key is stored too.
+        let mut insert_key = tx.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, seqs, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for key in keys {
+            insert_key.execute(params![
+                key.key,
+                key.fingerprint,
+                key.seqs_json(),
+                key.created_at.timestamp_millis()
             ])?;
         }
     }
