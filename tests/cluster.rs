@@ -2,7 +2,9 @@
 //! test, on a free loopback port). An event posted to any node reaches the
 //! subscribers of every node once and in seq order; producers on several
 //! nodes make one gapless sequence; a client resumes on another node with
-//! `fromSeq`; and the script's keys work on a Redis Cluster.
+//! `fromSeq`; the script's keys work on a Redis Cluster; and two nodes
+//! sharing one MongoDB database store each event once (when `MONGODB_URI`
+//! is set).
 //!
 //! Faults (Redis killed, connections killed, a flush, a node killed) are in
 //! `cluster_faults.rs`.
@@ -11,7 +13,9 @@ mod cluster_support;
 mod common;
 
 use cluster_support::{accepted, assert_sequence, start_nodes, Node, Producer, Redis, Sub};
-use common::{seqs, thinking};
+use common::{seqs, thinking, MongoDb};
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -342,4 +346,78 @@ async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
     assert_eq!(exists, 2, "both keys live on the slot's master");
     let length: u64 = owner.cmd(&["XLEN", keys[1]]).await;
     assert_eq!(length, 10);
+}
+
+/// Two nodes on one MongoDB database, each writing every event it reads
+/// from the stream: every event reaches the subscribers of both nodes once
+/// and in order, the database holds it once (the unique index turns the
+/// second node's write into a no-op), the execution's summary counts it
+/// once, and both nodes' history APIs read the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_one_mongodb_database_store_each_event_once() {
+    const EXECUTION: &str = "exec-shared";
+    const EVENTS: u64 = 20;
+    let Some(db) = MongoDb::for_test("cluster", "shared") else {
+        return;
+    };
+    let redis = Redis::start().await;
+    let nodes = vec![
+        Node::start_on_mongodb("mongo-a", &redis, &db).await,
+        Node::start_on_mongodb("mongo-b", &redis, &db).await,
+    ];
+    let mut subs = subscribe_everywhere(&nodes, EXECUTION).await;
+
+    // Posted to both nodes in turn.
+    let mut expected = Vec::new();
+    for n in 1..=EVENTS {
+        let event = thinking(EXECUTION, n);
+        let seq = nodes[n as usize % 2].post_event(&event).await;
+        assert_eq!(seq, n, "the cluster numbers an execution from 1, gapless");
+        expected.push((seq, event));
+    }
+    assert_everywhere(&nodes, &mut subs, EXECUTION, &expected).await;
+    // Both nodes have written every event (the second write of each a no-op).
+    for node in &nodes {
+        node.wait_for("/admin/stats", "every event stored", |s| {
+            s["eventsStored"].as_u64() >= Some(EVENTS)
+        })
+        .await;
+    }
+    for sub in &mut subs {
+        sub.ping().await;
+    }
+    assert_no_repairs(&nodes).await;
+
+    let database = db.database().await;
+    let stored: Vec<Document> = database
+        .collection::<Document>("agentEvents")
+        .find(doc! { "executionId": EXECUTION })
+        .sort(doc! { "seq": 1 })
+        .await
+        .expect("find the stored events")
+        .try_collect()
+        .await
+        .expect("read the stored events");
+    let stored_seqs: Vec<i64> = stored
+        .iter()
+        .map(|e| match e.get("seq") {
+            Some(Bson::Int64(seq)) => *seq,
+            Some(Bson::Int32(seq)) => i64::from(*seq),
+            other => panic!("seq {other:?} in {e}"),
+        })
+        .collect();
+    assert_eq!(
+        stored_seqs,
+        (1..=EVENTS as i64).collect::<Vec<_>>(),
+        "each event once in the shared database"
+    );
+    // The summary is updated by both nodes' appends; it must count each event once.
+    for node in &nodes {
+        let listed = node.get_json("/api/executions").await;
+        let summary = &listed["executions"][0];
+        assert_eq!(summary["executionId"], EXECUTION, "{}: {listed}", node.name);
+        assert_eq!(summary["eventCount"], EVENTS, "{}: {listed}", node.name);
+        assert_eq!(summary["lastSeq"], EVENTS, "{}: {listed}", node.name);
+    }
+    db.finish().await;
 }

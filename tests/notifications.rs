@@ -10,7 +10,7 @@ mod cluster_support;
 mod common;
 
 use cluster_support::{start_nodes, Redis, TempDir};
-use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, STEP};
+use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, MongoDb, STEP};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -460,9 +460,25 @@ async fn a_receiver_that_stays_down_gives_dead_letters_that_can_be_retried_or_di
 
 #[tokio::test]
 async fn a_pending_delivery_is_delivered_after_kill_9_and_a_restart() {
+    pending_delivery_after_kill_9(None).await;
+}
+
+/// The same on MongoDB (collection `notifyOutbox`, rules beside it), when
+/// `MONGODB_URI` is set.
+#[tokio::test]
+async fn on_mongodb_a_pending_delivery_is_delivered_after_kill_9_and_a_restart() {
+    let Some(db) = MongoDb::for_test("notifications", "outbox_kill_9") else {
+        return;
+    };
+    pending_delivery_after_kill_9(Some(&db)).await;
+    db.finish().await;
+}
+
+async fn pending_delivery_after_kill_9(mongodb: Option<&MongoDb>) {
     let receiver = Receiver::start(Answer::Down).await;
     let data = TempDir::new("notify");
     let mut first = notifying()
+        .store(mongodb)
         .data_dir(data.path())
         .setting("NOTIFY_MAX_ATTEMPTS", 1000)
         .start()
@@ -475,7 +491,11 @@ async fn a_pending_delivery_is_delivered_after_kill_9_and_a_restart() {
     let attempts_before = receiver.received().len();
 
     receiver.answer(Answer::Ok);
-    let second = notifying().data_dir(data.path()).start().await;
+    let second = notifying()
+        .store(mongodb)
+        .data_dir(data.path())
+        .start()
+        .await;
     let received = receiver
         .wait_for("the delivery after the restart", |r| {
             r.iter().any(|r| r.status == 200)

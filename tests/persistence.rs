@@ -13,7 +13,7 @@ mod common;
 
 use common::{
     assert_delivered, event, run_seam, same_instant, seqs, thinking, Broker, Client, DataDir,
-    SeamReader, SeamRun, STARTUP, STEP,
+    MongoDb, SeamReader, SeamRun, STARTUP, STEP,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,12 @@ use tokio::sync::watch;
 
 /// Starts a broker on `dir` with `AGENT_EVENTS_<key>` settings.
 async fn start(dir: &DataDir, settings: &[(&str, &str)]) -> Broker {
-    let mut builder = Broker::builder().data_dir(dir.path());
+    start_on(None, dir, settings).await
+}
+
+/// As [`start`], storing in `mongodb` when given.
+async fn start_on(mongodb: Option<&MongoDb>, dir: &DataDir, settings: &[(&str, &str)]) -> Broker {
+    let mut builder = Broker::builder().store(mongodb).data_dir(dir.path());
     for (key, value) in settings {
         builder = builder.setting(key, value);
     }
@@ -129,8 +134,12 @@ fn timed(kind: &str, execution: &str, ms: u64, fields: Value) -> Value {
 /// and a replay reaching before the restart is served from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seq_continues_where_it_stopped_after_a_restart() {
+    seq_continues_after_a_restart(None).await;
+}
+
+async fn seq_continues_after_a_restart(mongodb: Option<&MongoDb>) {
     let dir = DataDir::new();
-    let mut first = start(&dir, &[]).await;
+    let mut first = start_on(mongodb, &dir, &[]).await;
     for n in 1..=5 {
         assert_eq!(first.post_event(&thinking("exec-a", n)).await, n);
     }
@@ -141,7 +150,7 @@ async fn seq_continues_where_it_stopped_after_a_restart() {
     );
     first.stop_gracefully().await;
 
-    let second = start(&dir, &[]).await;
+    let second = start_on(mongodb, &dir, &[]).await;
     assert_eq!(second.post_event(&thinking("exec-a", 6)).await, 6);
     let mixed = json!([
         thinking("exec-b", 3),
@@ -185,11 +194,14 @@ async fn seq_continues_where_it_stopped_after_a_restart() {
 /// 1..=N without a hole, and new events continue at N+1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_event_survives_kill_9() {
+    acknowledged_events_survive_kill_9(None, 600).await;
+}
+
+/// The kill comes once `burst` events are acknowledged.
+async fn acknowledged_events_survive_kill_9(mongodb: Option<&MongoDb>, burst: u64) {
     const EXECUTIONS: [&str; 3] = ["exec-k0", "exec-k1", "exec-k2"];
-    /// Acknowledged events to wait for before the kill.
-    const BURST: u64 = 600;
     let dir = DataDir::new();
-    let mut node = start(&dir, &[]).await;
+    let mut node = start_on(mongodb, &dir, &[]).await;
     let node_port = node.port;
     let stop = Arc::new(AtomicBool::new(false));
     let (acked_tx, acked_rx) = watch::channel(0u64);
@@ -241,7 +253,7 @@ async fn every_acknowledged_event_survives_kill_9() {
     }
 
     let mut progress = acked_rx.clone();
-    tokio::time::timeout(STARTUP, progress.wait_for(|count| *count >= BURST))
+    tokio::time::timeout(STARTUP, progress.wait_for(|count| *count >= burst))
         .await
         .expect("the producers never reached the burst")
         .expect("the producers are alive");
@@ -254,9 +266,9 @@ async fn every_acknowledged_event_survives_kill_9() {
             .expect("a producer failed");
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() as u64 >= BURST);
+    assert!(acknowledged.len() as u64 >= burst);
 
-    let node = start(&dir, &[]).await;
+    let node = start_on(mongodb, &dir, &[]).await;
     for execution in EXECUTIONS {
         let stored = all_events(&node, execution, "limit=1000").await;
         let stored_seqs = seqs(&stored);
@@ -434,17 +446,27 @@ async fn a_graceful_stop_stores_everything_accepted() {
 /// than 2 events behind the head and a refusal would be a fault here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
-    const EXECUTION: &str = "exec-store-seam";
-    const BUFFER: u64 = 5;
     // (progress to wait for, how far behind it to subscribe)
     const POINTS: [(u64, u64); 6] = [(20, 20), (40, 30), (60, 6), (100, 5), (140, 60), (180, 120)];
+    replay_from_the_store_without_a_seam(None, &POINTS, 20).await;
+}
+
+/// Readers subscribe at `points` (see [`run_seam`]) with a buffer of 5.
+async fn replay_from_the_store_without_a_seam(
+    mongodb: Option<&MongoDb>,
+    points: &[(u64, u64)],
+    run_on: u64,
+) {
+    const EXECUTION: &str = "exec-store-seam";
+    const BUFFER: u64 = 5;
     let broker = Arc::new(
         Broker::builder()
+            .store(mongodb)
             .setting("BUFFER_SIZE", BUFFER)
             .start()
             .await,
     );
-    let SeamRun { last, readers, .. } = run_seam(&broker, EXECUTION, &POINTS, 20).await;
+    let SeamRun { last, readers, .. } = run_seam(&broker, EXECUTION, points, run_on).await;
 
     for SeamReader {
         from,
@@ -553,7 +575,11 @@ fn history_run() -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_answers_every_filter_and_pages_with_next_after_seq() {
-    let broker = Broker::start().await;
+    history_filters_and_pages(None).await;
+}
+
+async fn history_filters_and_pages(mongodb: Option<&MongoDb>) {
+    let broker = Broker::builder().store(mongodb).start().await;
     let posted = history_run();
     let answer = broker.post_ok(&Value::Array(posted.clone())).await;
     assert_eq!(answer["accepted"], 16, "{answer}");
@@ -1189,5 +1215,57 @@ async fn retention_removes_older_executions_from_replay_too() {
         }
         Some("error") => assert_eq!(answer["code"], "replay-unavailable", "{answer}"),
         _ => panic!("expected subscribed or replay-unavailable, got {answer}"),
+    }
+}
+
+// ------------------------------------------------- on MongoDB
+
+/// The same rules with the broker on MongoDB, when `MONGODB_URI` is set
+/// (`scripts/test` starts a server for them); each test has a database of
+/// its own. Fewer events than on SQLite: the test server is slow.
+mod on_mongodb {
+    use super::*;
+
+    /// A database for `test`, or `None` after saying the suite is skipped.
+    fn database(test: &str) -> Option<MongoDb> {
+        MongoDb::for_test("persistence", test)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seq_continues_where_it_stopped_after_a_restart() {
+        let Some(db) = database("restart") else {
+            return;
+        };
+        seq_continues_after_a_restart(Some(&db)).await;
+        db.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_acknowledged_event_survives_kill_9() {
+        let Some(db) = database("kill_9") else { return };
+        acknowledged_events_survive_kill_9(Some(&db), 200).await;
+        db.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_replay_older_than_the_buffer_comes_from_the_store_without_a_seam() {
+        let Some(db) = database("seam") else { return };
+        // Behind by more than the buffer (5), and by less.
+        replay_from_the_store_without_a_seam(
+            Some(&db),
+            &[(20, 20), (40, 30), (60, 6), (80, 5)],
+            20,
+        )
+        .await;
+        db.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_answers_every_filter_and_pages_with_next_after_seq() {
+        let Some(db) = database("history") else {
+            return;
+        };
+        history_filters_and_pages(Some(&db)).await;
+        db.finish().await;
     }
 }

@@ -15,7 +15,7 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
-use crate::common::{assert_delivered, seqs, thinking, STEP};
+use crate::common::{assert_delivered, seqs, thinking, MongoDb, STEP};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -278,6 +278,8 @@ pub struct Node {
     /// Its port (0 until first started; kept across restarts).
     pub port: u16,
     redis_url: String,
+    /// Variables set on every start (the MongoDB store's).
+    env: Vec<(String, String)>,
     log: Log,
     http: reqwest::Client,
     data_dir: TempDir,
@@ -291,11 +293,22 @@ impl Node {
 
     /// Starts a broker named `name` on the Redis at `redis_url`.
     pub async fn start_on(name: &str, redis_url: &str) -> Node {
+        Node::start_with(name, redis_url, Vec::new()).await
+    }
+
+    /// Starts a broker named `name` on `redis` that stores in `database`
+    /// (MongoDB) instead of its own SQLite file.
+    pub async fn start_on_mongodb(name: &str, redis: &Redis, database: &MongoDb) -> Node {
+        Node::start_with(name, &redis.url(), database.env().to_vec()).await
+    }
+
+    async fn start_with(name: &str, redis_url: &str, env: Vec<(String, String)>) -> Node {
         let mut node = Node {
             process: None,
             name: name.to_owned(),
             port: 0,
             redis_url: redis_url.to_owned(),
+            env,
             log: Log::default(),
             http: reqwest::Client::new(),
             data_dir: TempDir::new(name),
@@ -319,7 +332,8 @@ impl Node {
             .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION", "0")
             .env("RUST_LOG", "info")
             .env_remove("MONGODB_URI")
-            .env_remove("AGENT_EVENTS_REDIS_KEY_PREFIX");
+            .env_remove("AGENT_EVENTS_REDIS_KEY_PREFIX")
+            .envs(self.env.iter().map(|(key, value)| (key, value)));
         let (process, ready) = Process::spawn(command, &self.log, |line| {
             let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();

@@ -53,6 +53,8 @@ const READY: &str = "listening on http://127.0.0.1:";
 #[derive(Default)]
 pub struct BrokerBuilder {
     env: Vec<(String, String)>,
+    /// Set by [`BrokerBuilder::mongodb`]: `/health` must name this backend.
+    on_mongodb: bool,
     args: Vec<String>,
     data_dir: Option<PathBuf>,
 }
@@ -71,6 +73,22 @@ impl BrokerBuilder {
         self
     }
 
+    /// Stores in `database` (MongoDB) instead of SQLite: sets `MONGODB_URI`
+    /// and `mongodb_database`, which the harness otherwise removes.
+    pub fn mongodb(mut self, database: &MongoDb) -> Self {
+        self.env.extend(database.env());
+        self.on_mongodb = true;
+        self
+    }
+
+    /// Stores in `database` when given, in SQLite under its data directory otherwise.
+    pub fn store(self, database: Option<&MongoDb>) -> Self {
+        match database {
+            Some(database) => self.mongodb(database),
+            None => self,
+        }
+    }
+
     /// Runs on `dir` (a restart of an earlier broker on it), which the
     /// caller owns and removes: dropping this broker leaves it.
     pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
@@ -79,9 +97,18 @@ impl BrokerBuilder {
     }
 
     /// Spawns the broker and waits until it says it is listening.
-    pub async fn start(self) -> Broker {
+    pub async fn start(mut self) -> Broker {
         let owns_data_dir = self.data_dir.is_none();
         let data_dir = self.data_dir.clone().unwrap_or_else(unique_dir);
+        if !self.on_mongodb && std::env::var_os("TEST_ALL_ON_MONGODB").is_some() {
+            // Every broker of the run on MongoDB (to try other suites
+            // there): one database per data directory, so that a restart
+            // on the same directory finds its data.
+            let dir_name = data_dir.file_name().unwrap_or_default().to_string_lossy();
+            let database = MongoDb::named(&dir_name.replace(['-', '.'], "_"))
+                .expect("TEST_ALL_ON_MONGODB needs MONGODB_URI");
+            self = self.mongodb(&database);
+        }
         std::fs::create_dir_all(&data_dir).expect("create the broker's data dir");
         let bin = bin();
         let mut command = Command::new(&bin);
@@ -139,7 +166,7 @@ impl BrokerBuilder {
                 tail(&log)
             ),
         };
-        Broker {
+        let broker = Broker {
             child: Some(child),
             pid,
             port,
@@ -147,7 +174,14 @@ impl BrokerBuilder {
             owns_data_dir,
             http: reqwest::Client::new(),
             log,
+        };
+        if self.on_mongodb {
+            // A test on MongoDB that ran on SQLite would prove nothing.
+            let (status, health) = broker.get_json("/health").await;
+            assert_eq!(status, 200, "/health: {health}");
+            assert_eq!(health["store"]["backend"], "mongodb", "{health}");
         }
+        broker
     }
 }
 
@@ -494,6 +528,77 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- MongoDB
+
+/// A MongoDB database of one test on the server at `MONGODB_URI`, for
+/// brokers started with [`BrokerBuilder::mongodb`]; [`MongoDb::finish`]
+/// drops it.
+pub struct MongoDb {
+    uri: String,
+    /// The database's name, unique to the test and the run.
+    pub name: String,
+}
+
+impl MongoDb {
+    /// A fresh database named after `test`, or `None` after printing
+    /// `SKIPPED: MongoDB {suite} (MONGODB_URI not set)`.
+    pub fn for_test(suite: &str, test: &str) -> Option<MongoDb> {
+        if std::env::var("MONGODB_URI").map_or(true, |uri| uri.is_empty()) {
+            eprintln!("SKIPPED: MongoDB {suite} (MONGODB_URI not set)");
+            return None;
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // Unique across the test binaries that share one server in a run.
+        let name = format!(
+            "aeb_{}_{}_{nanos}_{test}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        MongoDb::named(&name)
+    }
+
+    /// The database `name` (cut to MongoDB's 63 bytes) at `MONGODB_URI`, if set.
+    fn named(name: &str) -> Option<MongoDb> {
+        let uri = std::env::var("MONGODB_URI")
+            .ok()
+            .filter(|uri| !uri.is_empty())?;
+        let mut name = name.to_owned();
+        name.truncate(63);
+        Some(MongoDb { uri, name })
+    }
+
+    /// The variables that put a broker on this database.
+    pub fn env(&self) -> [(String, String); 2] {
+        [
+            ("MONGODB_URI".to_owned(), self.uri.clone()),
+            (
+                "AGENT_EVENTS_MONGODB_DATABASE".to_owned(),
+                self.name.clone(),
+            ),
+        ]
+    }
+
+    /// A client of the database itself, to check what the brokers stored.
+    pub async fn database(&self) -> mongodb::Database {
+        // The URI is never printed: it may hold credentials.
+        let client = mongodb::Client::with_uri_str(&self.uri)
+            .await
+            .expect("a MongoDB client for MONGODB_URI");
+        client.database(&self.name)
+    }
+
+    /// Drops the database. Called at the end of a test that passed: a
+    /// failed one leaves its database to look at.
+    pub async fn finish(self) {
+        if let Err(e) = self.database().await.drop().await {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
     }
 }
 
