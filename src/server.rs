@@ -150,7 +150,7 @@ impl Broker {
             let subscriber = RedisSubscriber::new(
                 client,
                 subscriber_config,
-                emitter.clone(),
+                emitter.clone().recipient(),
                 Some(store.clone()),
                 metrics.clone(),
                 health.clone(),
@@ -167,7 +167,7 @@ impl Broker {
             config: session_config(&config),
             registry: registry.clone(),
             history: History::new(
-                emitter.clone(),
+                emitter.clone().recipient(),
                 Some(store.clone()),
                 config.max_replay_events,
             ),

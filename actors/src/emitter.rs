@@ -27,12 +27,15 @@
 
 use crate::event::{AgentEvent, ValidationError};
 use crate::fallback::{Fallback, Settled};
+use crate::history::{BufferedEvents, ReadBuffer};
 use crate::idempotency::{self, Answer, Durability, IdempotencyKey, KeyRecord, Keys, Lookup};
 use crate::metrics::Metrics;
 use crate::notifier::{Notifier, Notify, NotifyDrafts};
-use crate::persister::{Backlog, Persist, Persister};
+use crate::persister::{Backlog, Persist, Persister, Release};
+pub use crate::protocol::Accepted;
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer, DRAFT_MEMORY_SECS};
+pub use crate::redis_subscriber::Sequenced;
 use crate::registry::{Publish, Registry, Resync, Watched};
 use crate::replay_buffer::ReplayBuffer;
 use crate::store::{JournalEntry, Store, StoreError};
@@ -130,15 +133,6 @@ impl IngestError {
         }
         self
     }
-}
-
-/// Where an accepted event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
-    /// The seq it was given; `None` for an `agent-thinking` coalesced by its
-    /// execution's rate limit (it goes out later, or a newer thought that
-    /// counts it in `metadata.coalesced` goes out instead).
-    pub seq: Option<u64>,
 }
 
 impl Accepted {
@@ -280,45 +274,6 @@ impl Keyed {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Emit(pub AgentEvent);
-
-/// The buffered events of an execution with `seq > after_seq`.
-#[derive(Message)]
-#[rtype(result = "BufferedEvents")]
-pub struct ReadBuffer {
-    /// The execution.
-    pub execution_id: Arc<str>,
-    /// Events after this seq.
-    pub after_seq: u64,
-}
-
-/// What the buffer holds of an execution after a given seq.
-#[derive(Debug, Default)]
-pub struct BufferedEvents {
-    /// The events, in seq order.
-    pub events: Vec<Arc<PublishedEvent>>,
-    /// The highest seq the execution has reached (0: none yet).
-    pub last_seq: u64,
-    /// The lowest seq still in the buffer, if any.
-    pub oldest_buffered: Option<u64>,
-}
-
-/// Events sequenced by the cluster (read from its stream by the
-/// Redis-subscriber), in seq order per execution: buffer, publish, store.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
-
-/// Events the store has committed (or that must go live while it fails), in
-/// order: into the buffer, then to the Registry.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Release {
-    /// The events, in order.
-    pub events: Vec<Arc<PublishedEvent>>,
-    /// Whether they are committed (false: the store is failing and they go
-    /// live before it has them, so they must stay in the replay buffer).
-    pub stored: bool,
-}
 
 /// Retention removed these executions from the store: forget them here too,
 /// so they are gone from every API, replay included.

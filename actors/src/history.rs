@@ -9,11 +9,32 @@
 //! batch. A replay is either every seq after `fromSeq` with none missing, or
 //! a [`ReplayGap`] the client is told about; never a silent hole.
 
-use crate::emitter::{BufferedEvents, Emitter, ReadBuffer};
 use crate::protocol::PublishedEvent;
 use crate::store::{EventQuery, Store};
-use actix::Addr;
+use actix::prelude::*;
 use std::sync::Arc;
+
+/// The buffered events of an execution with `seq > after_seq`: what a
+/// replay asks the Emitter (which holds the buffers) first.
+#[derive(Message)]
+#[rtype(result = "BufferedEvents")]
+pub struct ReadBuffer {
+    /// The execution.
+    pub execution_id: Arc<str>,
+    /// Events after this seq.
+    pub after_seq: u64,
+}
+
+/// What the buffer holds of an execution after a given seq.
+#[derive(Debug, Default)]
+pub struct BufferedEvents {
+    /// The events, in seq order.
+    pub events: Vec<Arc<PublishedEvent>>,
+    /// The highest seq the execution has reached (0: none yet).
+    pub last_seq: u64,
+    /// The lowest seq still in the buffer, if any.
+    pub oldest_buffered: Option<u64>,
+}
 
 /// `fromSeq` asks for events that cannot be replayed without a hole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +46,9 @@ pub struct ReplayGap {
 /// Reads past events of an execution.
 #[derive(Clone)]
 pub struct History {
-    emitter: Addr<Emitter>,
+    /// The Emitter, which holds the buffers; a `Recipient`, so that the
+    /// history (which the Emitter's messages import) names no actor type.
+    emitter: Recipient<ReadBuffer>,
     store: Option<Arc<dyn Store>>,
     max_replay: usize,
 }
@@ -33,7 +56,11 @@ pub struct History {
 impl History {
     /// History from the Emitter's buffer and, when there is one, the store;
     /// a replay longer than `max_replay` events is refused (read it over HTTP).
-    pub fn new(emitter: Addr<Emitter>, store: Option<Arc<dyn Store>>, max_replay: usize) -> Self {
+    pub fn new(
+        emitter: Recipient<ReadBuffer>,
+        store: Option<Arc<dyn Store>>,
+        max_replay: usize,
+    ) -> Self {
         History {
             emitter,
             store,

@@ -23,10 +23,11 @@
 //!
 //! The Emitter only calls this module; it holds no idempotency logic itself.
 
-use crate::emitter::Accepted;
 use crate::event::AgentEvent;
+use crate::protocol::Accepted;
+pub use crate::store::KeyRecord;
 use crate::store::StoreError;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -131,34 +132,6 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
             out.push(']');
         }
         scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-/// A key as the store keeps it, written in the same `append` as the
-/// batch's events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    /// The key.
-    pub key: String,
-    /// The batch's [`fingerprint`].
-    pub fingerprint: String,
-    /// The seq each event of the batch got, in order; `None`: coalesced.
-    pub seqs: Vec<Option<u64>>,
-    /// When the first attempt was accepted; the window counts from here.
-    pub created_at: DateTime<Utc>,
-}
-
-impl KeyRecord {
-    /// The seqs as stored: a JSON array such as `[1,2,null]`.
-    pub fn seqs_json(&self) -> String {
-        serde_json::to_string(&self.seqs).expect("numbers always serialize")
-    }
-
-    /// The seqs from their stored JSON.
-    pub fn parse_seqs(json: &str) -> Result<Vec<Option<u64>>, StoreError> {
-        serde_json::from_str(json).map_err(|e| {
-            StoreError::new(format!("an idempotency key's receipt is unreadable: {e}"))
-        })
     }
 }
 

@@ -29,7 +29,6 @@
 //! `store-unavailable` once it is full rather than dropping anything silently.
 //! `/health` reads the same state and says `degraded` and why.
 
-use crate::emitter::Release;
 use crate::idempotency::KeyRecord;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
@@ -59,6 +58,18 @@ impl Default for PersisterConfig {
             batch_delay: Duration::from_millis(2),
         }
     }
+}
+
+/// Events the store has committed (or that must go live while it fails), in
+/// order: into the buffer, then to the Registry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    /// The events, in order.
+    pub events: Vec<Arc<PublishedEvent>>,
+    /// Whether they are committed (false: the store is failing and they go
+    /// live before it has them, so they must stay in the replay buffer).
+    pub stored: bool,
 }
 
 /// Events accepted but not yet stored, and the store's last error: shared by

@@ -547,6 +547,16 @@ fn frame(value: Value) -> ByteString {
     value.to_string().into()
 }
 
+/// Where an accepted event landed: an item of a producer's receipt (the
+/// 202's `events`, `EmitterHandle::emit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The seq it was given; `None` for an `agent-thinking` coalesced by its
+    /// execution's rate limit (it goes out later, or a newer thought that
+    /// counts it in `metadata.coalesced` goes out instead).
+    pub seq: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,6 @@
 //! the store has the missing events (a shared MongoDB), else passed on and
 //! counted. Every one of these is counted in `/admin/stats`.
 
-use crate::emitter::{Emitter, Sequenced};
 use crate::event::AgentEvent;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
@@ -31,6 +30,12 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Events sequenced by the cluster (read from its stream by the
+/// Redis-subscriber), in seq order per execution: buffer, publish, store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
 
 /// The state of this node's link to Redis, for `/health`.
 #[derive(Debug, Default)]
@@ -74,7 +79,7 @@ pub struct ClusterView;
 pub struct RedisSubscriber {
     client: Client,
     config: SubscriberConfig,
-    emitter: Addr<Emitter>,
+    emitter: Recipient<Sequenced>,
     store: Option<Arc<dyn Store>>,
     metrics: Metrics,
     health: Arc<RedisHealth>,
@@ -101,7 +106,7 @@ impl RedisSubscriber {
     pub fn new(
         client: Client,
         config: SubscriberConfig,
-        emitter: Addr<Emitter>,
+        emitter: Recipient<Sequenced>,
         store: Option<Arc<dyn Store>>,
         metrics: Metrics,
         health: Arc<RedisHealth>,

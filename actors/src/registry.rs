@@ -19,8 +19,6 @@
 use crate::filter::Filter;
 use crate::metrics::Metrics;
 use crate::protocol::{PublishedEvent, Target};
-pub use crate::session::Resync;
-use crate::session::{Deliver, Picks, Registered, Shutdown};
 use actix::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -49,6 +47,137 @@ impl Watched {
     fn remove(&self, execution_id: &str) {
         self.0.lock().expect("watched lock").remove(execution_id);
     }
+}
+
+/// Events for one subscriber, in seq order per execution: some events of a
+/// published batch that every subscriber it goes to shares.
+///
+/// The Registry sends one `Deliver` per session per batch. Sharing the batch
+/// and naming the session's events by index costs no allocation per session
+/// for batches of up to 64 events; a `Vec` of events per session cost one,
+/// plus a reference count per event (the fan-out profile in PERFORMANCE.md).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    batch: Arc<[Arc<PublishedEvent>]>,
+    picks: Picks,
+}
+
+/// Which events of a batch a [`Deliver`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Picks {
+    /// Bit `i` set: event `i` (batches of up to 64 events).
+    Mask(u64),
+    /// The indices, increasing (larger batches).
+    List(Vec<u32>),
+}
+
+impl Picks {
+    /// Nothing picked yet, for a batch of `len` events.
+    pub(crate) fn for_batch(len: usize) -> Picks {
+        if len <= 64 {
+            Picks::Mask(0)
+        } else {
+            Picks::List(Vec::new())
+        }
+    }
+
+    /// Picks event `index`; picking the same event again changes nothing,
+    /// as long as indices come in increasing order.
+    pub(crate) fn add(&mut self, index: usize) {
+        match self {
+            Picks::Mask(mask) => *mask |= 1 << index,
+            Picks::List(list) => {
+                if list.last() != Some(&(index as u32)) {
+                    list.push(index as u32);
+                }
+            }
+        }
+    }
+
+    /// How many events are picked.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Picks::Mask(mask) => mask.count_ones() as usize,
+            Picks::List(list) => list.len(),
+        }
+    }
+
+    /// The picked indices, increasing.
+    pub(crate) fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut mask = match self {
+            Picks::Mask(mask) => *mask,
+            Picks::List(_) => 0,
+        };
+        let from_mask = std::iter::from_fn(move || {
+            (mask != 0).then(|| {
+                let index = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                index
+            })
+        });
+        let from_list = match self {
+            Picks::List(list) => list.as_slice(),
+            Picks::Mask(_) => &[],
+        };
+        from_mask.chain(from_list.iter().map(|&i| i as usize))
+    }
+}
+
+impl Deliver {
+    /// All of `events`, for one subscriber.
+    pub fn new(events: Vec<Arc<PublishedEvent>>) -> Self {
+        let mut picks = Picks::for_batch(events.len());
+        (0..events.len()).for_each(|i| picks.add(i));
+        Deliver {
+            batch: events.into(),
+            picks,
+        }
+    }
+
+    /// The `picks` of a shared `batch`.
+    pub(crate) fn picked(batch: Arc<[Arc<PublishedEvent>]>, picks: Picks) -> Self {
+        Deliver { batch, picks }
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> impl Iterator<Item = &Arc<PublishedEvent>> + '_ {
+        self.picks.indices().map(|i| &self.batch[i])
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Whether it carries no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The Registry now routes this target's events here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Registered(pub Target);
+
+/// The broker is stopping: flush what is queued, then close with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Cluster fallback: seqs of an execution shown here from `from_seq` on were
+/// taken by another node's events (`fallback.rs`). Subscribers are told to
+/// drop what they hold from there; the events that follow are the truth.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Resync {
+    /// The execution.
+    pub execution_id: Arc<str>,
+    /// Its conversation, when known (conversation subscribers are told too).
+    pub conversation_id: Option<String>,
+    /// The first seq in dispute.
+    pub from_seq: u64,
 }
 
 /// A session's number, unique in this process.

@@ -3,8 +3,9 @@
 
 use actix::prelude::*;
 use agent_events_actors::demo::{self, DemoConfig, Orchestrator, RunExecution};
-use agent_events_actors::emitter::{Emitter, EmitterConfig, ReadBuffer};
+use agent_events_actors::emitter::{Emitter, EmitterConfig};
 use agent_events_actors::event::{AgentEvent, EventKind, EventType, ReviewVerdict, RunStatus};
+use agent_events_actors::history::ReadBuffer;
 use agent_events_actors::metrics::Metrics;
 use agent_events_actors::registry::Registry;
 use agent_events_actors::EmitterHandle;

@@ -26,14 +26,15 @@
 
 pub mod analytics;
 pub mod journal;
+pub mod keys;
 pub mod mongo;
 pub mod outbox;
 pub mod sqlite;
 
 pub use journal::JournalEntry;
+pub use keys::KeyRecord;
 
 use crate::event::{AgentEvent, EventType};
-use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use analytics::{Analytics, AnalyticsQuery};
 use chrono::{DateTime, Utc};

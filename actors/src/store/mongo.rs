@@ -27,12 +27,12 @@ use super::analytics::{
     ExecutionFigures, Percentiles, QualityFigures, ReviewFigures, ToolFigures, ToolStats,
     PERCENTILES, TOP,
 };
+use super::KeyRecord;
 use super::{
     EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{AgentEvent, EventKind, EventType, RunStatus};
-use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::try_join_all;

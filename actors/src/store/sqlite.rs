@@ -12,12 +12,12 @@ use super::analytics::{
     busiest_tools, AgentCalls, Analytics, AnalyticsQuery, EventFigures, ExecutionFigures,
     Percentiles, QualityFigures, ReviewFigures, ToolFigures, ToolStats, PERCENTILES, TOP,
 };
+use super::KeyRecord;
 use super::{
     EventQuery, ExecutionQuery, ExecutionStats, ExecutionStatus, ExecutionSummary, JournalEntry,
     Retention, ScoreSummary, Store, StoreError, StoreFuture,
 };
 use crate::event::{format_timestamp, AgentEvent, EventKind, RunStatus};
-use crate::idempotency::KeyRecord;
 use crate::protocol::PublishedEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::types::Value as SqlValue;
