@@ -7,7 +7,7 @@
 //! default about 60 buckets). Like the other query routes it needs the admin
 //! role when auth is on.
 
-use crate::routes::{query, ApiError};
+use crate::api::{query, ApiError};
 use crate::server::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use agent_events_actors::auth::Role;

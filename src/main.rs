@@ -4,8 +4,10 @@
 #![warn(missing_docs)]
 
 mod analytics;
+mod api;
 mod asyncapi;
 mod config;
+mod ingest;
 mod monitor;
 mod notifications;
 mod openapi;

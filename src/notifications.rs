@@ -9,8 +9,8 @@
 //! - `POST /admin/notifications/dead-letters/{key}/retry`: back to pending (202).
 //! - `DELETE /admin/notifications/dead-letters/{key}`: discarded (204).
 
+use crate::api::{query, ApiError};
 use crate::config::Config;
-use crate::routes::{query, ApiError};
 use crate::server::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use agent_events_actors::auth::Role;

@@ -1,32 +1,24 @@
-//! HTTP routes (PROTOCOL.md 3) and the WebSocket upgrade at `/` and `/ws`.
-//!
-//! Every error leaves as `{"error":{"code":…,"message":…}}` with a stable
-//! code from [`ErrorCode`], plus `field`, `rule` and `index` when one event of
-//! a batch is at fault, so a producer can fix exactly that.
+//! The route table ([`ROUTES`], every route the broker serves, documented
+//! or not served at all: docs/protocol.md 3), the WebSocket upgrade at `/`
+//! and `/ws`, and the small read-only handlers. `POST /api/events` is in
+//! `ingest.rs`; what handlers share (errors, query parsing, admission) in
+//! `api.rs`.
 
+use crate::api::{connection, page_size, parse_types, query, ApiError, ApiResult};
+use crate::ingest;
 use crate::server::Broker;
 use crate::{analytics, asyncapi, monitor, notifications, openapi, sse};
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
-use agent_events_actors::auth::{AuthError, Grant, Role};
-use agent_events_actors::emitter::{Ingest, IngestError};
-use agent_events_actors::event::{format_timestamp, AgentEvent, EventType, ValidationError};
-use agent_events_actors::idempotency::IdempotencyKey;
-use agent_events_actors::limits::{ConnectionPermit, Refusal};
+use agent_events_actors::auth::Role;
+use agent_events_actors::event::format_timestamp;
 use agent_events_actors::protocol::ErrorCode;
 use agent_events_actors::redis_subscriber::ClusterView;
-use agent_events_actors::send_queue::Connection;
 use agent_events_actors::session;
-use agent_events_actors::socket::ConnectionSocket;
-use agent_events_actors::store::{EventQuery, ExecutionQuery, ExecutionStatus, StoreError};
+use agent_events_actors::store::{EventQuery, ExecutionQuery, ExecutionStatus};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::{json, Value};
-use std::fmt;
-use std::net::IpAddr;
-use std::time::Duration;
+use serde_json::json;
 
 /// Who may call a route when authentication is on: the role its handler
 /// asks the guard for. Documentation (OpenAPI `security`), checked against
@@ -85,7 +77,7 @@ const fn route(
 pub static ROUTES: &[RouteSpec] = &[
     route(Method::GET, "/", Access::Session, "The WebSocket (an upgrade), or the monitor page for a browser", || web::to(root)),
     route(Method::GET, "/ws", Access::Session, "The WebSocket (see the AsyncAPI document at /api/ws)", || web::to(websocket)),
-    route(Method::POST, "/api/events", Access::Producer, "Publish one event or an array of events", || web::to(ingest)),
+    route(Method::POST, "/api/events", Access::Producer, "Publish one event or an array of events", || web::to(ingest::ingest)),
     route(Method::GET, "/api/executions", Access::Admin, "Recent executions, newest first", || web::to(list_executions)),
     route(Method::GET, "/api/executions/{id}/events", Access::Admin, "Stored events of an execution in seq order", || web::to(execution_events)),
     route(Method::GET, "/api/executions/{id}/stats", Access::Admin, "Statistics of one execution", || web::to(execution_stats)),
@@ -114,107 +106,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     cfg.configure(monitor::configure);
 }
-
-/// An HTTP error with its stable code.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    /// The stable code (the ingest counts refusals by it).
-    pub(crate) code: ErrorCode,
-    message: String,
-    validation: Option<ValidationError>,
-    index: Option<usize>,
-}
-
-impl ApiError {
-    /// An error of `code`, with the HTTP status that code maps to.
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let status = match code {
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable | ErrorCode::RedisUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            validation: None,
-            index: None,
-        }
-    }
-
-    fn invalid_event(index: usize, validation: ValidationError) -> Self {
-        let code = match validation.rule {
-            agent_events_actors::event::Rule::TooLarge => ErrorCode::PayloadTooLarge,
-            _ => ErrorCode::InvalidEvent,
-        };
-        ApiError {
-            index: Some(index),
-            message: format!("event {index}: {validation}"),
-            validation: Some(validation),
-            ..ApiError::new(code, "")
-        }
-    }
-
-    /// `store-unavailable`: the store could not answer.
-    pub(crate) fn store(err: StoreError) -> Self {
-        ApiError::new(
-            ErrorCode::StoreUnavailable,
-            format!("the store cannot answer: {err}"),
-        )
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
-        ApiError::new(err.code, err.message)
-    }
-}
-
-impl From<IngestError> for ApiError {
-    fn from(err: IngestError) -> Self {
-        ApiError {
-            index: err.index,
-            validation: err.validation,
-            ..ApiError::new(err.code, err.message)
-        }
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut error = json!({"code": self.code.as_str(), "message": self.message});
-        if let Some(validation) = &self.validation {
-            error["field"] = json!(validation.field);
-            error["rule"] = json!(validation.rule.as_str());
-        }
-        if let Some(index) = self.index {
-            error["index"] = json!(index);
-        }
-        HttpResponse::build(self.status).json(json!({ "error": error }))
-    }
-}
-
-type ApiResult = Result<HttpResponse, ApiError>;
 
 /// `/`: the seed's WebSocket endpoint; a plain browser visit gets the monitor.
 async fn root(
@@ -253,291 +144,11 @@ async fn websocket(
     session::upgrade(&req, body, broker.session_deps.clone(), grant, connection)
 }
 
-/// A slot for this request's connection (see [`admit`]) and its socket, as
-/// the server recorded it on accepting it: what the response body holds
-/// until the server lets go of the connection.
-pub(crate) fn connection(req: &HttpRequest, broker: &Broker) -> Result<Connection, ApiError> {
-    Ok(Connection {
-        permit: Some(admit(req, broker)?),
-        socket: req.conn_data::<ConnectionSocket>().copied(),
-    })
-}
-
-/// A connection slot for this request's address, or 503 `too-many-connections`.
-pub(crate) fn admit(req: &HttpRequest, broker: &Broker) -> Result<ConnectionPermit, ApiError> {
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    broker.connections.admit(ip).map_err(|refusal| {
-        let message = match refusal {
-            Refusal::Total(max) => format!("the broker holds its maximum of {max} connections"),
-            Refusal::PerAddress(max) => format!("{max} connections are open from this address"),
-        };
-        ApiError::new(ErrorCode::TooManyConnections, message)
-    })
-}
-
-/// The producer's events fit its rate (its token's subject, or its address).
-fn check_producer_rate(
-    req: &HttpRequest,
-    broker: &Broker,
-    grant: Option<&Grant>,
-    events: usize,
-) -> Result<(), ApiError> {
-    let key = match grant {
-        Some(grant) => format!("sub:{}", grant.subject()),
-        None => format!(
-            "ip:{}",
-            req.peer_addr()
-                .map_or_else(String::new, |a| a.ip().to_string())
-        ),
-    };
-    if broker.producers.take(&key, events as f64) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::RateLimited,
-        format!(
-            "more than {} events a second from this producer; retry with backoff",
-            broker.config.max_events_per_sec_per_producer
-        ),
-    ))
-}
-
 fn is_websocket_upgrade(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// The request header naming a batch for idempotent retries.
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-
-/// The response header set (to `true`) on the answer to a retry: the
-/// receipt is the first attempt's, nothing was sequenced again.
-pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
-
-/// The batch's `Idempotency-Key`, if the request has one; 400 `bad-request`
-/// for one that breaks the syntax (`IdempotencyKey::new`) or is given twice.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
-    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "more than one Idempotency-Key header",
-        ));
-    }
-    let text = value.to_str().map_err(|_| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            "an Idempotency-Key is visible ASCII (`!` to `~`, no space)",
-        )
-    })?;
-    IdempotencyKey::new(text)
-        .map(Some)
-        .map_err(|err| ApiError::new(ErrorCode::BadRequest, err.to_string()))
-}
-
-/// `POST /api/events`: one event or an array; 202 once stored.
-async fn ingest(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> ApiResult {
-    let grant = broker.guard.require(&req, Role::Producer)?;
-    let key = idempotency_key(&req).inspect_err(|err| {
-        broker
-            .metrics
-            .events_rejected
-            .with_label_values(&[err.code.as_str()])
-            .inc();
-    })?;
-    let bytes = read_body(
-        body,
-        broker.config.max_body_bytes,
-        Duration::from_millis(broker.config.request_body_timeout_ms),
-    )
-    .await;
-    let events = bytes
-        .and_then(|bytes| parse_events(&bytes, &broker))
-        .and_then(|events| {
-            let forbidden = grant
-                .as_ref()
-                .and_then(|g| events.iter().position(|e| !g.may_produce(&e.execution_id)));
-            match forbidden {
-                Some(index) => Err(ApiError {
-                    index: Some(index),
-                    ..ApiError::new(
-                        ErrorCode::Forbidden,
-                        "the token may not produce to this execution",
-                    )
-                }),
-                None => Ok(events),
-            }
-        })
-        .and_then(|events| {
-            check_producer_rate(&req, &broker, grant.as_ref(), events.len()).map(|()| events)
-        })
-        .inspect_err(|err| {
-            // Refusals past this point are counted by the Emitter.
-            broker
-                .metrics
-                .events_rejected
-                .with_label_values(&[err.code.as_str()])
-                .inc();
-        })?;
-    let batch = match key {
-        Some(key) => Ingest::keyed(key, events.clone()),
-        None => Ingest::new(events.clone()),
-    };
-    let receipt = broker
-        .emitter
-        .send(batch)
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the broker is stopping"))??;
-    let provisional = receipt.provisional;
-    let replayed = receipt.replayed;
-    let accepted = receipt.durable().await?;
-    let listed: Vec<Value> = events
-        .iter()
-        .zip(&accepted)
-        .map(|(event, a)| match a.seq {
-            Some(seq) => json!({"executionId": event.execution_id, "seq": seq}),
-            None => json!({"executionId": event.execution_id, "seq": null, "coalesced": true}),
-        })
-        .collect();
-    let mut answer = json!({"accepted": accepted.len(), "events": listed});
-    if provisional {
-        // Cluster fallback: journaled here, seqs provisional until Redis answers.
-        answer["provisional"] = json!(true);
-    }
-    let mut response = HttpResponse::Accepted();
-    if replayed {
-        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
-    }
-    Ok(response.json(answer))
-}
-
-/// Reads the body up to `limit` bytes, answering 413 past it without reading on.
-/// Within `timeout`: the head timeout ends where the body begins, and a body
-/// trickled a byte at a time must not hold the request forever.
-async fn read_body(
-    mut body: web::Payload,
-    limit: usize,
-    timeout: Duration,
-) -> Result<web::BytesMut, ApiError> {
-    let read = async {
-        let mut bytes = web::BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::new(ErrorCode::BadRequest, format!("reading the body: {e}"))
-            })?;
-            if bytes.len() + chunk.len() > limit {
-                return Err(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("bodies are limited to {limit} bytes"),
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("the body did not arrive within {} ms", timeout.as_millis()),
-            ))
-        })
-}
-
-/// One event or an array of them; each checked for size, then every rule.
-fn parse_events(bytes: &[u8], broker: &Broker) -> Result<Vec<AgentEvent>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::new(ErrorCode::BadJson, "the body is not UTF-8"))?;
-    let bad_json =
-        |e: serde_json::Error| ApiError::new(ErrorCode::BadJson, format!("not JSON: {e}"));
-    let max_batch = broker.config.max_batch_events;
-    let raws: Vec<&RawValue> = if text.trim_start().starts_with('[') {
-        bounded_array(text, max_batch)
-            .map_err(bad_json)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("more than {max_batch} events in one request"),
-                )
-            })?
-    } else {
-        vec![serde_json::from_str(text).map_err(bad_json)?]
-    };
-    if raws.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "no events in the array",
-        ));
-    }
-    raws.iter()
-        .enumerate()
-        .map(|(index, raw)| parse_event(index, raw, broker.config.max_event_bytes))
-        .collect()
-}
-
-/// The items of a JSON array, or `None` as soon as there are more than
-/// `limit`. Why not parse it whole and count: a body of millions of tiny
-/// items (`[0,0,0,…]`, within `max_body_bytes`) would be parsed in full
-/// before being refused, on a worker thread that other clients share
-/// (tests/hostile.rs measured seconds of stall).
-fn bounded_array(text: &str, limit: usize) -> Result<Option<Vec<&RawValue>>, serde_json::Error> {
-    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
-    use std::cell::Cell;
-
-    struct Items<'a> {
-        limit: usize,
-        overflow: &'a Cell<bool>,
-    }
-    impl<'de> Visitor<'de> for Items<'_> {
-        type Value = Vec<&'de RawValue>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an array of events")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut items = Vec::new();
-            while let Some(item) = seq.next_element::<&'de RawValue>()? {
-                if items.len() == self.limit {
-                    self.overflow.set(true);
-                    return Err(A::Error::custom("too many items"));
-                }
-                items.push(item);
-            }
-            Ok(items)
-        }
-    }
-    let overflow = Cell::new(false);
-    let mut input = serde_json::Deserializer::from_str(text);
-    let items = input.deserialize_seq(Items {
-        limit,
-        overflow: &overflow,
-    });
-    match items {
-        _ if overflow.get() => Ok(None),
-        Ok(items) => input.end().map(|()| Some(items)),
-        Err(err) => Err(err),
-    }
-}
-
-fn parse_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<AgentEvent, ApiError> {
-    if raw.get().len() > max_bytes {
-        let too_large = ValidationError {
-            field: String::new(),
-            rule: agent_events_actors::event::Rule::TooLarge,
-            message: format!("events are limited to {max_bytes} bytes"),
-        };
-        return Err(ApiError::invalid_event(index, too_large));
-    }
-    let value: Value = serde_json::from_str(raw.get())
-        .map_err(|e| ApiError::new(ErrorCode::BadJson, e.to_string()))?;
-    AgentEvent::from_producer_json(value).map_err(|v| ApiError::invalid_event(index, v))
 }
 
 /// Query of `GET /api/executions/{id}/events`.
@@ -549,45 +160,6 @@ pub(crate) struct EventsParams {
     agent_id: Option<String>,
     department: Option<String>,
     limit: Option<usize>,
-}
-
-/// Most events or executions one page returns.
-const MAX_PAGE: usize = 1000;
-/// A page's size when the query does not say.
-const DEFAULT_PAGE: usize = 100;
-
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit.unwrap_or(DEFAULT_PAGE) {
-        0 => Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "limit must be at least 1",
-        )),
-        n => Ok(n.min(MAX_PAGE)),
-    }
-}
-
-/// `types=a,b` as event types; an unknown name is a `bad-request`.
-pub(crate) fn parse_types(types: Option<&str>) -> Result<Option<Vec<EventType>>, ApiError> {
-    let Some(types) = types else { return Ok(None) };
-    types
-        .split(',')
-        .map(|name| {
-            EventType::parse(name.trim()).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("types: `{name}` is not an event type"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
-/// The request's query string as `T`; a bad one is a `bad-request`.
-pub(crate) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
 /// `GET /api/executions/{id}/events`: stored events in seq order, a page at a time.
@@ -775,19 +347,5 @@ mod tests {
         let cursor = encode_cursor(at, "exec_1:a");
         assert_eq!(decode_cursor(&cursor).unwrap(), (at, "exec_1:a".to_owned()));
         assert!(decode_cursor("nonsense").is_err());
-    }
-
-    #[test]
-    fn types_are_parsed_or_refused() {
-        assert_eq!(
-            parse_types(Some("tool-call, tool-result")).unwrap(),
-            Some(vec![EventType::ToolCall, EventType::ToolResult])
-        );
-        assert_eq!(
-            parse_types(Some("tool-call,nope")).unwrap_err().code,
-            ErrorCode::BadRequest
-        );
-        assert_eq!(page_size(Some(5000)).unwrap(), MAX_PAGE);
-        assert!(page_size(Some(0)).is_err());
     }
 }

@@ -21,7 +21,7 @@
 //! Refusals happen before the stream starts, as JSON errors in the shape of
 //! every HTTP error: `{"error":{"code":…,"message":…}}`.
 
-use crate::routes::{parse_types, query, ApiError};
+use crate::api::{parse_types, query, ApiError};
 use crate::server::Broker;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -126,7 +126,7 @@ async fn stream(
     resume: Option<Resume>,
     format: SseFormat,
 ) -> SseResult {
-    let connection = crate::routes::connection(req, broker)?;
+    let connection = crate::api::connection(req, broker)?;
     let request = SseRequest {
         target,
         filter,
