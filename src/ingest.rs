@@ -78,6 +78,15 @@ pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey
         .map_err(|err| ApiError::new(ErrorCode::BadRequest, err.to_string()))
 }
 
+/// Counts a request refused before the Emitter saw it, by its code.
+fn count_refused(broker: &Broker, err: &ApiError) {
+    broker
+        .metrics
+        .events_rejected
+        .with_label_values(&[err.code.as_str()])
+        .inc();
+}
+
 /// `POST /api/events`: one event or an array; 202 once stored.
 pub(crate) async fn ingest(
     req: HttpRequest,
@@ -85,13 +94,7 @@ pub(crate) async fn ingest(
     broker: web::Data<Broker>,
 ) -> ApiResult {
     let grant = broker.guard.require(&req, Role::Producer)?;
-    let key = idempotency_key(&req).inspect_err(|err| {
-        broker
-            .metrics
-            .events_rejected
-            .with_label_values(&[err.code.as_str()])
-            .inc();
-    })?;
+    let key = idempotency_key(&req).inspect_err(|err| count_refused(&broker, err))?;
     let bytes = read_body(
         body,
         broker.config.max_body_bytes,
@@ -116,14 +119,8 @@ pub(crate) async fn ingest(
         .and_then(|events| {
             check_producer_rate(&req, &broker, grant.as_ref(), events.len()).map(|()| events)
         })
-        .inspect_err(|err| {
-            // Refusals past this point are counted by the Emitter.
-            broker
-                .metrics
-                .events_rejected
-                .with_label_values(&[err.code.as_str()])
-                .inc();
-        })?;
+        // Refusals past this point are counted by the Emitter.
+        .inspect_err(|err| count_refused(&broker, err))?;
     let batch = match key {
         Some(key) => Ingest::keyed(key, events.clone()),
         None => Ingest::new(events.clone()),

@@ -232,31 +232,8 @@ async fn a_resubscribe_in_a_burst_replays_and_goes_live_without_a_hole() {
                 _ => panic!("round {round}: unexpected {message}"),
             }
         }
-        let target = progress.borrow().to_owned() + 10;
-        progress
-            .wait_for(|seq| *seq >= target)
-            .await
-            .expect("producers run");
-        let mut got = Vec::new();
-        while got.last().and_then(|e: &Value| e["seq"].as_u64()) < Some(target) {
-            got.push(client.next_event_body().await);
-        }
-        let want: Vec<u64> = (1..=target).collect();
-        let got_seqs = seqs(&got);
-        assert!(
-            got_seqs == want,
-            "round {round}: {}",
-            describe_gaps(&got_seqs, 0)
-        );
-        client
-            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
-            .await;
-        loop {
-            let message = client.next_json().await;
-            if message["type"] == "unsubscribed" {
-                break;
-            }
-        }
+        every_seq_from_the_first(&mut client, &mut progress, round).await;
+        unsubscribe(&mut client, EXECUTION, round).await;
     }
     producers.stop_after(0).await;
 }
@@ -288,47 +265,55 @@ async fn a_resubscribe_during_a_long_replay_read_goes_live_without_a_hole() {
         let subscribe = json!({"type": "subscribe", "executionId": EXECUTION, "fromSeq": 0});
         client.send_json(&subscribe).await;
         client.send_json(&json!({"type": "ping"})).await;
-        expect_skipping_replay(&mut client, round, "pong").await;
+        client.skip_to("pong", &format!("round {round}")).await;
         client
             .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
             .await;
         client.send_json(&subscribe).await;
-        expect_skipping_replay(&mut client, round, "unsubscribed").await;
-        expect_skipping_replay(&mut client, round, "subscribed").await;
-        let target = progress.borrow().to_owned() + 10;
-        progress
-            .wait_for(|seq| *seq >= target)
-            .await
-            .expect("producers run");
-        let mut got = Vec::new();
-        while got.last().and_then(|e: &Value| e["seq"].as_u64()) < Some(target) {
-            got.push(client.next_event_body().await);
-        }
-        let got_seqs = seqs(&got);
-        assert!(
-            got_seqs == (1..=target).collect::<Vec<u64>>(),
-            "round {round}: {}",
-            describe_gaps(&got_seqs, 0)
-        );
         client
-            .send_json(&json!({"type": "unsubscribe", "executionId": EXECUTION}))
+            .skip_to("unsubscribed", &format!("round {round}"))
             .await;
-        expect_skipping_replay(&mut client, round, "unsubscribed").await;
+        client
+            .skip_to("subscribed", &format!("round {round}"))
+            .await;
+        every_seq_from_the_first(&mut client, &mut progress, round).await;
+        unsubscribe(&mut client, EXECUTION, round).await;
     }
     producers.stop_after(0).await;
 }
 
-/// Reads until a message of type `kind`, passing over the first
-/// subscription's answer and events, which may come or not.
-async fn expect_skipping_replay(client: &mut Client, round: usize, kind: &str) {
-    loop {
-        let message = client.next_json().await;
-        match message["type"].as_str() {
-            Some(t) if t == kind => return,
-            Some("subscribed") | Some("event") => {}
-            _ => panic!("round {round}: waiting for {kind}, got {message}"),
-        }
+/// Unsubscribes from `execution` and reads to the answer.
+async fn unsubscribe(client: &mut Client, execution: &str, round: usize) {
+    client
+        .send_json(&json!({"type": "unsubscribe", "executionId": execution}))
+        .await;
+    client
+        .skip_to("unsubscribed", &format!("round {round}"))
+        .await;
+}
+
+/// Reads events from seq 1 until ten past the producers' head as it is now;
+/// they must be every seq, once and in order.
+async fn every_seq_from_the_first(
+    client: &mut Client,
+    progress: &mut tokio::sync::watch::Receiver<u64>,
+    round: usize,
+) {
+    let target = progress.borrow().to_owned() + 10;
+    progress
+        .wait_for(|seq| *seq >= target)
+        .await
+        .expect("producers run");
+    let mut got = Vec::new();
+    while got.last().and_then(|e: &Value| e["seq"].as_u64()) < Some(target) {
+        got.push(client.next_event_body().await);
     }
+    let got_seqs = seqs(&got);
+    assert!(
+        got_seqs == (1..=target).collect::<Vec<u64>>(),
+        "round {round}: {}",
+        describe_gaps(&got_seqs, 0)
+    );
 }
 
 /// With a store, an execution nobody watches keeps no replay buffer (its

@@ -797,6 +797,20 @@ impl Client {
         })
     }
 
+    /// Reads to the next message of type `kind`, passing over subscription
+    /// answers and events (a resubscribe burst's first subscription may be
+    /// answered or not); anything else fails the test, with `context`.
+    pub async fn skip_to(&mut self, kind: &str, context: &str) {
+        loop {
+            let message = self.next_json().await;
+            match message["type"].as_str() {
+                Some(t) if t == kind => return,
+                Some("subscribed") | Some("event") => {}
+                _ => panic!("{context}: waiting for {kind}, got {message}"),
+            }
+        }
+    }
+
     /// The next JSON message; fails on anything else.
     pub async fn next_json(&mut self) -> Value {
         match self.recv().await {

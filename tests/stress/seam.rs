@@ -78,12 +78,12 @@ async fn one_round(
     client.send_json(&subscribe).await;
     if matches!(burst, Burst::ChurnDuringRead) {
         client.send_json(&json!({"type": "ping"})).await;
-        skip_to(client, "pong", context).await;
+        client.skip_to("pong", context).await;
     }
     if !matches!(burst, Burst::Plain) {
         client.send_json(&unsubscribe).await;
         client.send_json(&subscribe).await;
-        skip_to(client, "unsubscribed", context).await;
+        client.skip_to("unsubscribed", context).await;
     }
     let subscribed = next_of_type(client, "subscribed", context).await;
     let replayed = subscribed["replayed"].as_u64().unwrap_or_default();
@@ -104,20 +104,7 @@ async fn one_round(
         describe(&got, from)
     );
     client.send_json(&unsubscribe).await;
-    skip_to(client, "unsubscribed", context).await;
-}
-
-/// Reads past the first subscription's answer and events (which may come
-/// or not) to the next message of type `kind`.
-async fn skip_to(client: &mut Client, kind: &str, context: &str) {
-    loop {
-        let message = client.next_json().await;
-        match message["type"].as_str() {
-            Some(t) if t == kind => return,
-            Some("subscribed") | Some("event") => {}
-            _ => panic!("{context}: waiting for {kind}, got {message}"),
-        }
-    }
+    client.skip_to("unsubscribed", context).await;
 }
 
 /// The next message, which must be of type `kind`.
