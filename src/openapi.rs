@@ -273,80 +273,10 @@ fn answer(description: &str, content_type: &str, schema: Value) -> Map<String, V
 
 /// What is known of each route beyond its table line.
 fn details(spec: &RouteSpec) -> Details {
-    let schema_ref = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-    let last_event_id = json!({
-        "name": "Last-Event-ID", "in": "header", "required": false,
-        "schema": {"type": "string"},
-        "description": "resume after this SSE id (sent by EventSource when it reconnects); wins over fromSeq",
-    });
-    let websocket = || {
-        let mut responses = Map::new();
-        responses.insert(
-            "101".into(),
-            json!({"description": "Switching Protocols: the WebSocket of /api/ws (AsyncAPI)"}),
-        );
-        responses
-    };
     match (spec.method.as_str(), spec.path) {
-        ("GET", "/") => {
-            let mut responses = text_answer("the monitor page, for a browser", "text/html");
-            responses.extend(websocket());
-            responses.insert("403".into(), json!({"$ref": "#/components/responses/403"}));
-            Details {
-                responses,
-                ..Details::default()
-            }
-        }
-        ("GET", "/ws") => {
-            let mut responses = websocket();
-            responses.insert("403".into(), json!({"$ref": "#/components/responses/403"}));
-            Details {
-                responses,
-                ..Details::default()
-            }
-        }
-        ("POST", "/api/events") => {
-            let mut responses = Map::new();
-            responses.insert(
-                "202".into(),
-                json!({"description": "stored (durable) and published",
-                       "content": {"application/json": {"schema": schema_ref("Accepted")}}}),
-            );
-            responses["202"]["headers"] = json!({"Idempotent-Replayed": {
-                "description": "`true` on the answer to a retry: the first attempt's receipt; \
-                                nothing was stored or delivered again",
-                "schema": {"type": "string", "enum": ["true"]},
-            }});
-            for status in ["413", "422", "429"] {
-                responses.insert(
-                    status.into(),
-                    json!({"$ref": format!("#/components/responses/{status}")}),
-                );
-            }
-            let idempotency_key = json!({
-                "name": "Idempotency-Key", "in": "header", "required": false,
-                "schema": {"type": "string", "minLength": 1,
-                           "maxLength": agent_events_actors::idempotency::MAX_KEY_LEN,
-                           "pattern": "^[!-~]+$"},
-                "description": "names the batch: a retry with the same key and the same events \
-                                within idempotency_window_secs gets the first 202 again, and \
-                                nothing is stored or delivered twice; the same key with other \
-                                events is 422 idempotency-key-reused; a malformed key is 400 \
-                                bad-request (docs/reference.md, Idempotent publish)",
-            });
-            Details {
-                headers: vec![idempotency_key],
-                body: Some(json!({
-                    "required": true,
-                    "content": {"application/json": {"schema": {"oneOf": [
-                        schema_ref("NewEvent"),
-                        {"type": "array", "items": schema_ref("NewEvent"), "minItems": 1},
-                    ]}}},
-                })),
-                responses,
-                ..Details::default()
-            }
-        }
+        ("GET", "/") => websocket_details(true),
+        ("GET", "/ws") => websocket_details(false),
+        ("POST", "/api/events") => ingest_details(),
         ("GET", "/api/executions") => Details {
             query: query_of::<routes::ExecutionsParams>(),
             responses: json_answer(
@@ -379,24 +309,18 @@ fn details(spec: &RouteSpec) -> Details {
                 ..Details::default()
             }
         }
-        ("GET", "/api/executions/{id}/stream") => Details {
-            query: query_of::<sse::StreamParams>(),
-            headers: vec![last_event_id],
-            responses: text_answer("events: id = seq, event = type, data = the event", SSE),
-            ..Details::default()
-        },
-        ("GET", "/api/conversations/{id}/stream") => Details {
-            query: query_of::<sse::StreamParams>(),
-            headers: vec![last_event_id],
-            responses: text_answer("events of every execution: id = executionId:seq", SSE),
-            ..Details::default()
-        },
-        ("GET", "/api/executions/{id}/ag-ui") => Details {
-            query: query_of::<sse::AgUiParams>(),
-            headers: vec![last_event_id],
-            responses: text_answer("AG-UI events (docs/ag-ui.md)", SSE),
-            ..Details::default()
-        },
+        ("GET", "/api/executions/{id}/stream") => stream_details(
+            query_of::<sse::StreamParams>(),
+            "events: id = seq, event = type, data = the event",
+        ),
+        ("GET", "/api/conversations/{id}/stream") => stream_details(
+            query_of::<sse::StreamParams>(),
+            "events of every execution: id = executionId:seq",
+        ),
+        ("GET", "/api/executions/{id}/ag-ui") => stream_details(
+            query_of::<sse::AgUiParams>(),
+            "AG-UI events (docs/ag-ui.md)",
+        ),
         ("GET", "/api/analytics") => Details {
             query: query_of::<analytics::Params>(),
             responses: json_answer("figures of the window", schema_ref("Analytics")),
@@ -437,6 +361,88 @@ fn details(spec: &RouteSpec) -> Details {
         },
         _ => Details::default(),
     }
+}
+
+/// `GET /` and `/ws`: the upgrade (and, at `/`, the monitor page for a browser).
+fn websocket_details(with_monitor: bool) -> Details {
+    let mut responses = if with_monitor {
+        text_answer("the monitor page, for a browser", "text/html")
+    } else {
+        Map::new()
+    };
+    responses.insert(
+        "101".into(),
+        json!({"description": "Switching Protocols: the WebSocket of /api/ws (AsyncAPI)"}),
+    );
+    responses.insert("403".into(), json!({"$ref": "#/components/responses/403"}));
+    Details {
+        responses,
+        ..Details::default()
+    }
+}
+
+/// `POST /api/events`: the batch, the `Idempotency-Key`, and every answer.
+fn ingest_details() -> Details {
+    let mut responses = Map::new();
+    responses.insert(
+        "202".into(),
+        json!({"description": "stored (durable) and published",
+                       "content": {"application/json": {"schema": schema_ref("Accepted")}}}),
+    );
+    responses["202"]["headers"] = json!({"Idempotent-Replayed": {
+        "description": "`true` on the answer to a retry: the first attempt's receipt; \
+                        nothing was stored or delivered again",
+        "schema": {"type": "string", "enum": ["true"]},
+    }});
+    for status in ["413", "422", "429"] {
+        responses.insert(
+            status.into(),
+            json!({"$ref": format!("#/components/responses/{status}")}),
+        );
+    }
+    let idempotency_key = json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "minLength": 1,
+                   "maxLength": agent_events_actors::idempotency::MAX_KEY_LEN,
+                   "pattern": "^[!-~]+$"},
+        "description": "names the batch: a retry with the same key and the same events \
+                        within idempotency_window_secs gets the first 202 again, and \
+                        nothing is stored or delivered twice; the same key with other \
+                        events is 422 idempotency-key-reused; a malformed key is 400 \
+                        bad-request (docs/reference.md, Idempotent publish)",
+    });
+    Details {
+        headers: vec![idempotency_key],
+        body: Some(json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"oneOf": [
+                schema_ref("NewEvent"),
+                {"type": "array", "items": schema_ref("NewEvent"), "minItems": 1},
+            ]}}},
+        })),
+        responses,
+        ..Details::default()
+    }
+}
+
+/// An SSE route: its query, `Last-Event-ID`, and the stream it answers.
+fn stream_details(query: Option<Value>, what: &str) -> Details {
+    let last_event_id = json!({
+        "name": "Last-Event-ID", "in": "header", "required": false,
+        "schema": {"type": "string"},
+        "description": "resume after this SSE id (sent by EventSource when it reconnects); wins over fromSeq",
+    });
+    Details {
+        query,
+        headers: vec![last_event_id],
+        responses: text_answer(what, SSE),
+        ..Details::default()
+    }
+}
+
+/// A reference to a schema of `components`.
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
 /// The error answers, all in the one error shape.

@@ -85,6 +85,35 @@ pub struct Cluster {
     pub node_id: String,
 }
 
+impl Cluster {
+    /// Starts this node's Redis-subscriber, feeding `emitter`.
+    fn join(
+        client: redis::Client,
+        config: SubscriberConfig,
+        emitter: &Addr<Emitter>,
+        store: &Arc<dyn Store>,
+        metrics: &Metrics,
+    ) -> Cluster {
+        let health = Arc::new(RedisHealth::default());
+        let node_id = config.node_id.clone();
+        let subscriber = RedisSubscriber::new(
+            client,
+            config,
+            emitter.clone().recipient(),
+            Some(store.clone()),
+            metrics.clone(),
+            health.clone(),
+        )
+        .start();
+        log::info!("cluster mode: node {node_id}");
+        Cluster {
+            subscriber,
+            health,
+            node_id,
+        }
+    }
+}
+
 impl Broker {
     /// Starts the actors around `store`; joins the cluster when `redis` is given.
     fn start(
@@ -141,27 +170,12 @@ impl Broker {
         }
         let emitter = emitter.start();
         let cluster = redis.map(|client| {
-            let health = Arc::new(RedisHealth::default());
-            let subscriber_config = SubscriberConfig {
-                node_id: node_id.clone(),
+            let view = SubscriberConfig {
+                node_id,
                 advertised: local.to_string(),
                 keys,
             };
-            let subscriber = RedisSubscriber::new(
-                client,
-                subscriber_config,
-                emitter.clone().recipient(),
-                Some(store.clone()),
-                metrics.clone(),
-                health.clone(),
-            )
-            .start();
-            log::info!("cluster mode: node {node_id}");
-            Cluster {
-                subscriber,
-                health,
-                node_id,
-            }
+            Cluster::join(client, view, &emitter, &store, &metrics)
         });
         let session_deps = SessionDeps {
             config: session_config(&config),
