@@ -130,11 +130,22 @@ test('the monitor follows a live execution and resumes across a broker restart',
   await page.screenshot({ path: join(ARTIFACTS, 'monitor-resumed.png'), fullPage: true })
 
   // ---- 5. hovering a failed tool call shows its events
-  const widest = await page.$$eval('#timeline [data-tool="failed"]', (bars) =>
-    bars.reduce((a, b) => (b.getBBox().width > a.getBBox().width ? b : a)).dataset.seq,
-  )
-  await page.hover(`#timeline [data-tool="failed"][data-seq="${widest}"]`)
-  await page.waitForSelector('#tooltip:not([hidden]) .tip-event.failure', { timeout: UI_MS })
+  // The demo runs on, so the timeline re-renders and its bars move: a hover
+  // can land where a bar was, on another one. Hover again (from outside, so
+  // that a mouseover fires) until the tooltip shows the failure, within UI_MS.
+  const hoverDeadline = Date.now() + UI_MS
+  for (;;) {
+    const widest = await page.$$eval('#timeline [data-tool="failed"]', (bars) =>
+      bars.reduce((a, b) => (b.getBBox().width > a.getBBox().width ? b : a)).dataset.seq,
+    )
+    await page.mouse.move(0, 0)
+    await page.hover(`#timeline [data-tool="failed"][data-seq="${widest}"]`)
+    const shown = await page
+      .waitForSelector('#tooltip:not([hidden]) .tip-event.failure', { timeout: 1000 })
+      .then(() => true, () => false)
+    if (shown) break
+    assert.ok(Date.now() < hoverDeadline, 'hovering a failed tool call never showed its failure')
+  }
 
   // ---- 6. log filters are subscription filters: the broker applies them
   const department = await page.$eval('#cards .card[data-department]', (card) => card.dataset.department)
