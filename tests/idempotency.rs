@@ -6,10 +6,8 @@
 
 mod common;
 
-use common::{seqs, thinking, Broker};
+use common::{seqs, thinking, Broker, DataDir};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,42 +241,19 @@ async fn a_key_is_forgotten_after_its_window() {
     );
 }
 
-/// A data directory shared by two runs of the broker; removed on drop.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new() -> DataDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "agent-events-idem-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the data dir");
-        DataDir(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn a_key_survives_kill_9_and_a_restart() {
     let dir = DataDir::new();
     let body = batch("exec-crash", 1, 10);
     let first = {
-        let mut broker = Broker::builder().data_dir(&dir.0).start().await;
+        let mut broker = Broker::builder().data_dir(dir.path()).start().await;
         let (status, first, _) = broker.post_keyed("before-crash", &body).await;
         assert_eq!(status, 202, "{first}");
         broker.signal(libc::SIGKILL);
         broker.wait_exit(Duration::from_secs(10)).await;
         first
     };
-    let broker = Broker::builder().data_dir(&dir.0).start().await;
+    let broker = Broker::builder().data_dir(dir.path()).start().await;
     let (status, retry, replayed) = broker.post_keyed("before-crash", &body).await;
     assert_eq!((status, replayed), (202, true), "{retry}");
     assert_eq!(retry, first, "the same seqs after the restart");

@@ -9,8 +9,8 @@
 mod cluster_support;
 mod common;
 
-use cluster_support::{start_nodes, Redis, TempDir};
-use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, MongoDb, STEP};
+use cluster_support::{start_nodes, Redis};
+use common::{assert_delivered, event, json_eq, Broker, BrokerBuilder, DataDir, MongoDb, STEP};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -293,7 +293,7 @@ fn notifications(stats: &Value) -> &Value {
 #[tokio::test]
 async fn a_match_is_posted_signed_with_the_event_as_its_payload() {
     let receiver = Receiver::start(Answer::Ok).await;
-    let dir = TempDir::new("notify");
+    let dir = DataDir::new();
     let rules = dir.path().join("rules.json");
     let file = json!({"rules": [
         {"id": "low-quality", "url": receiver.url, "types": ["quality-check"], "when": ["qualityScore < 0.7"]},
@@ -476,7 +476,7 @@ async fn on_mongodb_a_pending_delivery_is_delivered_after_kill_9_and_a_restart()
 
 async fn pending_delivery_after_kill_9(mongodb: Option<&MongoDb>) {
     let receiver = Receiver::start(Answer::Down).await;
-    let data = TempDir::new("notify");
+    let data = DataDir::new();
     let mut first = notifying()
         .store(mongodb)
         .data_dir(data.path())
@@ -615,7 +615,7 @@ async fn websocket_delivery_goes_on_while_the_receiver_hangs() {
 #[tokio::test]
 async fn rules_are_checked_listed_replaced_and_deleted_through_the_admin_api() {
     let receiver = Receiver::start(Answer::Ok).await;
-    let dir = TempDir::new("notify");
+    let dir = DataDir::new();
     let rules = dir.path().join("rules.toml");
     let toml = format!(
         "[[rules]]\nid = \"from-file\"\nurl = \"{}\"\ntypes = [\"agent-start\"]\n",

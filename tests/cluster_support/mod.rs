@@ -1,149 +1,32 @@
 //! What the cluster tests run on: a real `redis-server` per test on a free
-//! loopback port, brokers that join it (and can be SIGKILLed and restarted on
-//! the same DATA_DIR and port), a WebSocket subscriber, and a producer that
-//! posts while faults are injected.
+//! loopback port, broker nodes that join it (and can be SIGKILLed and
+//! restarted on the same DATA_DIR and port), a WebSocket subscriber, and a
+//! producer that posts while faults are injected.
 //!
-//! `tests/common` cannot serve here: it removes `REDIS_URL` from the broker's
-//! environment and gives every start a fresh DATA_DIR. Its event helpers are
-//! reused.
+//! Processes, data directories, HTTP and the WebSocket client are the
+//! common harness's (`tests/common`): a node is a [`Broker`] started with
+//! [`BrokerBuilder::redis`] on a [`DataDir`] of its own, and `redis-server`
+//! is started and killed as a [`Process`]. What is here is what only a
+//! cluster has: Redis itself, a node's name and restarts, and the checks
+//! of one order across nodes.
 //!
-//! Every process is started by this module and, on drop (a panic included),
-//! SIGKILLed by its pid and reaped. Nothing sleeps to synchronise: processes
-//! are ready when they say so on their output, messages are awaited with a
-//! timeout, and HTTP figures are polled (bounded) only when the figure is what
-//! the test waits for.
+//! Nothing sleeps to synchronise: processes are ready when they say so on
+//! their output, messages are awaited with a timeout, and HTTP figures are
+//! polled (bounded) only when the figure is what the test waits for.
 
 #![allow(dead_code)] // each test file uses a different part
 
-use crate::common::{assert_delivered, seqs, thinking, MongoDb, STEP};
-use futures_util::{SinkExt, StreamExt};
+use crate::common::{
+    assert_delivered, post_url, seqs, thinking, Broker, Client, DataDir, Frame, Log, MongoDb,
+    Process, STEP,
+};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// How long a process may take to say it is ready.
-const STARTUP: Duration = Duration::from_secs(30);
-/// Lines of a process's output kept to print when a test fails.
-const LOG_LINES: usize = 300;
-
-// ---------------------------------------------------------------- processes
-
-type Log = Arc<Mutex<VecDeque<String>>>;
-
-/// A child process, SIGKILLed and reaped (by its pid) when dropped.
-struct Process(Child);
-
-impl Process {
-    /// Spawns `command` with its output captured into `log`; the receiver
-    /// answers `ready(line)` for the first line where it is `Some`, and
-    /// fails if the process ends before.
-    fn spawn<T: Send + 'static>(
-        mut command: Command,
-        log: &Log,
-        ready: impl Fn(&str) -> Option<T> + Send + Sync + 'static,
-    ) -> (Process, oneshot::Receiver<T>) {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let ready_tx = Arc::new(Mutex::new(Some(ready_tx)));
-        let ready = Arc::new(ready);
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for pipe in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
-            let (log, ready, ready_tx) = (log.clone(), ready.clone(), ready_tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(value) = ready(&line) {
-                        if let Some(tx) = ready_tx.lock().unwrap().take() {
-                            let _ = tx.send(value);
-                        }
-                    }
-                    let mut log = log.lock().unwrap();
-                    if log.len() == LOG_LINES {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
-                }
-                // The pipe closed: the process ended. Whoever still waits learns it.
-                ready_tx.lock().unwrap().take();
-            });
-        }
-        (Process(child), ready_rx)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Child::kill is kill(pid, SIGKILL); wait reaps exactly that pid.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for a process's ready signal; fails with its output otherwise.
-async fn await_ready<T>(what: &str, ready: oneshot::Receiver<T>, log: &Log) -> T {
-    match tokio::time::timeout(STARTUP, ready).await {
-        Ok(Ok(value)) => value,
-        Ok(Err(_)) => panic!("{what} ended before it was ready; output:\n{}", tail(log)),
-        Err(_) => panic!(
-            "{what} not ready within {STARTUP:?}; output:\n{}",
-            tail(log)
-        ),
-    }
-}
-
-fn tail(log: &Log) -> String {
-    log.lock()
-        .unwrap()
-        .iter()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A fresh directory under the system's temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh, empty directory named after `tag`.
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "agent-events-cluster-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        TempDir(path)
-    }
-
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tokio::process::Command;
+use tokio::sync::watch;
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -160,8 +43,9 @@ pub struct Redis {
     /// Its port (kept across restarts).
     pub port: u16,
     extra: Vec<String>,
+    /// Its output, across restarts.
     log: Log,
-    dir: TempDir,
+    dir: DataDir,
 }
 
 impl Redis {
@@ -177,7 +61,7 @@ impl Redis {
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Log::default(),
-            dir: TempDir::new("redis"),
+            dir: DataDir::new(),
         };
         redis.launch().await;
         redis
@@ -193,11 +77,12 @@ impl Redis {
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra);
-        let (process, ready) = Process::spawn(command, &self.log, |line| {
+        let what = format!("redis-server :{}", self.port);
+        let (process, ()) = Process::start(command, &what, &self.log, |line| {
             line.contains("Ready to accept connections").then_some(())
-        });
+        })
+        .await;
         self.process = Some(process);
-        await_ready(&format!("redis-server :{}", self.port), ready, &self.log).await;
         let pong: String = self.cmd(&["PING"]).await;
         assert_eq!(pong, "PONG");
     }
@@ -258,7 +143,7 @@ impl Drop for Redis {
             eprintln!(
                 "--- redis-server :{} wrote:\n{}",
                 self.port,
-                tail(&self.log)
+                self.log.tail()
             );
         }
     }
@@ -266,23 +151,20 @@ impl Drop for Redis {
 
 // ---------------------------------------------------------------- a broker node
 
-/// The line a broker writes once it listens.
-const LISTENING: &str = "listening on http://127.0.0.1:";
-
 /// A broker in cluster mode on one [`Redis`], with its own DATA_DIR.
 pub struct Node {
     // Declared first so that the process ends before its directory goes.
-    process: Option<Process>,
+    broker: Option<Broker>,
     /// Its `node_id`.
     pub name: String,
     /// Its port (0 until first started; kept across restarts).
     pub port: u16,
     redis_url: String,
-    /// Variables set on every start (the MongoDB store's).
-    env: Vec<(String, String)>,
-    log: Log,
-    http: reqwest::Client,
-    data_dir: TempDir,
+    /// The MongoDB database it stores in, if not its own SQLite file.
+    database: Option<MongoDb>,
+    /// What it wrote before it was last killed, for failure messages.
+    earlier: String,
+    data_dir: DataDir,
 }
 
 impl Node {
@@ -293,66 +175,56 @@ impl Node {
 
     /// Starts a broker named `name` on the Redis at `redis_url`.
     pub async fn start_on(name: &str, redis_url: &str) -> Node {
-        Node::start_with(name, redis_url, Vec::new()).await
+        Node::start_with(name, redis_url, None).await
     }
 
     /// Starts a broker named `name` on `redis` that stores in `database`
     /// (MongoDB) instead of its own SQLite file.
     pub async fn start_on_mongodb(name: &str, redis: &Redis, database: &MongoDb) -> Node {
-        Node::start_with(name, &redis.url(), database.env().to_vec()).await
+        Node::start_with(name, &redis.url(), Some(database.clone())).await
     }
 
-    async fn start_with(name: &str, redis_url: &str, env: Vec<(String, String)>) -> Node {
+    async fn start_with(name: &str, redis_url: &str, database: Option<MongoDb>) -> Node {
         let mut node = Node {
-            process: None,
+            broker: None,
             name: name.to_owned(),
             port: 0,
             redis_url: redis_url.to_owned(),
-            env,
-            log: Log::default(),
-            http: reqwest::Client::new(),
-            data_dir: TempDir::new(name),
+            database,
+            earlier: String::new(),
+            data_dir: DataDir::new(),
         };
         node.launch().await;
         node
     }
 
     async fn launch(&mut self) {
-        assert!(self.process.is_none(), "{} already runs", self.name);
-        let mut command = Command::new(crate::common::bin());
-        command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("WS_PORT", self.port.to_string())
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("DATA_DIR", self.data_dir.path())
-            .env("REDIS_URL", &self.redis_url)
-            .env("AGENT_EVENTS_NODE_ID", &self.name)
-            // These producers post flat-out to one execution: what is under
-            // test is the cluster's order, not the per-execution rate.
-            .env("AGENT_EVENTS_MAX_EVENTS_PER_SEC_PER_EXECUTION", "0")
-            .env("RUST_LOG", "info")
-            .env_remove("MONGODB_URI")
-            .env_remove("AGENT_EVENTS_REDIS_KEY_PREFIX")
-            .envs(self.env.iter().map(|(key, value)| (key, value)));
-        let (process, ready) = Process::spawn(command, &self.log, |line| {
-            let rest = &line[line.find(LISTENING)? + LISTENING.len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u16>().ok().filter(|port| *port != 0)
-        });
-        self.process = Some(process);
-        let port = await_ready(&self.name, ready, &self.log).await;
-        assert!(
-            self.port == 0 || self.port == port,
-            "{} restarted on {port}, not on its port {}",
-            self.name,
-            self.port
-        );
-        self.port = port;
+        assert!(self.broker.is_none(), "{} already runs", self.name);
+        // `port(0)` on the first start: a free one, kept for restarts.
+        let broker = Broker::builder()
+            .redis(&self.redis_url)
+            .node_id(&self.name)
+            .port(self.port)
+            .data_dir(self.data_dir.path())
+            .store(self.database.as_ref())
+            .start()
+            .await;
+        self.port = broker.port;
+        self.broker = Some(broker);
+    }
+
+    /// The running broker.
+    fn broker(&self) -> &Broker {
+        self.broker
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name))
     }
 
     /// SIGKILLs the broker (its DATA_DIR stays).
     pub fn kill(&mut self) {
-        self.process.take().expect("the node is running");
+        let broker = self.broker.take().expect("the node is running");
+        self.earlier.push_str(&broker.output());
+        drop(broker);
     }
 
     /// Starts it again on the same DATA_DIR and port.
@@ -367,7 +239,7 @@ impl Node {
 
     /// POSTs one event (or a batch): (status, body).
     pub async fn post(&self, body: &Value) -> (u16, Value) {
-        post(&self.http, &self.url("/api/events"), body).await
+        self.broker().post(body).await
     }
 
     /// POSTs one event that must be accepted; returns its seq.
@@ -379,21 +251,19 @@ impl Node {
 
     /// GETs `path`, which must answer 200 with JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let request = self.http.get(self.url(path)).send();
-        let response = tokio::time::timeout(STEP, request)
-            .await
-            .unwrap_or_else(|_| panic!("{}: GET {path} timed out", self.name))
-            .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.name));
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("a response body");
-        assert_eq!(status, 200, "{}: GET {path}: {text}", self.name);
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: GET {path} is not JSON ({e}): {text}", self.name))
+        let (status, answer) = self.broker().get_json(path).await;
+        assert_eq!(status, 200, "{}: GET {path}: {answer}", self.name);
+        assert!(
+            !answer.is_string(),
+            "{}: GET {path} is not JSON: {answer}",
+            self.name
+        );
+        answer
     }
 
     /// `/admin/stats`.
     pub async fn stats(&self) -> Value {
-        self.get_json("/admin/stats").await
+        self.broker().stats().await
     }
 
     /// A `cluster` counter of `/admin/stats`.
@@ -406,19 +276,9 @@ impl Node {
 
     /// Polls `path` until `ready` holds (at most [`STEP`]); returns that answer.
     pub async fn wait_for(&self, path: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let answer = self.get_json(path).await;
-            if ready(&answer) {
-                return answer;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {path} never showed {what}; last: {answer}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.broker()
+            .wait_for(path, &format!("{what} on {}", self.name), ready)
+            .await
     }
 
     /// Waits until `/health` says the Redis link is `state` (`ok` or `failing`).
@@ -441,20 +301,7 @@ impl Node {
 
     /// Every stored event of `execution`, through GET /api/executions/{id}/events, page by page.
     pub async fn stored(&self, execution: &str) -> Vec<Value> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self
-                .get_json(&format!(
-                    "/api/executions/{execution}/events?afterSeq={after}&limit=1000"
-                ))
-                .await;
-            events.extend(page["events"].as_array().cloned().unwrap_or_default());
-            match page["nextAfterSeq"].as_u64() {
-                Some(next) => after = next,
-                None => return events,
-            }
-        }
+        self.broker().stored(execution).await
     }
 
     /// Polls the stored events of `execution` until the highest seq is at
@@ -478,7 +325,10 @@ impl Node {
 
     /// A WebSocket client of this node, past its `connected` message.
     pub async fn connect(&self) -> Sub {
-        Sub::connect(self.port, &self.name).await
+        Sub {
+            client: self.broker().connect().await,
+            node: self.name.clone(),
+        }
     }
 
     /// A client subscribed to `execution` (from `from_seq` when given); also
@@ -494,19 +344,17 @@ impl Node {
         Poster {
             name: self.name.clone(),
             url: self.url("/api/events"),
-            http: self.http.clone(),
+            http: self.broker().http().clone(),
         }
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.earlier.is_empty() {
             eprintln!(
-                "--- node {} (:{}) wrote:\n{}",
-                self.name,
-                self.port,
-                tail(&self.log)
+                "--- node {} (:{}), before it was last killed, wrote:\n{}",
+                self.name, self.port, self.earlier
             );
         }
     }
@@ -521,18 +369,6 @@ pub async fn start_nodes(redis: &Redis, names: &[&str]) -> Vec<Node> {
     nodes
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let request = http.post(url).json(body).send();
-    let response = tokio::time::timeout(STEP, request)
-        .await
-        .unwrap_or_else(|_| panic!("POST {url} timed out"))
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a response body");
-    let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, answer)
-}
-
 /// The seq of the single event a 202 accepted.
 fn accepted_seq(answer: &Value) -> u64 {
     assert_eq!(answer["accepted"], 1, "{answer}");
@@ -543,83 +379,38 @@ fn accepted_seq(answer: &Value) -> u64 {
 
 // ---------------------------------------------------------------- a subscriber
 
-/// A WebSocket client of one node.
+/// A WebSocket client of one node: the harness's [`Client`], and the node's
+/// name for failure messages.
 pub struct Sub {
-    ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    client: Client,
     /// Which node it is connected to, for failure messages.
     pub node: String,
 }
 
 impl Sub {
-    async fn connect(port: u16, node: &str) -> Sub {
-        let url = format!("ws://127.0.0.1:{port}/");
-        let (ws, _) = match tokio::time::timeout(STEP, tokio_tungstenite::connect_async(&url)).await
-        {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(e)) => panic!("{node}: WebSocket connect: {e}"),
-            Err(_) => panic!("{node}: WebSocket connect timed out"),
-        };
-        let mut sub = Sub {
-            ws,
-            node: node.to_owned(),
-        };
-        let hello = sub.next_json().await;
-        assert_eq!(hello["type"], "connected", "{node}: {hello}");
-        sub
-    }
-
     /// The next JSON message (pings and pongs of the transport skipped).
     pub async fn next_json(&mut self) -> Value {
-        loop {
-            let frame = tokio::time::timeout(STEP, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: nothing received within {STEP:?}", self.node));
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.node))
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                other => panic!("{}: expected a JSON message, got {other:?}", self.node),
-            }
-        }
+        self.client.next_json().await
     }
 
     /// Subscribes to `execution`, from `from_seq` if given; returns `replayed`.
     pub async fn subscribe(&mut self, execution: &str, from_seq: Option<u64>) -> u64 {
-        let mut request = json!({"type": "subscribe", "executionId": execution});
+        let mut fields = json!({"executionId": execution});
         if let Some(from_seq) = from_seq {
-            request["fromSeq"] = from_seq.into();
+            fields["fromSeq"] = from_seq.into();
         }
-        self.send(&request).await;
-        let answer = self.next_json().await;
-        assert_eq!(answer["type"], "subscribed", "{}: {answer}", self.node);
+        let answer = self.client.subscribe(fields).await;
         answer["replayed"].as_u64().unwrap_or(0)
-    }
-
-    async fn send(&mut self, message: &Value) {
-        let text = Message::Text(message.to_string().into());
-        match tokio::time::timeout(STEP, self.ws.send(text)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("{}: send: {e}", self.node),
-            Err(_) => panic!("{}: send timed out", self.node),
-        }
     }
 
     /// The event of the next message, which must be an `event`.
     pub async fn next_event(&mut self) -> Value {
-        let mut message = self.next_json().await;
-        assert_eq!(message["type"], "event", "{}: {message}", self.node);
-        message["event"].take()
+        self.client.next_event_body().await
     }
 
     /// The next `count` events.
     pub async fn events(&mut self, count: usize) -> Vec<Value> {
-        let mut events = Vec::with_capacity(count);
-        for _ in 0..count {
-            events.push(self.next_event().await);
-        }
-        events
+        self.client.events(count).await
     }
 
     /// Events until one with seq `last_seq` or more; then a ping, whose pong
@@ -627,11 +418,12 @@ impl Sub {
     pub async fn events_through(&mut self, last_seq: u64) -> Vec<Value> {
         let mut events: Vec<Value> = Vec::new();
         while events.last().and_then(|e| e["seq"].as_u64()) < Some(last_seq) {
-            let message = tokio::time::timeout(STEP, self.next_json_quiet()).await;
-            match message {
-                Ok(message) if message["type"] == "event" => events.push(message["event"].clone()),
-                Ok(other) => panic!("{}: expected an event, got {other}", self.node),
-                Err(_) => panic!(
+            match self.next_within_step().await {
+                Some(message) if message["type"] == "event" => {
+                    events.push(message["event"].clone())
+                }
+                Some(other) => panic!("{}: expected an event, got {other}", self.node),
+                None => panic!(
                     "{}: waited for seq {last_seq}; got only seqs {:?}",
                     self.node,
                     seqs(&events)
@@ -657,15 +449,13 @@ impl Sub {
         // What came, for the failure message: `n@seq` for events, `resync@N`.
         let mut trail: Vec<String> = Vec::new();
         while held.len() as u64 != last_seq {
-            let message = tokio::time::timeout(STEP, self.next_json_quiet())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "{}: waited for seqs 1..={last_seq}; holds {:?}",
-                        self.node,
-                        seqs(&held)
-                    )
-                });
+            let message = self.next_within_step().await.unwrap_or_else(|| {
+                panic!(
+                    "{}: waited for seqs 1..={last_seq}; holds {:?}",
+                    self.node,
+                    seqs(&held)
+                )
+            });
             match message["type"].as_str() {
                 Some("event") => {
                     let event = message["event"].clone();
@@ -696,29 +486,17 @@ impl Sub {
         Ok((held, resyncs))
     }
 
-    /// [`Sub::next_json`] without its own timeout, for callers that time it themselves.
-    async fn next_json_quiet(&mut self) -> Value {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()))
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                other => panic!("{}: expected a JSON message, got {other:?}", self.node),
-            }
+    /// The next JSON message within [`STEP`]; `None` when nothing came.
+    async fn next_within_step(&mut self) -> Option<Value> {
+        match self.client.recv_within(STEP).await? {
+            Frame::Json(message) => Some(message),
+            other => panic!("{}: expected a JSON message, got {other:?}", self.node),
         }
     }
 
     /// Sends a ping; the very next message must be the pong.
     pub async fn ping(&mut self) {
-        self.send(&json!({"type": "ping"})).await;
-        let answer = self.next_json().await;
-        assert_eq!(
-            answer,
-            json!({"type": "pong"}),
-            "{}: something came before the pong",
-            self.node
-        );
+        self.client.ping().await;
     }
 }
 
@@ -783,7 +561,7 @@ impl Producer {
             while !stopped.load(Ordering::Relaxed) {
                 let poster = &posters[outcomes.len() % posters.len()];
                 let event = thinking(&execution, n);
-                let (status, answer) = post(&poster.http, &poster.url, &event).await;
+                let (status, answer) = post_url(&poster.http, &poster.url, event.to_string()).await;
                 let refused = status != 202;
                 outcomes.push(Outcome {
                     event,
