@@ -213,36 +213,17 @@ fn target_properties() -> Value {
 
 /// Every message, client and server, by name.
 fn messages() -> Map<String, Value> {
-    let mut subscribe = targeted(message(
-        "subscribe",
-        "Start receiving the events of an execution or of every execution of a conversation.",
-        client_fields(&SUBSCRIBE_FIELDS),
-        &[],
-    ));
-    subscribe["examples"] = json!([
-        {"name": "resume", "payload": {"type": "subscribe", "executionId": "exec-123", "fromSeq": 41}},
-    ]);
-    let mut error = message(
-        "error",
-        "A refused message, or the reason the connection is about to close.",
-        json!({
-            "code": schema_ref("ErrorCode"),
-            "message": {"type": "string"},
-            "executionId": schema_ref("Id"),
-            "conversationId": schema_ref("Id"),
-        }),
-        &["code", "message"],
-    );
-    error["description"] = json!(
-        "Close codes say what to do: 1001 the broker is shutting down, reconnect and resume \
-         with fromSeq; 1009 frame larger than max_frame_bytes; 4000-4499 reconnect with backoff \
-         and resume with fromSeq (4002: refresh the token first); 4500-4999 do not reconnect \
-         without changing the request. `x-error-codes` lists every code with its advice, and \
-         the close code for those that end the connection."
-    );
-    error["x-error-codes"] = error_codes();
-    let all = [
-        subscribe,
+    client_messages()
+        .into_iter()
+        .chain(server_messages())
+        .map(|m| (m["name"].as_str().expect("a name").to_owned(), m))
+        .collect()
+}
+
+/// The messages a client sends.
+fn client_messages() -> [Value; 4] {
+    [
+        subscribe(),
         targeted(message(
             "unsubscribe",
             "Stop receiving a target's events.",
@@ -262,6 +243,12 @@ fn messages() -> Map<String, Value> {
             client_fields(&AUTH_FIELDS),
             &["token"],
         ),
+    ]
+}
+
+/// The messages the broker sends.
+fn server_messages() -> [Value; 8] {
+    [
         message(
             "connected",
             "The first message on every connection.",
@@ -303,7 +290,7 @@ fn messages() -> Map<String, Value> {
             }),
             &["executionId", "fromSeq"],
         ),
-        error,
+        error_message(),
         message("pong", "The answer to `ping`.", json!({}), &[]),
         message(
             "authenticated",
@@ -311,10 +298,45 @@ fn messages() -> Map<String, Value> {
             json!({"expiresAt": {"type": "string", "format": "date-time"}}),
             &["expiresAt"],
         ),
-    ];
-    all.into_iter()
-        .map(|m| (m["name"].as_str().expect("a name").to_owned(), m))
-        .collect()
+    ]
+}
+
+/// `subscribe`, with an example of a resume.
+fn subscribe() -> Value {
+    let mut subscribe = targeted(message(
+        "subscribe",
+        "Start receiving the events of an execution or of every execution of a conversation.",
+        client_fields(&SUBSCRIBE_FIELDS),
+        &[],
+    ));
+    subscribe["examples"] = json!([
+        {"name": "resume", "payload": {"type": "subscribe", "executionId": "exec-123", "fromSeq": 41}},
+    ]);
+    subscribe
+}
+
+/// `error`, with what its close codes mean and every code.
+fn error_message() -> Value {
+    let mut error = message(
+        "error",
+        "A refused message, or the reason the connection is about to close.",
+        json!({
+            "code": schema_ref("ErrorCode"),
+            "message": {"type": "string"},
+            "executionId": schema_ref("Id"),
+            "conversationId": schema_ref("Id"),
+        }),
+        &["code", "message"],
+    );
+    error["description"] = json!(
+        "Close codes say what to do: 1001 the broker is shutting down, reconnect and resume \
+         with fromSeq; 1009 frame larger than max_frame_bytes; 4000-4499 reconnect with backoff \
+         and resume with fromSeq (4002: refresh the token first); 4500-4999 do not reconnect \
+         without changing the request. `x-error-codes` lists every code with its advice, and \
+         the close code for those that end the connection."
+    );
+    error["x-error-codes"] = error_codes();
+    error
 }
 
 /// A message that names exactly one of `executionId` and `conversationId`.

@@ -150,118 +150,126 @@ impl Default for Metrics {
     }
 }
 
+/// Registers figures in one registry, named `agent_events_{name}` (and
+/// `…_total` for counters).
+struct Figures<'a>(&'a Registry);
+
+impl Figures<'_> {
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        let g = IntGauge::new(format!("agent_events_{name}"), help).expect("valid gauge");
+        self.0.register(Box::new(g.clone())).expect("unique gauge");
+        g
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        let c = IntCounter::new(format!("agent_events_{name}_total"), help).expect("valid counter");
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("unique counter");
+        c
+    }
+
+    /// A counter by `label`, every one of `values` at zero so they are visible from the start.
+    fn labelled(&self, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+        let opts = Opts::new(format!("agent_events_{name}_total"), help);
+        let c = IntCounterVec::new(opts, &[label]).expect("valid counter vec");
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("unique counter vec");
+        for value in values {
+            c.with_label_values(&[*value]);
+        }
+        c
+    }
+}
+
 impl Metrics {
     /// Registers every figure, with every label value at zero so they are visible from the start.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(format!("agent_events_{name}"), help).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique gauge");
-            g
-        };
-        let counter = |name: &str, help: &str| {
-            let c =
-                IntCounter::new(format!("agent_events_{name}_total"), help).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique counter");
-            c
-        };
-        let labelled = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let opts = Opts::new(format!("agent_events_{name}_total"), help);
-            let c = IntCounterVec::new(opts, &[label]).expect("valid counter vec");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique counter vec");
-            for value in values {
-                c.with_label_values(&[*value]);
-            }
-            c
-        };
+        let figures = Figures(&registry);
         let codes: Vec<&str> = error_codes().collect();
         Metrics {
-            connections: gauge(
+            connections: figures.gauge(
                 "connections",
                 "Open client connections (WebSocket and SSE), until their socket closes",
             ),
-            closing_connections: gauge(
+            closing_connections: figures.gauge(
                 "closing_connections",
                 "Connections being closed whose socket is still open (close_timeout at most)",
             ),
-            forced_closes: labelled(
+            forced_closes: figures.labelled(
                 "forced_closes",
                 "Connections reset after close_timeout because the client did not read the close, by why they were closing",
                 "reason",
                 &FORCED_CLOSE_REASONS,
             ),
-            subscriptions: gauge("subscriptions", "Live subscriptions over all connections"),
-            executions_buffered: gauge(
+            subscriptions: figures.gauge("subscriptions", "Live subscriptions over all connections"),
+            executions_buffered: figures.gauge(
                 "executions_buffered",
                 "Executions with recent events in memory",
             ),
-            buffered_bytes: gauge(
+            buffered_bytes: figures.gauge(
                 "buffered_bytes",
                 "Bytes held in the replay buffers (frames and parsed events, estimated)",
             ),
-            events_in: counter("events_in", "Events accepted and sequenced"),
-            events_rejected: labelled(
+            events_in: figures.counter("events_in", "Events accepted and sequenced"),
+            events_rejected: figures.labelled(
                 "events_rejected",
                 "Events refused, by error code (a request refused before the Emitter counts as one)",
                 "code",
                 &codes,
             ),
-            deliveries: counter("deliveries", "Event frames handed to client connections"),
-            replayed: counter("replayed", "Events replayed to subscribers with fromSeq"),
-            drops: labelled(
+            deliveries: figures.counter("deliveries", "Event frames handed to client connections"),
+            replayed: figures.counter("replayed", "Events replayed to subscribers with fromSeq"),
+            drops: figures.labelled(
                 "drops",
                 "Connections or events dropped, by reason",
                 "reason",
                 &DROP_REASONS,
             ),
-            client_errors: labelled(
+            client_errors: figures.labelled(
                 "client_errors",
                 "Error messages sent to clients, by code",
                 "code",
                 &codes,
             ),
-            executions_evicted: counter(
+            executions_evicted: figures.counter(
                 "executions_evicted",
                 "Execution buffers dropped to bound memory",
             ),
-            events_stored: counter("events_stored", "Events committed to the store"),
-            store_batches: counter("store_batches", "Batches committed to the store"),
-            store_retries: counter("store_retries", "Store writes that failed and were retried"),
-            cluster: labelled(
+            events_stored: figures.counter("events_stored", "Events committed to the store"),
+            store_batches: figures.counter("store_batches", "Batches committed to the store"),
+            store_retries: figures.counter("store_retries", "Store writes that failed and were retried"),
+            cluster: figures.labelled(
                 "cluster",
                 "Cluster stream events, by kind",
                 "event",
                 &CLUSTER_EVENTS,
             ),
-            thoughts_coalesced: counter(
+            thoughts_coalesced: figures.counter(
                 "thoughts_coalesced",
                 "agent-thinking events replaced by a newer thought (execution over its rate)",
             ),
-            thoughts_waiting: gauge(
+            thoughts_waiting: figures.gauge(
                 "thoughts_waiting",
                 "agent-thinking events waiting for their execution's rate",
             ),
-            fallback_pending: gauge(
+            fallback_pending: figures.gauge(
                 "fallback_pending",
                 "Provisional events journaled while Redis was unreachable, not yet published",
             ),
-            notifications: labelled(
+            notifications: figures.labelled(
                 "notifications",
                 "Webhook notifications, by outcome",
                 "outcome",
                 &NOTIFY_OUTCOMES,
             ),
-            notifications_pending: gauge(
+            notifications_pending: figures.gauge(
                 "notifications_pending",
                 "Webhook notifications waiting in the outbox",
             ),
-            notifications_dead: gauge(
+            notifications_dead: figures.gauge(
                 "notifications_dead",
                 "Webhook notifications in the dead-letter list",
             ),

@@ -127,50 +127,106 @@ pub async fn run(
     let end = target.pid.and_then(read_memory);
     target_exit = target_exit.or_else(|| target.exited());
 
-    let mut tally = Tally::of(shape.executions, &producer_reports, &subscriber_reports);
-    let since_t0 = |ns: u64| Duration::from_nanos(ns.saturating_sub(t0));
-    Ok(RunReport {
-        scenario: scenario.to_owned(),
-        target: target.kind,
-        shape: shape.clone(),
-        target_placement: target.placement.clone(),
-        target_settings: target.settings.clone(),
-        load_placement: load_placement.to_owned(),
-        planned: shape.events,
-        sent: progress.sent.load(Ordering::Relaxed),
-        acked: tally.book.total(),
-        http_errors: progress.http_errors.load(Ordering::Relaxed),
-        first_http_error: tally.http_errors.first().cloned(),
-        ingest_time: since_t0(progress.last_ack_ns.load(Ordering::Relaxed)),
-        expected_deliveries: progress.expected.load(Ordering::Relaxed),
-        delivered: progress.delivered.load(Ordering::Relaxed),
-        delivery_time: since_t0(progress.last_delivery_ns.load(Ordering::Relaxed)),
-        latency: progress.latency.percentiles(),
-        max_producer_lag: tally.max_lag,
-        correctness: std::mem::take(&mut tally.correctness),
-        ack_check: tally.ack_check,
-        disconnects: tally.disconnects,
-        first_disconnect: tally.first_disconnect,
-        error_codes: tally.error_codes,
-        unparsed: tally.unparsed,
-        memory_before: before,
-        memory_with_connections: with_connections,
-        peak_rss: Some(progress.peak_rss.load(Ordering::Relaxed)).filter(|&p| p > 0),
-        memory_end: end,
+    let tally = Tally::of(shape.executions, &producer_reports, &subscriber_reports);
+    let readings = Readings {
+        started,
+        t0,
+        active,
         timed_out,
         target_exit,
-        active,
-        target_cpu: cpu_at_end
-            .0
-            .zip(cpu_at_start.0)
-            .map(|(e, s)| e.saturating_sub(s)),
-        load_cpu: cpu_at_end
-            .1
-            .zip(cpu_at_start.1)
-            .map(|(e, s)| e.saturating_sub(s)),
-        load_cores: crate::system::allowed_cpus().len(),
-        elapsed: started.elapsed(),
-    })
+        memory_before: before,
+        memory_with_connections: with_connections,
+        memory_end: end,
+        cpu_at_start,
+        cpu_at_end,
+    };
+    Ok(readings.report(target, shape, scenario, load_placement, &progress, tally))
+}
+
+/// What a run read of the target and of itself besides the tally: when it
+/// started, how long it was active and how it ended, memory at three
+/// moments and CPU over the active part.
+struct Readings {
+    started: Instant,
+    /// `now_ns()` when the producers started: the origin of the report's times.
+    t0: u64,
+    active: Duration,
+    timed_out: bool,
+    target_exit: Option<String>,
+    memory_before: Option<Memory>,
+    memory_with_connections: Option<Memory>,
+    memory_end: Option<Memory>,
+    cpu_at_start: (Option<Duration>, Option<Duration>),
+    cpu_at_end: (Option<Duration>, Option<Duration>),
+}
+
+impl Readings {
+    /// The report of the run: the shape, the tally, the progress counters and these readings.
+    fn report(
+        self,
+        target: &Target,
+        shape: &Shape,
+        scenario: &str,
+        load_placement: &str,
+        progress: &Progress,
+        mut tally: Tally,
+    ) -> RunReport {
+        let Readings {
+            started,
+            t0,
+            active,
+            timed_out,
+            target_exit,
+            memory_before,
+            memory_with_connections,
+            memory_end,
+            cpu_at_start,
+            cpu_at_end,
+        } = self;
+        let since_t0 = |ns: u64| Duration::from_nanos(ns.saturating_sub(t0));
+        RunReport {
+            scenario: scenario.to_owned(),
+            target: target.kind,
+            shape: shape.clone(),
+            target_placement: target.placement.clone(),
+            target_settings: target.settings.clone(),
+            load_placement: load_placement.to_owned(),
+            planned: shape.events,
+            sent: progress.sent.load(Ordering::Relaxed),
+            acked: tally.book.total(),
+            http_errors: progress.http_errors.load(Ordering::Relaxed),
+            first_http_error: tally.http_errors.first().cloned(),
+            ingest_time: since_t0(progress.last_ack_ns.load(Ordering::Relaxed)),
+            expected_deliveries: progress.expected.load(Ordering::Relaxed),
+            delivered: progress.delivered.load(Ordering::Relaxed),
+            delivery_time: since_t0(progress.last_delivery_ns.load(Ordering::Relaxed)),
+            latency: progress.latency.percentiles(),
+            max_producer_lag: tally.max_lag,
+            correctness: std::mem::take(&mut tally.correctness),
+            ack_check: tally.ack_check,
+            disconnects: tally.disconnects,
+            first_disconnect: tally.first_disconnect,
+            error_codes: tally.error_codes,
+            unparsed: tally.unparsed,
+            memory_before,
+            memory_with_connections,
+            peak_rss: Some(progress.peak_rss.load(Ordering::Relaxed)).filter(|&p| p > 0),
+            memory_end,
+            timed_out,
+            target_exit,
+            active,
+            target_cpu: cpu_at_end
+                .0
+                .zip(cpu_at_start.0)
+                .map(|(e, s)| e.saturating_sub(s)),
+            load_cpu: cpu_at_end
+                .1
+                .zip(cpu_at_start.1)
+                .map(|(e, s)| e.saturating_sub(s)),
+            load_cores: crate::system::allowed_cpus().len(),
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
 /// What the phases of one run share.

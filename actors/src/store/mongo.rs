@@ -505,11 +505,38 @@ impl Inner {
             None => Vec::new(),
         };
         let window = analytics_window_filter(query, &attributed);
+        answer.executions = self.execution_figures(&active).await?;
 
         let cursor = self
-            .executions
-            .aggregate(executions_pipeline(&active))
+            .events
+            .aggregate(analytics_pipeline(query, window.clone()))
+            .allow_disk_use(true)
             .await;
+        let facets = self.collect("computing analytics", cursor).await?;
+        let facets = facets.into_iter().next().unwrap_or_default();
+        let buckets = facet_rows(&facets, "buckets")
+            .into_iter()
+            .filter_map(|row| Some((row.get("_id").and_then(float)? as i64, number(row, "n")?)))
+            .collect();
+        answer.events = EventFigures::from_counts(query, counts(&facets, "byType"), &buckets);
+        answer.tools = self.tool_figures(&facets, &window).await?;
+        answer.agents = agent_calls(&facets);
+        answer.quality = quality_figures(&facets);
+        let rounds: Vec<(u64, u64, u64)> = facet_rows(&facets, "reviewRounds")
+            .into_iter()
+            .filter_map(|row| {
+                let rounds = row.get("_id").and_then(float)? as u64;
+                Some((rounds, number(row, "n")?, number(row, "approved")?))
+            })
+            .collect();
+        answer.reviews = ReviewFigures::from_rounds(&rounds, counts(&facets, "reviewStatus"));
+        Ok(answer)
+    }
+
+    /// The executions active in the window (`active`): counted by status in
+    /// one `$facet` pass, then the percentiles of the ended ones' durations.
+    async fn execution_figures(&self, active: &Document) -> Result<ExecutionFigures, StoreError> {
+        let cursor = self.executions.aggregate(executions_pipeline(active)).await;
         let facets = self
             .collect("computing execution analytics", cursor)
             .await?;
@@ -530,21 +557,20 @@ impl Inner {
                 ended,
             )
             .await?;
-        answer.executions = ExecutionFigures::from_counts(counts(&facets, "status"), durations);
+        Ok(ExecutionFigures::from_counts(
+            counts(&facets, "status"),
+            durations,
+        ))
+    }
 
-        let cursor = self
-            .events
-            .aggregate(analytics_pipeline(query, window.clone()))
-            .allow_disk_use(true)
-            .await;
-        let facets = self.collect("computing analytics", cursor).await?;
-        let facets = facets.into_iter().next().unwrap_or_default();
-        let buckets = facet_rows(&facets, "buckets")
-            .into_iter()
-            .filter_map(|row| Some((row.get("_id").and_then(float)? as i64, number(row, "n")?)))
-            .collect();
-        answer.events = EventFigures::from_counts(query, counts(&facets, "byType"), &buckets);
-
+    /// The tools of the window's `facets`: their counts, and the latency
+    /// percentiles of all of them and of the busiest each, read from the
+    /// window's events (`window`).
+    async fn tool_figures(
+        &self,
+        facets: &Document,
+        window: &Document,
+    ) -> Result<ToolFigures, StoreError> {
         let latency = |tool: Option<&str>, timed: u64| {
             let mut filter = window.clone();
             filter.insert("type", EventType::ToolResult.as_str());
@@ -558,7 +584,7 @@ impl Inner {
             ];
             self.percentiles(&self.events, stages, timed)
         };
-        let tools: Vec<(ToolStats, u64)> = facet_rows(&facets, "tools")
+        let tools: Vec<(ToolStats, u64)> = facet_rows(facets, "tools")
             .into_iter()
             .map(|row| {
                 let n = |field| number(row, field).unwrap_or(0);
@@ -592,43 +618,7 @@ impl Inner {
         for (stats, latency_ms) in by_tool.iter_mut().zip(latencies) {
             stats.latency_ms = latency_ms;
         }
-        answer.tools = ToolFigures { total, by_tool };
-
-        answer.agents = facet_rows(&facets, "agents")
-            .into_iter()
-            .filter_map(|row| {
-                Some(AgentCalls {
-                    agent_id: row.get_str("_id").ok()?.to_owned(),
-                    calls: number(row, "n")?,
-                })
-            })
-            .collect();
-        answer.quality = facet_rows(&facets, "quality")
-            .into_iter()
-            .filter_map(|row| {
-                let score = |field| row.get(field).and_then(float).unwrap_or(0.0);
-                let n = |field| number(row, field).unwrap_or(0);
-                let figures = QualityFigures {
-                    count: n("n"),
-                    avg: score("avg"),
-                    min: score("min"),
-                    max: score("max"),
-                    with_threshold: n("withThreshold"),
-                    below_threshold: n("below"),
-                    share_below_threshold: ratio(n("below"), n("withThreshold")),
-                };
-                Some((row.get_str("_id").ok()?.to_owned(), figures))
-            })
-            .collect();
-        let rounds: Vec<(u64, u64, u64)> = facet_rows(&facets, "reviewRounds")
-            .into_iter()
-            .filter_map(|row| {
-                let rounds = row.get("_id").and_then(float)? as u64;
-                Some((rounds, number(row, "n")?, number(row, "approved")?))
-            })
-            .collect();
-        answer.reviews = ReviewFigures::from_rounds(&rounds, counts(&facets, "reviewStatus"));
-        Ok(answer)
+        Ok(ToolFigures { total, by_tool })
     }
 
     /// Per execution active in the window, the agents that named `department`:
@@ -1274,6 +1264,40 @@ fn facet_rows<'a>(facets: &'a Document, facet: &str) -> Vec<&'a Document> {
         .get_array(facet)
         .map(|rows| rows.iter().filter_map(Bson::as_document).collect())
         .unwrap_or_default()
+}
+
+/// The calls of each agent in the window's `facets`.
+fn agent_calls(facets: &Document) -> Vec<AgentCalls> {
+    facet_rows(facets, "agents")
+        .into_iter()
+        .filter_map(|row| {
+            Some(AgentCalls {
+                agent_id: row.get_str("_id").ok()?.to_owned(),
+                calls: number(row, "n")?,
+            })
+        })
+        .collect()
+}
+
+/// The quality checks of the window's `facets`, by department.
+fn quality_figures(facets: &Document) -> BTreeMap<String, QualityFigures> {
+    facet_rows(facets, "quality")
+        .into_iter()
+        .filter_map(|row| {
+            let score = |field| row.get(field).and_then(float).unwrap_or(0.0);
+            let n = |field| number(row, field).unwrap_or(0);
+            let figures = QualityFigures {
+                count: n("n"),
+                avg: score("avg"),
+                min: score("min"),
+                max: score("max"),
+                with_threshold: n("withThreshold"),
+                below_threshold: n("below"),
+                share_below_threshold: ratio(n("below"), n("withThreshold")),
+            };
+            Some((row.get_str("_id").ok()?.to_owned(), figures))
+        })
+        .collect()
 }
 
 /// A facet of `{_id: name, n: count}` rows as a map.
