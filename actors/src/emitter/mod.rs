@@ -26,11 +26,12 @@
 //! (`ctx.wait`) so that no later event can overtake.
 //!
 //! # The folder
-//! This file holds the actor, its messages and handlers; the rest follows
-//! the event: `ingest.rs` ( check, seed, plan, sequence,
-//! hand to the Persister), `release.rs` (committed: buffer, then Registry;
-//! the buffers' weight and eviction), and `cluster.rs` (Redis sequencing,
-//! the fallback journal and re-sync), which a single node never enters.
+//! This file holds the actor, its messages and handlers (eviction on its
+//! timer among them); the rest follows the event: `ingest.rs` ( check,
+//! seed, plan, sequence, hand to the Persister), `release.rs` (committed:
+//! buffer, then Registry), and `cluster.rs` (Redis sequencing, the
+//! fallback journal and re-sync), which a single node never enters. Which
+//! buffers give way to bound memory is `replay_buffer.rs`'s `BufferedBytes`.
 
 mod cluster;
 mod ingest;
@@ -48,7 +49,7 @@ use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer, DRAFT_MEMORY_SECS};
 pub use crate::redis_subscriber::Sequenced;
 use crate::registry::{Publish, Registry, Resync, Watched};
-use crate::replay_buffer::ReplayBuffer;
+use crate::replay_buffer::{Aged, BufferedBytes, ReplayBuffer};
 use crate::store::{JournalEntry, Store, StoreError};
 use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
@@ -308,6 +309,14 @@ struct ExecutionState {
     last_event_at: Instant,
 }
 
+/// Every execution's buffer, with when the execution last had an event, for
+/// the bookkeeping of all buffers ([`BufferedBytes`]).
+fn aged(executions: &mut HashMap<Arc<str>, ExecutionState>) -> impl Iterator<Item = Aged<'_>> {
+    executions
+        .values_mut()
+        .map(|s| (&mut s.buffer, s.last_event_at))
+}
+
 impl ExecutionState {
     fn empty() -> Self {
         ExecutionState {
@@ -340,8 +349,8 @@ pub struct Emitter {
     sequencer: Option<RedisSequencer>,
     metrics: Metrics,
     executions: HashMap<Arc<str>, ExecutionState>,
-    /// What all the replay buffers hold, in bytes.
-    buffered_bytes: usize,
+    /// What all the replay buffers hold, in bytes, against `max_buffered_bytes`.
+    buffered_bytes: BufferedBytes,
     /// The per-execution event rate, and thoughts waiting for it.
     throttle: Throttle,
     /// Cluster mode: events sequenced here while Redis was unreachable.
@@ -369,6 +378,7 @@ impl Emitter {
     ) -> Self {
         Emitter {
             throttle: Throttle::new(config.max_events_per_sec_per_execution),
+            buffered_bytes: BufferedBytes::new(config.max_buffered_bytes),
             keys: Keys::new(config.idempotency_window, idempotency::DEFAULT_CACHE_MAX),
             fallback: Fallback::default(),
             republishing: false,
@@ -379,7 +389,6 @@ impl Emitter {
             sequencer: None,
             metrics,
             executions: HashMap::new(),
-            buffered_bytes: 0,
             accepting: true,
             myself: None,
             notifier: None,
@@ -462,6 +471,41 @@ impl Actor for Emitter {
         });
         self.load_journal(ctx);
         ctx.run_interval(REPUBLISH_INTERVAL, |emitter, ctx| emitter.republish(ctx));
+    }
+}
+
+impl Emitter {
+    /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
+    fn evict(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.execution_idle;
+        let mut evicted = self
+            .buffered_bytes
+            .empty_idle(aged(&mut self.executions), now, idle);
+        if self.storage.is_some() {
+            // The store knows every counter: an idle execution can be forgotten
+            // whole, unless its events wait in the fallback journal (its
+            // settled seq is their publish floor).
+            // (Their buffers were emptied above: nothing to subtract.)
+            let fallback = &self.fallback;
+            self.executions.retain(|id, state| {
+                now.duration_since(state.last_event_at) < idle || fallback.holds(id)
+            });
+        }
+        let cap = self.config.max_buffered_executions;
+        evicted += self
+            .buffered_bytes
+            .keep_at_most(aged(&mut self.executions), cap);
+        self.metrics.executions_evicted.inc_by(evicted);
+        self.update_buffered_gauge();
+    }
+
+    /// Sets the gauges of the buffers: how many executions hold events, and their bytes.
+    fn update_buffered_gauge(&self) {
+        let held = self.executions.values().filter(|s| !s.buffer.is_empty());
+        self.metrics.executions_buffered.set(held.count() as i64);
+        let bytes = self.buffered_bytes.total();
+        self.metrics.buffered_bytes.set(bytes as i64);
     }
 }
 

@@ -1,8 +1,8 @@
 //! What happens once a batch is committed (or must go live while the store
 //! fails): into the execution's replay buffer, then to the Registry, in
 //! that order, so that a replay never misses an event that went live. The
-//! buffers' bookkeeping lives here too: their weight against
-//! `max_buffered_bytes`, the idle ones shed first, and eviction.
+//! buffers' weight against `max_buffered_bytes` and which of them give way
+//! is `replay_buffer.rs`'s [`BufferedBytes`].
 
 use super::*;
 
@@ -32,7 +32,7 @@ impl Emitter {
         // Counted as it changes: recounting every execution per release
         // would cost O(executions) on the hot path.
         let mut buffered_delta: i64 = 0;
-        let mut bytes = self.buffered_bytes as isize;
+        let mut bytes: isize = 0;
         for item in &published {
             let unwatched = stored
                 && watched
@@ -50,39 +50,21 @@ impl Emitter {
             }
             buffered_delta += i64::from(was_empty) - i64::from(state.buffer.is_empty());
         }
-        self.buffered_bytes = bytes as usize;
+        self.buffered_bytes.change(bytes);
         self.metrics.executions_buffered.add(buffered_delta);
-        self.metrics.buffered_bytes.set(bytes as i64);
-        if self.over_byte_budget() {
+        self.metrics
+            .buffered_bytes
+            .set(self.buffered_bytes.total() as i64);
+        if self.buffered_bytes.over_budget() {
             self.shed_buffers();
         }
         self.registry.do_send(Publish(published));
     }
 
-    pub(super) fn over_byte_budget(&self) -> bool {
-        let max = self.config.max_buffered_bytes;
-        max > 0 && self.buffered_bytes > max
-    }
-
     /// Empties the buffers of the longest idle executions until all of them
-    /// hold at most three quarters of `max_buffered_bytes`: the margin makes
-    /// this (a sort of the buffered executions) rare under steady load.
-    pub(super) fn shed_buffers(&mut self) {
-        let target = self.config.max_buffered_bytes / 4 * 3;
-        let mut buffered: Vec<_> = self
-            .executions
-            .values_mut()
-            .filter(|s| !s.buffer.is_empty())
-            .collect();
-        buffered.sort_by_key(|s| s.last_event_at);
-        let mut evicted = 0;
-        for state in buffered {
-            if self.buffered_bytes <= target {
-                break;
-            }
-            self.buffered_bytes -= state.buffer.clear();
-            evicted += 1;
-        }
+    /// hold at most three quarters of `max_buffered_bytes`.
+    fn shed_buffers(&mut self) {
+        let evicted = self.buffered_bytes.shed(aged(&mut self.executions));
         self.metrics.executions_evicted.inc_by(evicted);
         self.update_buffered_gauge();
     }
@@ -100,53 +82,5 @@ impl Emitter {
             .get_key_value(execution_id)
             .map(|(key, _)| key.clone())
             .unwrap_or_else(|| execution_id.into())
-    }
-
-    /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
-    pub(super) fn evict(&mut self) {
-        let now = Instant::now();
-        let idle = self.config.execution_idle;
-        let mut evicted = 0;
-        for state in self.executions.values_mut() {
-            if !state.buffer.is_empty() && now.duration_since(state.last_event_at) >= idle {
-                self.buffered_bytes -= state.buffer.clear();
-                evicted += 1;
-            }
-        }
-        if self.storage.is_some() {
-            // The store knows every counter: an idle execution can be forgotten
-            // whole, unless its events wait in the fallback journal (its
-            // settled seq is their publish floor).
-            // (Their buffers were emptied above: nothing to subtract.)
-            let fallback = &self.fallback;
-            self.executions.retain(|id, state| {
-                now.duration_since(state.last_event_at) < idle || fallback.holds(id)
-            });
-        }
-        let mut buffered: Vec<_> = self
-            .executions
-            .values_mut()
-            .filter(|s| !s.buffer.is_empty())
-            .collect();
-        if buffered.len() > self.config.max_buffered_executions {
-            buffered.sort_by_key(|s| s.last_event_at);
-            let excess = buffered.len() - self.config.max_buffered_executions;
-            for state in buffered.into_iter().take(excess) {
-                self.buffered_bytes -= state.buffer.clear();
-                evicted += 1;
-            }
-        }
-        self.metrics.executions_evicted.inc_by(evicted);
-        self.update_buffered_gauge();
-    }
-
-    pub(super) fn update_buffered_gauge(&self) {
-        let buffered = self
-            .executions
-            .values()
-            .filter(|s| !s.buffer.is_empty())
-            .count();
-        self.metrics.executions_buffered.set(buffered as i64);
-        self.metrics.buffered_bytes.set(self.buffered_bytes as i64);
     }
 }
