@@ -11,12 +11,12 @@ use crate::server::Broker;
 use actix_web::{web, HttpRequest, HttpResponse};
 use agent_events_actors::auth::{Grant, Role};
 use agent_events_actors::emitter::Ingest;
-use agent_events_actors::event::{AgentEvent, ValidationError};
+use agent_events_actors::event::{AgentEvent, ProducerTextError, ValidationError};
 use agent_events_actors::idempotency::IdempotencyKey;
 use agent_events_actors::protocol::ErrorCode;
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::fmt;
 use std::time::Duration;
 
@@ -121,9 +121,11 @@ pub(crate) async fn ingest(
         })
         // Refusals past this point are counted by the Emitter.
         .inspect_err(|err| count_refused(&broker, err))?;
+    // The receipt names each event's execution; the events themselves move on.
+    let execution_ids: Vec<String> = events.iter().map(|e| e.execution_id.clone()).collect();
     let batch = match key {
-        Some(key) => Ingest::keyed(key, events.clone()),
-        None => Ingest::new(events.clone()),
+        Some(key) => Ingest::keyed(key, events),
+        None => Ingest::new(events),
     };
     let receipt = broker
         .emitter
@@ -133,24 +135,44 @@ pub(crate) async fn ingest(
     let provisional = receipt.provisional;
     let replayed = receipt.replayed;
     let accepted = receipt.durable().await?;
-    let listed: Vec<Value> = events
-        .iter()
-        .zip(&accepted)
-        .map(|(event, a)| match a.seq {
-            Some(seq) => json!({"executionId": event.execution_id, "seq": seq}),
-            None => json!({"executionId": event.execution_id, "seq": null, "coalesced": true}),
-        })
-        .collect();
-    let mut answer = json!({"accepted": accepted.len(), "events": listed});
-    if provisional {
-        // Cluster fallback: journaled here, seqs provisional until Redis answers.
-        answer["provisional"] = json!(true);
-    }
+    let answer = ReceiptBody {
+        accepted: accepted.len(),
+        events: execution_ids
+            .iter()
+            .zip(&accepted)
+            .map(|(execution_id, a)| ReceiptItem {
+                execution_id,
+                seq: a.seq,
+                coalesced: a.seq.is_none(),
+            })
+            .collect(),
+        provisional,
+    };
     let mut response = HttpResponse::Accepted();
     if replayed {
         response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
     Ok(response.json(answer))
+}
+
+/// The 202's body: `{"accepted":N,"events":[{"executionId":…,"seq":…},…]}`.
+#[derive(Serialize)]
+struct ReceiptBody<'a> {
+    accepted: usize,
+    events: Vec<ReceiptItem<'a>>,
+    /// Cluster fallback: journaled here, seqs provisional until Redis answers.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    provisional: bool,
+}
+
+/// Where one event landed; `seq` is null for a coalesced thought.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptItem<'a> {
+    execution_id: &'a str,
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    coalesced: bool,
 }
 
 /// Reads the body up to `limit` bytes, answering 413 past it without reading on.
@@ -277,7 +299,8 @@ pub(crate) fn parse_event(
         };
         return Err(ApiError::invalid_event(index, too_large));
     }
-    let value: Value = serde_json::from_str(raw.get())
-        .map_err(|e| ApiError::new(ErrorCode::BadJson, e.to_string()))?;
-    AgentEvent::from_producer_json(value).map_err(|v| ApiError::invalid_event(index, v))
+    AgentEvent::from_producer_text(raw.get()).map_err(|err| match err {
+        ProducerTextError::Json(e) => ApiError::new(ErrorCode::BadJson, e.to_string()),
+        ProducerTextError::Invalid(v) => ApiError::invalid_event(index, v),
+    })
 }

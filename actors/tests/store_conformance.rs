@@ -33,7 +33,9 @@ conformance_suite!(
     "conformance":
     appended_events_read_back_in_seq_order,
     appending_again_changes_nothing,
+    a_long_batch_with_some_events_stored_counts_only_the_new,
     last_seq_is_the_highest_stored,
+    last_seqs_answers_many_executions_in_order,
     each_event_filter_narrows,
     after_seq_pages_through_everything,
     before_seq_bounds_a_replay,
@@ -370,6 +372,34 @@ async fn appending_again_changes_nothing(store: Arc<dyn Store>) {
     assert_eq!(listed, vec![summary]);
 }
 
+/// Batches longer than a store writes in one statement, new events mixed
+/// with stored ones, in two executions: each event is stored once and
+/// counted once.
+async fn a_long_batch_with_some_events_stored_counts_only_the_new(store: Arc<dyn Store>) {
+    let long_run = |execution_id: &str| {
+        (0..70).fold(Run::new(execution_id), |run, n| {
+            run.then(n, thinking("worker", &format!("step {n}")))
+        })
+    };
+    let (a, b) = (long_run("exec-a"), long_run("exec-b"));
+    store.append(a.seqs(20, 29)).await.expect("append a middle");
+    store.append(b.seqs(1, 3)).await.expect("append b's start");
+    let mixed: Vec<_> = a.seqs(1, 50).into_iter().chain(b.seqs(1, 40)).collect();
+    store.append(mixed).await.expect("append the mix");
+    store.append(a.all()).await.expect("append all of a");
+    for (run, stored) in [(&a, 70), (&b, 40)] {
+        let id = &run.events[0].event.execution_id;
+        let summary = summary(&store, id).await.expect("a summary");
+        assert_eq!(
+            (summary.event_count, summary.last_seq),
+            (stored, stored),
+            "{id}"
+        );
+        let events = read(&store, all_of(id)).await;
+        assert_eq!(seqs(&events), (1..=stored).collect::<Vec<_>>(), "{id}");
+    }
+}
+
 async fn last_seq_is_the_highest_stored(store: Arc<dyn Store>) {
     let run = mixed_run("exec-a");
     assert_eq!(store.last_seq("exec-a").await.expect("last_seq"), 0);
@@ -381,6 +411,38 @@ async fn last_seq_is_the_highest_stored(store: Arc<dyn Store>) {
     store.append(run.seqs(1, 2)).await.expect("append");
     assert_eq!(store.last_seq("exec-a").await.expect("last_seq"), 13);
     assert_eq!(store.last_seq("exec-other").await.expect("last_seq"), 0);
+}
+
+/// More executions than one query of the SQLite store holds, stored ones
+/// and unknown ones interleaved, answered in the order asked.
+async fn last_seqs_answers_many_executions_in_order(store: Arc<dyn Store>) {
+    let stored: Vec<String> = (0..1_200).map(|n| format!("exec-{n:04}")).collect();
+    let batch: Vec<_> = stored
+        .iter()
+        .enumerate()
+        .flat_map(|(n, id)| short_run(Run::new(id), n as i64, None).seqs(1, 1 + n as u64 % 2))
+        .collect();
+    store.append(batch).await.expect("append");
+    let asked: Vec<String> = stored
+        .iter()
+        .rev()
+        .flat_map(|id| [id.clone(), format!("{id}-unknown")])
+        .collect();
+    let expected: Vec<(String, u64)> = asked
+        .iter()
+        .map(|id| {
+            let n: u64 = id[5..9].parse().expect("a number");
+            let last = if id.ends_with("-unknown") {
+                0
+            } else {
+                1 + n % 2
+            };
+            (id.clone(), last)
+        })
+        .collect();
+    let answered = store.last_seqs(asked).await.expect("last_seqs");
+    assert_eq!(answered, expected);
+    assert_eq!(store.last_seqs(Vec::new()).await.expect("none"), vec![]);
 }
 
 async fn each_event_filter_narrows(store: Arc<dyn Store>) {

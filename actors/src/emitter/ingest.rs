@@ -36,17 +36,15 @@ impl Emitter {
         &self,
         executions: Vec<String>,
     ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, StoreError>> {
-        let store = self.storage.as_ref().map(|s| s.store.clone());
+        let read = match &self.storage {
+            Some(storage) if !executions.is_empty() => Some(storage.store.last_seqs(executions)),
+            _ => None,
+        };
         async move {
-            let Some(store) = store else {
-                return Ok(Vec::new());
-            };
-            let mut seeds = Vec::with_capacity(executions.len());
-            for execution_id in executions {
-                let last_seq = store.last_seq(&execution_id).await?;
-                seeds.push((execution_id, last_seq));
+            match read {
+                Some(read) => read.await,
+                None => Ok(Vec::new()),
             }
-            Ok(seeds)
         }
     }
 

@@ -254,6 +254,26 @@ pub trait Store: outbox::Outbox + Send + Sync + 'static {
     /// The highest seq stored for an execution; 0 when it has none.
     fn last_seq(&self, execution_id: &str) -> StoreFuture<u64>;
 
+    /// [`Store::last_seq`] of each execution, in the order given.
+    ///
+    /// The Emitter seeds every execution of a batch it does not hold, with
+    /// its mailbox held: with many executions of few events each, a read per
+    /// execution was most of the cost of a batch. A store that can answer in
+    /// one round trip overrides this; the default asks one at a time.
+    fn last_seqs(&self, execution_ids: Vec<String>) -> StoreFuture<Vec<(String, u64)>> {
+        let reads: Vec<_> = execution_ids
+            .iter()
+            .map(|execution_id| self.last_seq(execution_id))
+            .collect();
+        Box::pin(async move {
+            let mut seeds = Vec::with_capacity(reads.len());
+            for (execution_id, read) in execution_ids.into_iter().zip(reads) {
+                seeds.push((execution_id, read.await?));
+            }
+            Ok(seeds)
+        })
+    }
+
     /// Events of one execution, in seq order, as the query says.
     fn events(&self, query: EventQuery) -> StoreFuture<Vec<AgentEvent>>;
 

@@ -22,11 +22,11 @@ use crate::protocol::PublishedEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::{Statement, Transaction, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, LazyLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -47,9 +47,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `events.body` is the event's own JSON, which reads rebuild it
 /// from; the other columns are copies of what queries filter on. `executions`
 /// is the summary `append` keeps in step, so listing executions never scans events.
-/// The `events_by_*time` indexes serve analytics, which reads a time window
-/// (of one type, conversation or department); created with `IF NOT EXISTS`,
-/// they are added to an existing file on the next start.
+/// `events` has no index but its primary key: every index is paid for by
+/// every event stored, and analytics reaches a time window through the
+/// executions' first and last event times instead (`executions_in_window`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     execution_id    TEXT NOT NULL,
@@ -87,12 +87,12 @@ CREATE TABLE IF NOT EXISTS journal (
     body      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_by_node ON journal (node_id, position);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp);
-CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, timestamp);
-CREATE INDEX IF NOT EXISTS events_by_conversation_time
-    ON events (conversation_id, timestamp) WHERE conversation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_department_time
-    ON events (department, timestamp) WHERE department IS NOT NULL;
+-- Analytics once read the window through these; it now goes through
+-- `executions` (`executions_in_window`), and a file that has them loses them.
+DROP INDEX IF EXISTS events_by_time;
+DROP INDEX IF EXISTS events_by_type_time;
+DROP INDEX IF EXISTS events_by_conversation_time;
+DROP INDEX IF EXISTS events_by_department_time;
 CREATE TABLE IF NOT EXISTS health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
@@ -129,30 +129,51 @@ CREATE TABLE IF NOT EXISTS notify_rules (
 );
 ";
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
-    (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// An insert of `rows` events, their values bound row after row in the
+/// order of [`bind_rows`]; a row already stored is left as it is.
+fn insert_events_sql(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT OR IGNORE INTO events
+         (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
+         VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
+
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_events_sql(1));
+static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| insert_events_sql(ROWS_PER_INSERT));
 
 /// Counts the newly stored events of one execution in one commit into its
-/// summary ([`Summary`]). Status and end change only with an
-/// `orchestration-complete` (the one event that carries an `ended_at`); the
-/// first conversation named is kept.
+/// summary ([`Summary`]): a new row, or the three columns every commit moves.
 ///
-/// Once per execution per commit, not per event: the upsert rewrites the
-/// row and every index of `executions` (SQLite counts a column as changed
-/// when it is assigned), and per event it was about half of the store's
-/// cost (PERFORMANCE.md).
+/// Once per execution per commit, not per event, and as narrow as it can
+/// be: SQLite rewrites the entry of every index whose column is assigned,
+/// whether or not its value changes, and assigning all eight columns here
+/// (which four indexes cover) cost twice as much as these three, whose one
+/// index, `executions_by_last_event`, must move anyway. The rarer changes
+/// follow in [`AMEND_FIRST_FIELDS`] and [`END_EXECUTION`].
 const COUNT_EVENTS_IN: &str = "INSERT INTO executions
     (execution_id, conversation_id, status, started_at, ended_at, event_count, last_seq, last_event_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
     ON CONFLICT (execution_id) DO UPDATE SET
-        conversation_id = COALESCE(executions.conversation_id, excluded.conversation_id),
-        status = CASE WHEN excluded.ended_at IS NULL THEN executions.status ELSE excluded.status END,
-        started_at = MIN(executions.started_at, excluded.started_at),
-        ended_at = COALESCE(excluded.ended_at, executions.ended_at),
         event_count = executions.event_count + excluded.event_count,
         last_seq = MAX(executions.last_seq, excluded.last_seq),
         last_event_at = MAX(executions.last_event_at, excluded.last_event_at)";
+
+/// The first conversation named is kept, and `started_at` is the earliest
+/// event's time (a producer may send older timestamps later). The `WHERE`
+/// finds the row by its key and, nearly always, changes nothing, so no
+/// index is touched.
+const AMEND_FIRST_FIELDS: &str = "UPDATE executions SET
+        conversation_id = COALESCE(conversation_id, ?2),
+        started_at = MIN(started_at, ?3)
+    WHERE execution_id = ?1 AND (started_at > ?3 OR (conversation_id IS NULL AND ?2 IS NOT NULL))";
+
+/// Status and end change only with an `orchestration-complete` (the one
+/// event that carries an `ended_at`); the last of them counts.
+const END_EXECUTION: &str =
+    "UPDATE executions SET status = ?2, ended_at = ?3 WHERE execution_id = ?1";
 
 const SUMMARY_COLUMNS: &str =
     "execution_id, conversation_id, status, started_at, ended_at, event_count, last_seq";
@@ -291,6 +312,11 @@ impl Store for SqliteStore {
         })
     }
 
+    fn last_seqs(&self, execution_ids: Vec<String>) -> StoreFuture<Vec<(String, u64)>> {
+        self.reader
+            .run("last_seqs", move |conn| last_seqs(conn, execution_ids))
+    }
+
     fn events(&self, query: EventQuery) -> StoreFuture<Vec<AgentEvent>> {
         self.reader
             .run("events", move |conn| read_events(conn, &query))
@@ -358,6 +384,44 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// The summaries' `last_seq` of many executions, a few hundred per query
+/// (far below SQLite's limit on parameters).
+fn last_seqs(
+    conn: &mut Connection,
+    execution_ids: Vec<String>,
+) -> Result<Vec<(String, u64)>, Failure> {
+    const CHUNK: usize = 500;
+    let mut known: HashMap<String, u64> = HashMap::with_capacity(execution_ids.len());
+    for chunk in execution_ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT execution_id, last_seq FROM executions WHERE execution_id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(chunk), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (execution_id, last_seq) = row?;
+            known.insert(execution_id, last_seq);
+        }
+    }
+    Ok(execution_ids
+        .into_iter()
+        .map(|execution_id| {
+            let last_seq = known.get(&execution_id).copied().unwrap_or(0);
+            (execution_id, last_seq)
+        })
+        .collect())
+}
+
+/// `?, ?, …`: `n` positional parameters.
+fn placeholders(n: usize) -> String {
+    let mut list = "?, ".repeat(n);
+    list.truncate(list.len().saturating_sub(2));
+    list
 }
 
 fn journal_add(conn: &mut Connection, entries: &[JournalEntry]) -> Result<(), Failure> {
@@ -616,7 +680,7 @@ fn ended_status(status: Option<RunStatus>) -> ExecutionStatus {
 }
 
 /// What one commit adds to an execution's summary: the events of it that
-/// were newly stored, folded in order, as [`COUNT_EVENTS_IN`] would have
+/// were newly stored, folded in order, as [`count_events_in`] would have
 /// folded them one by one.
 struct Summary<'a> {
     execution_id: &'a str,
@@ -669,65 +733,152 @@ fn append(
     events: &[Arc<PublishedEvent>],
     keys: &[KeyRecord],
 ) -> Result<(), Failure> {
+    let rows = events
+        .iter()
+        .map(|published| EventRow::of(published))
+        .collect::<Result<Vec<_>, _>>()?;
     // IMMEDIATE takes the write lock up front, where busy_timeout applies,
     // instead of failing halfway if another process holds it.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored = insert_events(&mut tx, &rows)?;
+    // A repeated append inserts nothing, and counts nothing.
+    let mut summaries: Vec<Summary> = Vec::new();
+    // SipHash: the keys are producers' execution IDs.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for row in rows
+        .iter()
+        .zip(&stored)
+        .filter(|(_, new)| **new)
+        .map(|(row, _)| row)
     {
-        let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
-        let mut summaries: Vec<Summary> = Vec::new();
-        // SipHash: the keys are producers' execution IDs.
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        for published in events {
-            let row = EventRow::of(published)?;
-            let inserted = insert_event.execute(params![
-                row.execution_id,
-                row.seq,
-                row.event_type,
-                row.agent_id,
-                row.department,
-                row.conversation_id,
-                row.timestamp,
-                row.body,
-            ])?;
-            // A repeated append inserts nothing, and counts nothing.
-            if inserted == 1 {
-                match index.get(row.execution_id) {
-                    Some(&i) => summaries[i].add(&row),
-                    None => {
-                        index.insert(row.execution_id, summaries.len());
-                        summaries.push(Summary::of(&row));
-                    }
-                }
+        match index.get(row.execution_id) {
+            Some(&i) => summaries[i].add(row),
+            None => {
+                index.insert(row.execution_id, summaries.len());
+                summaries.push(Summary::of(row));
             }
         }
-        let mut count_events_in = tx.prepare_cached(COUNT_EVENTS_IN)?;
-        for summary in &summaries {
-            count_events_in.execute(params![
-                summary.execution_id,
-                summary.conversation_id,
-                summary.status.as_str(),
-                summary.started_at,
-                summary.ended_at,
-                summary.event_count,
-                summary.last_seq,
-                summary.last_event_at,
-            ])?;
+    }
+    count_events_in(&tx, &summaries)?;
+    insert_keys(&tx, keys)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Why many rows to a statement: each statement run has its own cost
+/// (reset, step, the VDBE program's start), which 32 rows share; 32 keeps the
+/// statement short and its 256 parameters far below SQLite's limit.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts the rows, and says of each whether it was new.
+///
+/// Nearly always every row is new, and then the rows go in
+/// [`ROWS_PER_INSERT`] to a statement. A statement of many rows says only
+/// how many it inserted, so when that is not all of them (a retried
+/// append), the attempt is rolled back and the rows go in one at a time,
+/// each saying whether it was new.
+fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<Vec<bool>, Failure> {
+    let attempt = tx.savepoint()?;
+    if insert_in_chunks(&attempt, rows)? == rows.len() {
+        attempt.commit()?;
+        return Ok(vec![true; rows.len()]);
+    }
+    // Dropping the savepoint rolls it back.
+    drop(attempt);
+    let mut one = tx.prepare_cached(&INSERT_EVENT)?;
+    rows.iter()
+        .map(|row| {
+            bind_rows(&mut one, std::slice::from_ref(row))?;
+            Ok(one.raw_execute()? == 1)
+        })
+        .collect()
+}
+
+/// Inserts the rows, [`ROWS_PER_INSERT`] to a statement, the rest one by
+/// one; returns how many were new.
+fn insert_in_chunks(conn: &Connection, rows: &[EventRow<'_>]) -> Result<usize, Failure> {
+    let mut inserted = 0;
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut many = conn.prepare_cached(&INSERT_EVENTS)?;
+        for chunk in &mut chunks {
+            bind_rows(&mut many, chunk)?;
+            inserted += many.raw_execute()?;
         }
-        // In the events' commit: a 202 means the key is stored too.
-        let mut insert_key = tx.prepare_cached(
-            "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, seqs, created_at)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for key in keys {
-            insert_key.execute(params![
-                key.key,
-                key.fingerprint,
-                key.seqs_json(),
-                key.created_at.timestamp_millis()
+    }
+    let mut one = conn.prepare_cached(&INSERT_EVENT)?;
+    for row in chunks.remainder() {
+        bind_rows(&mut one, std::slice::from_ref(row))?;
+        inserted += one.raw_execute()?;
+    }
+    Ok(inserted)
+}
+
+/// Binds the rows' values to the statement's parameters, row after row.
+fn bind_rows(statement: &mut Statement<'_>, rows: &[EventRow<'_>]) -> rusqlite::Result<()> {
+    for (n, row) in rows.iter().enumerate() {
+        let at = n * 8;
+        statement.raw_bind_parameter(at + 1, row.execution_id)?;
+        statement.raw_bind_parameter(at + 2, row.seq)?;
+        statement.raw_bind_parameter(at + 3, row.event_type)?;
+        statement.raw_bind_parameter(at + 4, row.agent_id)?;
+        statement.raw_bind_parameter(at + 5, row.department)?;
+        statement.raw_bind_parameter(at + 6, row.conversation_id)?;
+        statement.raw_bind_parameter(at + 7, &row.timestamp)?;
+        statement.raw_bind_parameter(at + 8, row.body)?;
+    }
+    Ok(())
+}
+
+/// In the events' commit: a 202 means the key is stored too.
+fn insert_keys(tx: &Transaction<'_>, keys: &[KeyRecord]) -> Result<(), Failure> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut insert_key = tx.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, seqs, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for key in keys {
+        insert_key.execute(params![
+            key.key,
+            key.fingerprint,
+            key.seqs_json(),
+            key.created_at.timestamp_millis()
+        ])?;
+    }
+    Ok(())
+}
+
+/// Folds each execution's [`Summary`] of one commit into its row.
+fn count_events_in(tx: &Transaction<'_>, summaries: &[Summary<'_>]) -> Result<(), Failure> {
+    let mut count = tx.prepare_cached(COUNT_EVENTS_IN)?;
+    let mut amend = tx.prepare_cached(AMEND_FIRST_FIELDS)?;
+    let mut end = tx.prepare_cached(END_EXECUTION)?;
+    for summary in summaries {
+        count.execute(params![
+            summary.execution_id,
+            summary.conversation_id,
+            summary.status.as_str(),
+            summary.started_at,
+            summary.ended_at,
+            summary.event_count,
+            summary.last_seq,
+            summary.last_event_at,
+        ])?;
+        amend.execute(params![
+            summary.execution_id,
+            summary.conversation_id,
+            summary.started_at,
+        ])?;
+        if let Some(ended_at) = &summary.ended_at {
+            end.execute(params![
+                summary.execution_id,
+                summary.status.as_str(),
+                ended_at
             ])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -1022,10 +1173,33 @@ fn epoch_ms(column: &str) -> String {
     format!("CAST(ROUND(unixepoch({column}, 'subsec') * 1000) AS INTEGER)")
 }
 
+/// The executions with an event in the analytics window, as a subquery
+/// with its two parameters.
+///
+/// Why analytics finds its events through the executions: `events` has no
+/// index by time (four of them cost 11 K instructions per event stored,
+/// PERFORMANCE.md), while `executions` keeps each execution's first and
+/// last event time in step with every commit. An event at `t` in
+/// `[from, to)` belongs to an execution with `started_at <= t < to` and
+/// `last_event_at >= t >= from`, so reading these executions' events by
+/// the primary key, then filtering by time, finds every event of the
+/// window and no other.
+fn executions_in_window(query: &AnalyticsQuery) -> (&'static str, [SqlValue; 2]) {
+    (
+        "SELECT execution_id FROM executions WHERE started_at < ? AND last_event_at >= ?",
+        [
+            text(&format_timestamp(query.to)),
+            text(&format_timestamp(query.from)),
+        ],
+    )
+}
+
 /// Events in the analytics window, for `FROM events WHERE …` (module docs of
 /// `analytics` for what the department filter attributes).
 fn analytics_events(query: &AnalyticsQuery) -> Conditions {
+    let (active, active_args) = executions_in_window(query);
     let mut window = Conditions::default();
+    window.add(format!("execution_id IN ({active})"), active_args.clone());
     window.add("timestamp >= ?", [text(&format_timestamp(query.from))]);
     window.add("timestamp < ?", [text(&format_timestamp(query.to))]);
     window.add_if(
@@ -1034,9 +1208,14 @@ fn analytics_events(query: &AnalyticsQuery) -> Conditions {
     );
     if let Some(department) = query.department.as_deref() {
         window.add(
-            "department = ? OR (department IS NULL AND (execution_id, agent_id) IN \
-             (SELECT execution_id, agent_id FROM events WHERE department = ? AND agent_id IS NOT NULL))",
-            [text(department), text(department)],
+            format!(
+                "department = ? OR (department IS NULL AND (execution_id, agent_id) IN \
+                 (SELECT execution_id, agent_id FROM events WHERE department = ? \
+                  AND agent_id IS NOT NULL AND execution_id IN ({active})))"
+            ),
+            [text(department), text(department)]
+                .into_iter()
+                .chain(active_args),
         );
     }
     window
@@ -1051,8 +1230,10 @@ fn analytics_executions(query: &AnalyticsQuery) -> Conditions {
         "conversation_id = ?",
         query.conversation_id.as_deref().map(text),
     );
+    // Correlated: by the primary key of `events`, which has no department index.
     active.add_if(
-        "execution_id IN (SELECT execution_id FROM events WHERE department = ?)",
+        "EXISTS (SELECT 1 FROM events \
+         WHERE events.execution_id = executions.execution_id AND events.department = ?)",
         query.department.as_deref().map(text),
     );
     active

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
+mod one_pass;
+
 /// Longest execution or conversation ID accepted (docs/protocol.md 1).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -527,6 +529,15 @@ pub fn validate_id(field: &str, id: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// Why a producer's event text was refused.
+#[derive(Debug)]
+pub enum ProducerTextError {
+    /// It is not JSON.
+    Json(serde_json::Error),
+    /// It is JSON, but breaks a rule of the event model.
+    Invalid(ValidationError),
+}
+
 impl AgentEvent {
     /// An event of `kind` for `execution_id`, with nothing else set.
     pub fn new(execution_id: impl Into<String>, kind: impl Into<EventKind>) -> Self {
@@ -559,6 +570,23 @@ impl AgentEvent {
     pub fn from_producer_json(value: Value) -> Result<AgentEvent, ValidationError> {
         let event = Self::from_json(value, false)?;
         event.validate()?;
+        Ok(event)
+    }
+
+    /// Reads a producer's event from its JSON text, then checks every rule.
+    ///
+    /// The same answer as parsing the text into a `Value` and calling
+    /// [`AgentEvent::from_producer_json`], in one pass when it can be
+    /// (`one_pass`): this is the HTTP ingest's reader.
+    pub fn from_producer_text(text: &str) -> Result<AgentEvent, ProducerTextError> {
+        let event = match one_pass::read(text) {
+            Some(event) => event,
+            None => {
+                let value = serde_json::from_str(text).map_err(ProducerTextError::Json)?;
+                Self::from_json(value, false).map_err(ProducerTextError::Invalid)?
+            }
+        };
+        event.validate().map_err(ProducerTextError::Invalid)?;
         Ok(event)
     }
 
@@ -816,11 +844,24 @@ fn parse_kind(map: Map<String, Value>) -> Result<EventKind, ValidationError> {
     };
     let mut map = map;
     map.remove("type");
-    let fields = Value::Object(map);
+    // serde_path_to_error keeps the path of a bad field, which an internally
+    // tagged enum would lose in its buffering.
+    let mut track = serde_path_to_error::Track::new();
+    let fields = serde_path_to_error::Deserializer::new(Value::Object(map), &mut track);
+    read_kind(event_type, fields)
+        .map_err(|err| classify_serde_error(&track.path().to_string(), &err.to_string()))
+}
+
+/// Reads the fields of `event_type` from `fields`: the one place that names
+/// the struct of each type for reading, whichever reader calls it.
+fn read_kind<'de, D: serde::Deserializer<'de>>(
+    event_type: EventType,
+    fields: D,
+) -> Result<EventKind, D::Error> {
     macro_rules! read_as {
         ($($variant:ident),*) => {
             match event_type {
-                $(EventType::$variant => read_fields(fields).map(EventKind::$variant),)*
+                $(EventType::$variant => $variant::deserialize(fields).map(EventKind::$variant),)*
             }
         };
     }
@@ -837,15 +878,6 @@ fn parse_kind(map: Map<String, Value>) -> Result<EventKind, ValidationError> {
         QualityCheck,
         ReviewStatus
     )
-}
-
-/// Reads one type's fields; serde_path_to_error keeps the path of a bad field,
-/// which an internally tagged enum would lose in its buffering.
-fn read_fields<T: serde::de::DeserializeOwned>(fields: Value) -> Result<T, ValidationError> {
-    serde_path_to_error::deserialize(fields).map_err(|err| {
-        let path = err.path().to_string();
-        classify_serde_error(&path, &err.inner().to_string())
-    })
 }
 
 /// serde reports unknown and missing fields in its message rather than its
