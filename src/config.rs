@@ -1,5 +1,5 @@
 //! Settings: `config/default.toml`, then `--config FILE`, then environment
-//! variables, which win (PROTOCOL.md 5).
+//! variables, which win (docs/protocol.md 5).
 //!
 //! The defaults file is compiled into the binary, so the broker runs from any
 //! directory, and it is also the documentation of every key: a key that is
@@ -13,7 +13,7 @@ use toml::{Table, Value};
 /// The documented defaults, compiled in.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
-/// Keys PROTOCOL.md names, read from variables of their own short names.
+/// Keys docs/protocol.md names, read from variables of their own short names.
 const SHORT_ENV: [&str; 5] = [
     "ws_port",
     "bind_addr",

@@ -107,7 +107,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(monitor::configure);
 }
 
-/// `/`: the seed's WebSocket endpoint; a plain browser visit gets the monitor.
+/// `/`: the original WebSocket endpoint; a plain browser visit gets the monitor.
 async fn root(
     req: HttpRequest,
     body: web::Payload,

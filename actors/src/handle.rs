@@ -1,7 +1,7 @@
-//! The typed way in for Rust code: the seed's helpers (`emitOrchestrationStart`,
+//! The typed way in for Rust code: the original TypeScript design's helpers (`emitOrchestrationStart`,
 //! `emitAgentStart`, …) as methods that send actor messages to the Emitter.
 //!
-//! Every helper is fire-and-forget, as the seed promises ("Event emission
+//! Every helper is fire-and-forget, as that design promises ("Event emission
 //! failures do NOT break agent execution"): it never blocks, never fails, and
 //! a refused event is logged and counted by the Emitter. Callers that need to
 //! know the event was accepted (and its seq) use [`EmitterHandle::emit`].
@@ -45,7 +45,7 @@ use serde_json::{Map, Value};
 ///         .expect("a valid event is accepted");
 ///     assert_eq!(accepted.seq, Some(1), "the first event of an execution");
 ///
-///     // The seed's helpers never block and never fail; this one gets seq 2.
+///     // These helpers never block and never fail; this one gets seq 2.
 ///     handle.tool_call("exec-1", "writer", "search", "call-1", serde_json::json!({"q": "x"}));
 ///     let call = ToolCall {
 ///         agent_id: "writer".into(),
@@ -151,7 +151,7 @@ impl EmitterHandle {
         })?
     }
 
-    /// Sends one event without waiting (the seed's non-blocking emit).
+    /// Sends one event without waiting (a non-blocking emit).
     pub fn send(&self, event: AgentEvent) {
         self.emitter.do_send(Emit(self.stamp(event)));
     }

@@ -1,4 +1,4 @@
-//! The WebSocket protocol (PROTOCOL.md section 2): what clients send, what the
+//! The WebSocket protocol (docs/protocol.md section 2): what clients send, what the
 //! broker answers, the stable error codes and close codes.
 //!
 //! Parsing a client frame never panics and never fails without a code: every
@@ -34,7 +34,7 @@ pub enum ErrorCode {
     MissingId,
     /// An ID breaks the charset or length rule.
     InvalidId,
-    /// An event broke a rule of PROTOCOL.md 1 (the body names field and rule).
+    /// An event broke a rule of docs/protocol.md 1 (the body names field and rule).
     InvalidEvent,
     /// A binary WebSocket frame; the protocol is JSON text only.
     BinaryNotSupported,

@@ -1,5 +1,5 @@
 //! The Session actor: one per WebSocket connection. It speaks the protocol of
-//! PROTOCOL.md 2 to its client, keeps the client's subscriptions, replays
+//! docs/protocol.md 2 to its client, keeps the client's subscriptions, replays
 //! missed events on `fromSeq`, and protects the broker from a slow reader.
 //!
 //! # Transport

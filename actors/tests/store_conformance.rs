@@ -82,7 +82,7 @@ async fn mongodb_keeps_everything_across_a_reconnect() {
 // ---------------------------------------------------------------------------
 // Building executions
 
-/// 2025-10-01T12:00:00Z, the seed's example time; events are placed after it.
+/// 2025-10-01T12:00:00Z, the protocol's example time; events are placed after it.
 fn t0() -> DateTime<Utc> {
     "2025-10-01T12:00:00Z".parse().expect("a timestamp")
 }

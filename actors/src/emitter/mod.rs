@@ -64,7 +64,7 @@ use tokio::sync::oneshot;
 /// How the Emitter bounds what it keeps.
 #[derive(Debug, Clone)]
 pub struct EmitterConfig {
-    /// Events kept per execution for replay (the seed's 100).
+    /// Events kept per execution for replay (100 by default).
     pub buffer_size: usize,
     /// Executions with a buffer at most; beyond it, the longest idle lose theirs.
     pub max_buffered_executions: usize,
@@ -281,8 +281,8 @@ impl Keyed {
     }
 }
 
-/// One event from Rust code that does not wait for an answer (the seed's
-/// non-blocking emit). A refusal is logged and counted, never returned.
+/// One event from Rust code that does not wait for an answer (the non-blocking
+/// emit of the original TypeScript design). A refusal is logged and counted, never returned.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Emit(pub AgentEvent);

@@ -1,5 +1,6 @@
 //! MongoDB backend: keeps events in `agentEvents` and one summary per
-//! execution in `agentExecutions` (the seed's AgentExecutions collection).
+//! execution in `agentExecutions` (the AgentExecutions collection of
+//! the original TypeScript design).
 //!
 //! Why it is built this way:
 //! - Idempotency comes from the unique index on `(executionId, seq)`: events
@@ -54,7 +55,7 @@ mod outbox;
 
 /// One document per event.
 const EVENTS: &str = "agentEvents";
-/// One document per execution: the seed's AgentExecutions collection.
+/// One document per execution: as the original design's AgentExecutions.
 const EXECUTIONS: &str = "agentExecutions";
 /// Each node's fallback journal (`store/journal.rs`), keyed by draft ID.
 const JOURNAL: &str = "agentJournal";
