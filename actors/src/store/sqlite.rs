@@ -1260,22 +1260,33 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
     // One read transaction, so that every figure comes from the same commit.
     let tx = conn.transaction()?;
     let window = analytics_events(query);
-    let w = window.all();
-    let args = || window.args.iter().cloned();
     let mut answer = Analytics::empty(query);
+    answer.executions = execution_figures(&tx, query)?;
+    answer.events = event_figures(&tx, query, &window)?;
+    answer.tools = tool_figures(&tx, &window)?;
+    answer.agents = agent_calls(&tx, &window)?;
+    answer.quality = quality_figures(&tx, &window)?;
+    answer.reviews = review_figures(&tx, &window)?;
+    Ok(answer)
+}
 
+/// Executions active in the window, by status, and how long the ended ones took.
+fn execution_figures(
+    tx: &Transaction<'_>,
+    query: &AnalyticsQuery,
+) -> Result<ExecutionFigures, Failure> {
     let active = analytics_executions(query);
     let e = active.all();
     // `+status`: without it the planner walks the whole status index to skip a
     // sort of a few rows, instead of the window's range of `last_event_at`.
     let status_counts: Vec<(String, u64)> = grouped(
-        &tx,
+        tx,
         &format!("SELECT status, COUNT(*) FROM executions WHERE {e} GROUP BY +status"),
         active.args.iter().cloned(),
         |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)),
     )?;
     let durations = percentiles(
-        &tx,
+        tx,
         &format!(
             "SELECT '' AS key, {} - {} AS value FROM executions WHERE {e} AND ended_at IS NOT NULL",
             epoch_ms("ended_at"),
@@ -1283,13 +1294,22 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
         ),
         active.args.iter().cloned(),
     )?;
-    answer.executions = ExecutionFigures::from_counts(
+    Ok(ExecutionFigures::from_counts(
         status_counts,
         durations.get("").cloned().unwrap_or_default(),
-    );
+    ))
+}
 
+/// Events in the window by type, and per bucket of the series.
+fn event_figures(
+    tx: &Transaction<'_>,
+    query: &AnalyticsQuery,
+    window: &Conditions,
+) -> Result<EventFigures, Failure> {
+    let w = window.all();
+    let args = || window.args.iter().cloned();
     let by_type = grouped(
-        &tx,
+        tx,
         &format!("SELECT type, COUNT(*) FROM events WHERE {w} GROUP BY type"),
         args(),
         |row| Ok((row.get(0)?, row.get(1)?)),
@@ -1299,7 +1319,7 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
         sql_int(query.bucket_ms()),
     ];
     let buckets = grouped(
-        &tx,
+        tx,
         &format!(
             "SELECT ({} - ?) / ?, COUNT(*) FROM events WHERE {w} GROUP BY 1",
             epoch_ms("timestamp")
@@ -1307,9 +1327,14 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
         bucket_args.into_iter().chain(args()),
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    answer.events = EventFigures::from_counts(query, by_type, &buckets);
+    Ok(EventFigures::from_counts(query, by_type, &buckets))
+}
 
-    let tool_counts: Vec<(String, u64, u64, u64)> = grouped(&tx, &format!(
+/// Tool calls, results, failures and latency, in all and by tool.
+fn tool_figures(tx: &Transaction<'_>, window: &Conditions) -> Result<ToolFigures, Failure> {
+    let w = window.all();
+    let args = || window.args.iter().cloned();
+    let tool_counts: Vec<(String, u64, u64, u64)> = grouped(tx, &format!(
         "SELECT json_extract(body, '$.toolName'), SUM(type = 'tool-call'), SUM(type = 'tool-result'),
             SUM(type = 'tool-result' AND json_extract(body, '$.success') = 0)
          FROM events WHERE {w} AND type IN ('tool-call', 'tool-result') GROUP BY 1"
@@ -1317,12 +1342,12 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
     let results = format!("FROM events WHERE {w} AND type = 'tool-result'");
     let latency = "json_extract(body, '$.executionTime') AS value";
     let mut by_tool_latency = percentiles(
-        &tx,
+        tx,
         &format!("SELECT json_extract(body, '$.toolName') AS key, {latency} {results}"),
         args(),
     )?;
     let all_latency = percentiles(
-        &tx,
+        tx,
         &format!("SELECT '' AS key, {latency} {results}"),
         args(),
     )?;
@@ -1338,13 +1363,18 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
             stats
         })
         .collect();
-    answer.tools = ToolFigures {
+    Ok(ToolFigures {
         total,
         by_tool: busiest_tools(by_tool),
-    };
+    })
+}
 
-    answer.agents = grouped(
-        &tx,
+/// The agents that called tools most.
+fn agent_calls(tx: &Transaction<'_>, window: &Conditions) -> Result<Vec<AgentCalls>, Failure> {
+    let w = window.all();
+    let args = || window.args.iter().cloned();
+    grouped(
+        tx,
         &format!(
             "SELECT agent_id, COUNT(*) FROM events WHERE {w} AND type = 'tool-call'
          GROUP BY agent_id ORDER BY 2 DESC, 1 LIMIT ?"
@@ -1356,10 +1386,18 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
                 calls: row.get(1)?,
             })
         },
-    )?;
+    )
+}
 
-    answer.quality = grouped(
-        &tx,
+/// Quality-check scores by department.
+fn quality_figures(
+    tx: &Transaction<'_>,
+    window: &Conditions,
+) -> Result<BTreeMap<String, QualityFigures>, Failure> {
+    let w = window.all();
+    let args = || window.args.iter().cloned();
+    grouped(
+        tx,
         &format!(
             "SELECT department, COUNT(*), AVG(score), MIN(score), MAX(score),
             COUNT(threshold), COALESCE(SUM(score < threshold), 0)
@@ -1382,11 +1420,16 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
             };
             Ok((row.get(0)?, figures))
         },
-    )?;
+    )
+}
 
+/// Review verdicts, and the rounds of revision before approval.
+fn review_figures(tx: &Transaction<'_>, window: &Conditions) -> Result<ReviewFigures, Failure> {
+    let w = window.all();
+    let args = || window.args.iter().cloned();
     let reviews = format!("FROM events WHERE {w} AND type = 'review-status'");
     let by_status = grouped(
-        &tx,
+        tx,
         &format!("SELECT json_extract(body, '$.status'), COUNT(*) {reviews} GROUP BY 1"),
         args(),
         |row| Ok((row.get(0)?, row.get(1)?)),
@@ -1395,7 +1438,7 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
     // partition carries it, so MAX only picks it out.
     let subject = "execution_id, department, COALESCE(json_extract(body, '$.specialistId'), '')";
     let rounds: Vec<(u64, u64, u64)> = grouped(
-        &tx,
+        tx,
         &format!(
             "SELECT rounds, COUNT(*), SUM(first_status = 'approved') FROM (
             SELECT SUM(status = 'revision-requested') AS rounds, MAX(first_status) AS first_status
@@ -1410,8 +1453,7 @@ fn analytics(conn: &mut Connection, query: &AnalyticsQuery) -> Result<Analytics,
         args(),
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
-    answer.reviews = ReviewFigures::from_rounds(&rounds, by_status);
-    Ok(answer)
+    Ok(ReviewFigures::from_rounds(&rounds, by_status))
 }
 
 /// Runs a grouping query and collects its rows, whatever the collection.
