@@ -399,3 +399,31 @@ async fn the_byte_budget_empties_the_longest_idle_buffer_and_replay_reads_the_st
     assert_eq!(subscribe_from(&mut late, "exec-idle", 0).await, 10);
     assert_eq!(seqs(&late.events(10).await), (1..=10).collect::<Vec<_>>());
 }
+
+/// Retention removes an execution that a client still watches: its buffer
+/// goes, and so do its bytes from the total that the budget is checked
+/// against (they stayed, and the budget shed live buffers for ghosts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_takes_a_removed_executions_bytes_off_the_total() {
+    let broker = Broker::builder()
+        .setting("RETENTION_MAX_EXECUTIONS", 1)
+        .setting("RETENTION_INTERVAL_SECS", 1)
+        .start()
+        .await;
+    let mut watcher = broker.connect().await;
+    watcher.subscribe_execution("exec-old").await;
+    for n in 1..=3 {
+        broker.post_event(&thinking("exec-old", n)).await;
+    }
+    let stats = broker
+        .wait_for_stats("the watched execution buffered", |s| s["eventsOut"] == 3)
+        .await;
+    assert!(stats["bufferedBytes"].as_u64().unwrap() > 0, "{stats}");
+    // Started later, nobody watches it: kept by retention, and no buffer.
+    broker.post_event(&thinking("exec-new", 1)).await;
+    broker
+        .wait_for_stats("nothing buffered once exec-old is removed", |s| {
+            s["bufferedBytes"] == 0
+        })
+        .await;
+}

@@ -597,7 +597,10 @@ impl Handler<Forget> for Emitter {
 
     fn handle(&mut self, msg: Forget, _: &mut Self::Context) {
         for execution_id in msg.0 {
-            self.executions.remove(execution_id.as_str());
+            if let Some(state) = self.executions.remove(execution_id.as_str()) {
+                // Its buffer goes with it: so must its bytes from the budget's total.
+                self.buffered_bytes -= state.buffer.bytes();
+            }
         }
         self.update_buffered_gauge();
     }
