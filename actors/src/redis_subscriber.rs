@@ -6,9 +6,19 @@
 //! Every node, the origin included, learns of an event only from the stream,
 //! so every node's subscribers see the same events in the same order.
 //!
+//! # Partitions
+//! The stream is split by execution into partitions (`cluster_keys.rs`).
+//! On one Redis server one reader reads them all with one `XREAD` over every
+//! partition's stream. On a Redis Cluster a command may only name keys of
+//! one slot, and a blocking read holds its connection, so each partition
+//! has a reader of its own, with its own connection, routed to the master
+//! that serves the partition (following `MOVED`/`ASK` when it moves). An
+//! execution lives in one partition, so its order is that partition's order;
+//! partitions are independent and may be handed over in any interleaving.
+//!
 //! # Exactly once, in order
 //! A reader task reads with `XREAD BLOCK` from the last stream ID it handed
-//! over. After a disconnect it reconnects with exponential backoff and reads
+//! over, per stream. After a disconnect it reconnects with exponential backoff and reads
 //! on from that ID: nothing published meanwhile is skipped. If Redis came back
 //! empty (restart without persistence, flush), the stream's IDs start over
 //! below ours; the reader notices and reads from the start again. Per
@@ -17,17 +27,17 @@
 //! the store has the missing events (a shared MongoDB), else passed on and
 //! counted. Every one of these is counted in `/admin/stats`.
 
+use crate::cluster_keys::ClusterKeys;
 use crate::event::AgentEvent;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
-use crate::redis_sequencer::ClusterKeys;
+use crate::redis_link::{RedisConnection, RedisTarget};
 use crate::store::{EventQuery, Store};
 use actix::prelude::*;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, Client, RedisError, Value as RedisValue};
+use redis::{AsyncCommands, RedisError, Value as RedisValue};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,20 +47,27 @@ use std::time::{Duration, Instant};
 #[rtype(result = "()")]
 pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
 
-/// The state of this node's link to Redis, for `/health`.
+/// The state of this node's link to Redis, for `/health`: failing while
+/// any of its readers fails (on a Redis Cluster one master may be down
+/// while the others answer).
 #[derive(Debug, Default)]
 pub struct RedisHealth {
-    state: Mutex<Option<String>>,
+    failing: Mutex<BTreeMap<usize, String>>,
 }
 
 impl RedisHealth {
-    /// `None` while connected; the last error while not.
+    /// `None` while every reader is connected; a reader's last error while not.
     pub fn failing(&self) -> Option<String> {
-        self.state.lock().expect("redis health lock").clone()
+        let failing = self.failing.lock().expect("redis health lock");
+        failing.values().next().cloned()
     }
 
-    fn set(&self, error: Option<String>) {
-        *self.state.lock().expect("redis health lock") = error;
+    fn set(&self, reader: usize, error: Option<String>) {
+        let mut failing = self.failing.lock().expect("redis health lock");
+        match error {
+            Some(error) => failing.insert(reader, error),
+            None => failing.remove(&reader),
+        };
     }
 }
 
@@ -61,7 +78,7 @@ pub struct SubscriberConfig {
     pub node_id: String,
     /// The address clients reach this node at, for the cluster view.
     pub advertised: String,
-    /// Where the stream and the node announcements are.
+    /// Where the stream's partitions and the node announcements are.
     pub keys: ClusterKeys,
 }
 
@@ -77,7 +94,7 @@ pub struct ClusterView;
 
 /// The Redis-subscriber actor; see the module documentation.
 pub struct RedisSubscriber {
-    client: Client,
+    target: RedisTarget,
     config: SubscriberConfig,
     emitter: Recipient<Sequenced>,
     store: Option<Arc<dyn Store>>,
@@ -104,7 +121,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 impl RedisSubscriber {
     /// A subscriber feeding `emitter`, filling gaps from `store`.
     pub fn new(
-        client: Client,
+        target: RedisTarget,
         config: SubscriberConfig,
         emitter: Recipient<Sequenced>,
         store: Option<Arc<dyn Store>>,
@@ -112,7 +129,7 @@ impl RedisSubscriber {
         health: Arc<RedisHealth>,
     ) -> Self {
         RedisSubscriber {
-            client,
+            target,
             config,
             emitter,
             store,
@@ -206,7 +223,7 @@ impl RedisSubscriber {
     }
 
     fn announce(&self) -> impl std::future::Future<Output = ()> {
-        let client = self.client.clone();
+        let target = self.target.clone();
         let key = self.config.keys.node(&self.config.node_id);
         let body = json!({
             "nodeId": self.config.node_id,
@@ -220,7 +237,7 @@ impl RedisSubscriber {
         .to_string();
         async move {
             let set = async {
-                let mut connection = client.get_multiplexed_async_connection().await?;
+                let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
                 connection
                     .set_ex::<_, _, ()>(key, body, ANNOUNCE_TTL_SECS)
                     .await
@@ -275,14 +292,22 @@ impl Actor for RedisSubscriber {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let reader = read_stream(
-            self.client.clone(),
-            self.config.keys.stream.clone(),
-            ctx.address(),
-            self.metrics.clone(),
-            self.health.clone(),
-        );
-        ctx.spawn(reader.into_actor(self));
+        for (index, streams) in reader_lanes(&self.target, &self.config.keys)
+            .into_iter()
+            .enumerate()
+        {
+            let reader = read_stream(
+                Reader {
+                    index,
+                    target: self.target.clone(),
+                    streams,
+                },
+                ctx.address(),
+                self.metrics.clone(),
+                self.health.clone(),
+            );
+            ctx.spawn(reader.into_actor(self));
+        }
         ctx.run_interval(ANNOUNCE_EVERY, |subscriber, ctx| {
             subscriber.forget_idle();
             ctx.spawn(subscriber.announce().into_actor(subscriber));
@@ -348,14 +373,15 @@ impl Handler<ClusterView> for RedisSubscriber {
     type Result = ResponseFuture<Vec<Value>>;
 
     fn handle(&mut self, _: ClusterView, _: &mut Self::Context) -> Self::Result {
-        let client = self.client.clone();
+        let target = self.target.clone();
         let pattern = self.config.keys.nodes_pattern();
-        Box::pin(async move { read_nodes(client, pattern).await.unwrap_or_default() })
+        Box::pin(async move { read_nodes(target, pattern).await.unwrap_or_default() })
     }
 }
 
-async fn read_nodes(client: Client, pattern: String) -> Result<Vec<Value>, RedisError> {
-    let mut connection = client.get_multiplexed_async_connection().await?;
+/// The announcements; on a Redis Cluster `KEYS` asks every master.
+async fn read_nodes(target: RedisTarget, pattern: String) -> Result<Vec<Value>, RedisError> {
+    let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(&pattern)
         .query_async(&mut connection)
@@ -376,30 +402,50 @@ fn id_parts(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// The reader task: connects, checks the stream did not start over, reads on
-/// from the last ID handed over, and reconnects with backoff after a failure.
+/// The streams each reader reads with one `XREAD`: on one server, all
+/// partitions together; on a Redis Cluster, one partition each (see the
+/// module documentation).
+fn reader_lanes(target: &RedisTarget, keys: &ClusterKeys) -> Vec<Vec<String>> {
+    let streams = keys.partitions().iter().map(|p| p.stream.clone());
+    if target.is_cluster() {
+        streams.map(|stream| vec![stream]).collect()
+    } else {
+        vec![streams.collect()]
+    }
+}
+
+/// One reader task's share of the stream.
+struct Reader {
+    /// Its number, for `/health`.
+    index: usize,
+    target: RedisTarget,
+    /// The partitions' streams it reads.
+    streams: Vec<String>,
+}
+
+/// The reader task: connects, checks the streams did not start over, reads
+/// on from the last ID handed over, and reconnects with backoff after a failure.
 async fn read_stream(
-    client: Client,
-    stream: String,
+    reader: Reader,
     subscriber: Addr<RedisSubscriber>,
     metrics: Metrics,
     health: Arc<RedisHealth>,
 ) {
-    let mut last_id = "0-0".to_owned();
+    let mut last_ids = vec!["0-0".to_owned(); reader.streams.len()];
     let mut failures: u32 = 0;
     loop {
-        let error = match connect_reader(&client).await {
+        let error = match connect_reader(&reader.target).await {
             Ok(mut connection) => {
                 if failures > 0 {
-                    log::info!("Redis is back; reading the stream on from {last_id}");
+                    log::info!("Redis is back; reading the stream on from {last_ids:?}");
                     metrics.cluster.with_label_values(&["reconnect"]).inc();
                 }
                 failures = 0;
-                health.set(None);
+                health.set(reader.index, None);
                 read_until_error(
                     &mut connection,
-                    &stream,
-                    &mut last_id,
+                    &reader.streams,
+                    &mut last_ids,
                     &subscriber,
                     &metrics,
                 )
@@ -413,61 +459,67 @@ async fn read_stream(
         failures += 1;
         let backoff = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, failures);
         log::warn!("Redis stream read failed ({error}); retry {failures} in {backoff:?}");
-        health.set(Some(error.to_string()));
+        health.set(reader.index, Some(error.to_string()));
         tokio::time::sleep(backoff).await;
     }
 }
 
-async fn connect_reader(client: &Client) -> Result<MultiplexedConnection, RedisError> {
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn connect_reader(target: &RedisTarget) -> Result<RedisConnection, RedisError> {
     // The response timeout must outlast a blocking read.
-    let config = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(BLOCK * 3)
-        .set_connection_timeout(Duration::from_secs(2));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    target.connect(CONNECT_TIMEOUT, BLOCK * 3).await
 }
 
 async fn read_until_error(
-    connection: &mut MultiplexedConnection,
-    stream: &str,
-    last_id: &mut String,
+    connection: &mut RedisConnection,
+    streams: &[String],
+    last_ids: &mut [String],
     subscriber: &Addr<RedisSubscriber>,
     metrics: &Metrics,
 ) -> RedisError {
-    if let Err(err) = restart_if_stream_reset(connection, stream, last_id, metrics).await {
-        return err;
+    for (stream, last_id) in streams.iter().zip(last_ids.iter_mut()) {
+        if let Err(err) = restart_if_stream_reset(connection, stream, last_id, metrics).await {
+            return err;
+        }
     }
     let options = StreamReadOptions::default()
         .block(BLOCK.as_millis() as usize)
         .count(READ_COUNT);
     loop {
-        let reply: Option<StreamReadReply> = match connection
-            .xread_options(&[stream], &[last_id.as_str()], &options)
-            .await
-        {
-            Ok(reply) => reply,
-            Err(err) => return err,
-        };
-        let entries: Vec<StreamId> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
-        let Some(newest) = entries.last().map(|e| e.id.clone()) else {
+        let reply: Option<StreamReadReply> =
+            match connection.xread_options(streams, last_ids, &options).await {
+                Ok(reply) => reply,
+                Err(err) => return err,
+            };
+        let mut newest = Vec::new();
+        let mut entries: Vec<StreamId> = Vec::new();
+        for key in reply.into_iter().flat_map(|r| r.keys) {
+            let Some(index) = streams.iter().position(|s| *s == key.key) else {
+                continue;
+            };
+            if let Some(last) = key.ids.last() {
+                newest.push((index, last.id.clone()));
+            }
+            entries.extend(key.ids);
+        }
+        if entries.is_empty() {
             continue;
-        };
+        }
         if subscriber.send(StreamEntries(entries)).await.is_err() {
             return RedisError::from((redis::ErrorKind::IoError, "the subscriber stopped"));
         }
-        *last_id = newest;
+        for (index, id) in newest {
+            last_ids[index] = id;
+        }
     }
 }
 
 /// After Redis lost its data the stream's IDs start over, below the last one
 /// this node read: read from the start again (seq dedup drops what was seen).
 async fn restart_if_stream_reset(
-    connection: &mut MultiplexedConnection,
+    connection: &mut RedisConnection,
     stream: &str,
     last_id: &mut String,
     metrics: &Metrics,
@@ -477,7 +529,9 @@ async fn restart_if_stream_reset(
     let newest = newest.ids;
     let newest_id = newest.first().map_or((0, 0), |e| id_parts(&e.id));
     if newest_id < id_parts(last_id) {
-        log::warn!("the Redis stream starts over below {last_id}: reading it from the start");
+        log::warn!(
+            "the Redis stream {stream} starts over below {last_id}: reading it from the start"
+        );
         metrics.cluster.with_label_values(&["stream-reset"]).inc();
         *last_id = "0-0".to_owned();
     }
