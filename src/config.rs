@@ -45,6 +45,8 @@ pub struct Config {
     pub redis_stream_max_len: u64,
     pub redis_cluster_nodes: String,
     pub cluster_partitions: usize,
+    pub cluster_store_once: bool,
+    pub cluster_store_claim_idle_ms: u64,
     pub buffer_size: usize,
     pub max_buffered_executions: usize,
     pub max_buffered_bytes: usize,
@@ -190,6 +192,10 @@ impl Config {
             ("notify_max_attempts", u64::from(self.notify_max_attempts)),
             ("notify_concurrency", self.notify_concurrency as u64),
             ("notify_poll_ms", self.notify_poll_ms),
+            (
+                "cluster_store_claim_idle_ms",
+                self.cluster_store_claim_idle_ms,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
@@ -240,6 +246,18 @@ impl Config {
             return Err(ConfigError(
                 "set either redis_url (one Redis server) or redis_cluster_nodes (a Redis Cluster), not both".into(),
             ));
+        }
+        if self.cluster_store_once && self.mongodb_uri().is_none() {
+            return Err(ConfigError(
+                "cluster_store_once needs a store every node shares: set mongodb_uri (with SQLite every node stores every event in its own file)".into(),
+            ));
+        }
+        let min_claim_idle = agent_events_actors::stream_store::MIN_CLAIM_IDLE.as_millis() as u64;
+        if self.cluster_store_claim_idle_ms < min_claim_idle {
+            return Err(ConfigError(format!(
+                "cluster_store_claim_idle_ms must be at least {min_claim_idle}, not {}",
+                self.cluster_store_claim_idle_ms
+            )));
         }
         if !(1..=MAX_PARTITIONS).contains(&self.cluster_partitions) {
             return Err(ConfigError(format!(
@@ -399,6 +417,10 @@ mod tests {
             ["redis://a:7000", "redis://b:7000"]
         );
         assert_eq!(config.cluster_partitions, 1);
+        let err = load(&[("AGENT_EVENTS_CLUSTER_STORE_ONCE", "true")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster_store_once needs"), "{err}");
     }
 
     #[test]

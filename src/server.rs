@@ -176,6 +176,9 @@ impl Broker {
                 node_id,
                 advertised: local.to_string(),
                 keys,
+                store_once: config
+                    .cluster_store_once
+                    .then(|| Duration::from_millis(config.cluster_store_claim_idle_ms)),
             };
             Cluster::join(client, view, &emitter, &store, &metrics)
         });

@@ -44,6 +44,12 @@ impl PartitionKeys {
     pub fn draft(&self, draft_id: &str) -> String {
         format!("{}:draft:{draft_id}", self.base)
     }
+
+    /// The key naming the node that stores the partition's events, with
+    /// store-once (`stream_store.rs`).
+    pub fn store_lease(&self) -> String {
+        format!("{}:store-owner", self.base)
+    }
 }
 
 /// Where the cluster keeps its counters, streams, draft IDs and node

@@ -28,24 +28,39 @@
 //! counted. Every one of these is counted in `/admin/stats`.
 
 use crate::cluster_keys::ClusterKeys;
+use crate::cluster_stream::{
+    connect_reader, parse_entry, reader_lanes, BLOCK, CONNECT_TIMEOUT, READ_COUNT,
+};
 use crate::event::AgentEvent;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::redis_link::{RedisConnection, RedisTarget};
 use crate::store::{EventQuery, Store};
+use crate::stream_store::StreamStore;
 use actix::prelude::*;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, RedisError, Value as RedisValue};
+use redis::{AsyncCommands, RedisError};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Events sequenced by the cluster (read from its stream by the
-/// Redis-subscriber), in seq order per execution: buffer, publish, store.
+/// Redis-subscriber), in seq order per execution: buffer, publish, and
+/// store as the [`Storing`] says.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
+pub struct Sequenced(pub Vec<Arc<PublishedEvent>>, pub Storing);
+
+/// Who stores the events of a [`Sequenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storing {
+    /// This node, in its own store, as every node does (per-node replicas).
+    Here,
+    /// The cluster's store-once writers (`stream_store.rs`), into the store
+    /// every node shares: this node only delivers them.
+    Once,
+}
 
 /// The state of this node's link to Redis, for `/health`: failing while
 /// any of its readers fails (on a Redis Cluster one master may be down
@@ -80,6 +95,10 @@ pub struct SubscriberConfig {
     pub advertised: String,
     /// Where the stream's partitions and the node announcements are.
     pub keys: ClusterKeys,
+    /// With a store every node shares: store each event once per cluster,
+    /// through a consumer group, claiming what another node left pending
+    /// this long. `None`: every node stores every event in its own store.
+    pub store_once: Option<Duration>,
 }
 
 /// Entries read from the stream, in stream order; answered once handed on.
@@ -108,10 +127,6 @@ pub struct RedisSubscriber {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Reconnects never wait longer than this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long one `XREAD` blocks; also bounds how late a shutdown is noticed.
-const BLOCK: Duration = Duration::from_millis(1000);
-/// Entries read at once.
-const READ_COUNT: usize = 512;
 /// How often the node announces itself, and how long an announcement lives.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 const ANNOUNCE_TTL_SECS: u64 = 15;
@@ -159,23 +174,33 @@ impl RedisSubscriber {
             .collect()
     }
 
-    /// The highest stored seq of executions this actor does not track yet.
+    /// Where to start the executions this actor does not track yet: after
+    /// the highest seq in this node's store, which holds what it handed on.
+    ///
+    /// Not so with store-once: the shared store also holds what other nodes
+    /// stored before this node read it, and seeding from it would drop those
+    /// as duplicates. There live delivery starts at the first event this node
+    /// reads of an execution (the reader starts at the streams' end, and a
+    /// subscriber gets anything older from the store).
     fn seeds(
         &self,
         events: &[AgentEvent],
     ) -> impl std::future::Future<Output = Vec<(String, u64)>> {
-        let mut unknown: Vec<String> = events
-            .iter()
-            .filter(|e| !self.last_seq.contains_key(&e.execution_id))
-            .map(|e| e.execution_id.clone())
-            .collect();
-        unknown.sort();
-        unknown.dedup();
+        let mut unknown: Vec<(String, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for event in events {
+            let id = &event.execution_id;
+            if !self.last_seq.contains_key(id) && seen.insert(id.as_str()) {
+                unknown.push((id.clone(), event.seq.unwrap_or(1).saturating_sub(1)));
+            }
+        }
         let store = self.store.clone();
+        let store_once = self.config.store_once.is_some();
         async move {
-            let mut seeds = Vec::new();
-            for execution_id in unknown {
+            let mut seeds = Vec::with_capacity(unknown.len());
+            for (execution_id, before_first) in unknown {
                 let last = match &store {
+                    _ if store_once => before_first,
                     Some(store) => store.last_seq(&execution_id).await.unwrap_or(0),
                     None => 0,
                 };
@@ -268,39 +293,38 @@ async fn fill(store: Option<Arc<dyn Store>>, gap: &Gap) -> Option<Vec<AgentEvent
     (events.len() == wanted).then_some(events)
 }
 
-fn parse_entry(entry: &StreamId) -> Result<AgentEvent, String> {
-    let field = |name: &str| -> Result<String, String> {
-        match entry.map.get(name) {
-            Some(RedisValue::BulkString(bytes)) => {
-                String::from_utf8(bytes.clone()).map_err(|e| e.to_string())
-            }
-            Some(RedisValue::SimpleString(text)) => Ok(text.clone()),
-            Some(RedisValue::Int(n)) => Ok(n.to_string()),
-            _ => Err(format!("field `{name}` missing")),
-        }
-    };
-    let seq: u64 = field("s")?
-        .parse()
-        .map_err(|_| "seq is not a number".to_owned())?;
-    let body: Value = serde_json::from_str(&field("b")?).map_err(|e| e.to_string())?;
-    let mut event = AgentEvent::from_stored_json(body).map_err(|e| e.to_string())?;
-    event.seq = Some(seq);
-    Ok(event)
-}
-
 impl Actor for RedisSubscriber {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        for (index, streams) in reader_lanes(&self.target, &self.config.keys)
-            .into_iter()
-            .enumerate()
-        {
+        let lanes = reader_lanes(&self.target, &self.config.keys);
+        if let (Some(claim_idle), Some(store)) = (self.config.store_once, &self.store) {
+            for (index, streams) in lanes.iter().enumerate() {
+                let partitions = self.config.keys.partitions().iter();
+                let writer = StreamStore {
+                    target: self.target.clone(),
+                    partitions: partitions
+                        .filter(|p| streams.contains(&p.stream))
+                        .cloned()
+                        .collect(),
+                    store: store.clone(),
+                    consumer: self.config.node_id.clone(),
+                    claim_idle,
+                    metrics: self.metrics.clone(),
+                };
+                // Health slots after the readers'.
+                let (health, slot) = (self.health.clone(), lanes.len() + index);
+                let run = writer.run(move |error| health.set(slot, error));
+                ctx.spawn(run.into_actor(self));
+            }
+        }
+        for (index, streams) in lanes.into_iter().enumerate() {
             let reader = read_stream(
                 Reader {
                     index,
                     target: self.target.clone(),
                     streams,
+                    from_end: self.config.store_once.is_some(),
                 },
                 ctx.address(),
                 self.metrics.clone(),
@@ -362,7 +386,11 @@ impl Handler<StreamEntries> for RedisSubscriber {
                         batch.push(PublishedEvent::new(event));
                     }
                     if !batch.is_empty() {
-                        subscriber.emitter.do_send(Sequenced(batch));
+                        let storing = match subscriber.config.store_once {
+                            Some(_) => Storing::Once,
+                            None => Storing::Here,
+                        };
+                        subscriber.emitter.do_send(Sequenced(batch, storing));
                     }
                 }),
         )
@@ -402,18 +430,6 @@ fn id_parts(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// The streams each reader reads with one `XREAD`: on one server, all
-/// partitions together; on a Redis Cluster, one partition each (see the
-/// module documentation).
-fn reader_lanes(target: &RedisTarget, keys: &ClusterKeys) -> Vec<Vec<String>> {
-    let streams = keys.partitions().iter().map(|p| p.stream.clone());
-    if target.is_cluster() {
-        streams.map(|stream| vec![stream]).collect()
-    } else {
-        vec![streams.collect()]
-    }
-}
-
 /// One reader task's share of the stream.
 struct Reader {
     /// Its number, for `/health`.
@@ -421,6 +437,9 @@ struct Reader {
     target: RedisTarget,
     /// The partitions' streams it reads.
     streams: Vec<String>,
+    /// Start at the streams' end rather than their start (store-once: what
+    /// came before is in the shared store, or will be, by the group).
+    from_end: bool,
 }
 
 /// The reader task: connects, checks the streams did not start over, reads
@@ -431,7 +450,9 @@ async fn read_stream(
     metrics: Metrics,
     health: Arc<RedisHealth>,
 ) {
-    let mut last_ids = vec!["0-0".to_owned(); reader.streams.len()];
+    // "": not positioned yet (see `position`).
+    let start = if reader.from_end { "" } else { "0-0" };
+    let mut last_ids = vec![start.to_owned(); reader.streams.len()];
     let mut failures: u32 = 0;
     loop {
         let error = match connect_reader(&reader.target).await {
@@ -464,14 +485,6 @@ async fn read_stream(
     }
 }
 
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-async fn connect_reader(target: &RedisTarget) -> Result<RedisConnection, RedisError> {
-    // The response timeout must outlast a blocking read.
-    target.connect(CONNECT_TIMEOUT, BLOCK * 3).await
-}
-
 async fn read_until_error(
     connection: &mut RedisConnection,
     streams: &[String],
@@ -480,7 +493,7 @@ async fn read_until_error(
     metrics: &Metrics,
 ) -> RedisError {
     for (stream, last_id) in streams.iter().zip(last_ids.iter_mut()) {
-        if let Err(err) = restart_if_stream_reset(connection, stream, last_id, metrics).await {
+        if let Err(err) = position(connection, stream, last_id, metrics).await {
             return err;
         }
     }
@@ -516,9 +529,11 @@ async fn read_until_error(
     }
 }
 
-/// After Redis lost its data the stream's IDs start over, below the last one
-/// this node read: read from the start again (seq dedup drops what was seen).
-async fn restart_if_stream_reset(
+/// Where to read `stream` on from. Not positioned yet (`""`): after its
+/// newest entry. After Redis lost its data the stream's IDs start over,
+/// below the last one this node read: from the start again (seq dedup drops
+/// what was seen).
+async fn position(
     connection: &mut RedisConnection,
     stream: &str,
     last_id: &mut String,
@@ -527,6 +542,12 @@ async fn restart_if_stream_reset(
     let newest: redis::streams::StreamRangeReply =
         connection.xrevrange_count(stream, "+", "-", 1).await?;
     let newest = newest.ids;
+    if last_id.is_empty() {
+        *last_id = newest
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        return Ok(());
+    }
     let newest_id = newest.first().map_or((0, 0), |e| id_parts(&e.id));
     if newest_id < id_parts(last_id) {
         log::warn!(
