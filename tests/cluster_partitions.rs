@@ -13,17 +13,20 @@ mod common;
 #[path = "cluster_support/many_executions.rs"]
 mod many_executions;
 
-use cluster_support::{start_nodes, Redis};
+use cluster_support::{Node, Redis};
 use many_executions::{assert_delivered_everywhere, assert_no_repairs, watch_everywhere, Posted};
 
 /// Partitions of the stream in this file's brokers.
 const PARTITIONS: usize = 4;
 
-/// Sets the brokers' partition count, once for the whole binary and before
-/// any broker starts (brokers inherit this process's environment).
-fn partitioned() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| std::env::set_var("AGENT_EVENTS_CLUSTER_PARTITIONS", PARTITIONS.to_string()));
+/// Starts partitioned nodes named `names` on `redis`.
+async fn start_partitioned(redis: &Redis, names: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::with_capacity(names.len());
+    for name in names {
+        let partitions = [("CLUSTER_PARTITIONS", PARTITIONS.to_string())];
+        nodes.push(Node::start_with(name, &redis.url(), None, &partitions).await);
+    }
+    nodes
 }
 
 /// The stream lengths of the partitions, in partition order.
@@ -38,9 +41,8 @@ async fn stream_lengths(redis: &Redis) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executions_spread_over_partitions_and_every_subscriber_gets_every_seq_once() {
-    partitioned();
     let redis = Redis::start().await;
-    let nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
+    let nodes = start_partitioned(&redis, &["node-a", "node-b"]).await;
     let mut posted = Posted::new("spread", 12);
     let mut subs = watch_everywhere(&nodes, &posted).await;
 
@@ -66,9 +68,8 @@ async fn executions_spread_over_partitions_and_every_subscriber_gets_every_seq_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_from_a_kill_and_a_killed_reader_connection_read_every_partition_on() {
-    partitioned();
     let redis = Redis::start().await;
-    let mut nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
+    let mut nodes = start_partitioned(&redis, &["node-a", "node-b"]).await;
     let mut posted = Posted::new("resume", 8);
     posted.post_rounds(&nodes, 2).await;
     for (execution, expected) in posted.executions.iter().zip(&posted.expected) {

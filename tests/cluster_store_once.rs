@@ -27,18 +27,14 @@ const PARTITIONS: usize = 2;
 /// How long a silent node's lease lasts: the shortest allowed.
 const CLAIM_IDLE_MS: u64 = 3000;
 
-/// Store-once settings, for the whole binary and before any broker starts
-/// (brokers inherit this process's environment).
-fn store_once() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("AGENT_EVENTS_CLUSTER_STORE_ONCE", "true");
-        std::env::set_var(
-            "AGENT_EVENTS_CLUSTER_STORE_CLAIM_IDLE_MS",
-            CLAIM_IDLE_MS.to_string(),
-        );
-        std::env::set_var("AGENT_EVENTS_CLUSTER_PARTITIONS", PARTITIONS.to_string());
-    });
+/// A store-once node named `name` on `redis` and `db`.
+async fn start_store_once(name: &str, redis: &Redis, db: &MongoDb) -> Node {
+    let settings = [
+        ("CLUSTER_STORE_ONCE", "true".to_owned()),
+        ("CLUSTER_STORE_CLAIM_IDLE_MS", CLAIM_IDLE_MS.to_string()),
+        ("CLUSTER_PARTITIONS", PARTITIONS.to_string()),
+    ];
+    Node::start_with(name, &redis.url(), Some(db), &settings).await
 }
 
 /// Polls until the group has no pending entry on any partition (all acked).
@@ -77,11 +73,10 @@ async fn each_event_is_stored_by_one_node_and_delivered_by_all() {
     let Some(db) = MongoDb::for_test("cluster_store_once", "once") else {
         return;
     };
-    store_once();
     let redis = Redis::start().await;
     let nodes = [
-        Node::start_on_mongodb("once-a", &redis, &db).await,
-        Node::start_on_mongodb("once-b", &redis, &db).await,
+        start_store_once("once-a", &redis, &db).await,
+        start_store_once("once-b", &redis, &db).await,
     ];
     let mut posted = Posted::new("once", 6);
     let mut subs = watch_everywhere(&nodes, &posted).await;
@@ -111,7 +106,6 @@ async fn entries_a_dead_node_took_and_never_acked_are_claimed_and_stored() {
     let Some(db) = MongoDb::for_test("cluster_store_once", "claimed") else {
         return;
     };
-    store_once();
     let redis = Redis::start().await;
     let keys = ClusterKeys::new("agent-events", PARTITIONS);
     let stream = keys.partition(keys.partition_of(EXECUTION)).stream.clone();
@@ -164,7 +158,7 @@ async fn entries_a_dead_node_took_and_never_acked_are_claimed_and_stored() {
         .await;
     assert!(matches!(taken, redis::Value::Array(_)), "{taken:?}");
 
-    let node = Node::start_on_mongodb("claimer", &redis, &db).await;
+    let node = start_store_once("claimer", &redis, &db).await;
     // It stores them once the dead node's lease ran out.
     let stored = node.wait_stored(EXECUTION, 3).await;
     let owner: String = redis.cmd(&["GET", &lease]).await;

@@ -87,13 +87,14 @@ async fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_spread_over_masters_and_follow_a_moved_slot_without_loss_or_repeat() {
     let cluster = RedisCluster::start(3).await;
-    // The brokers inherit these; REDIS_URL stays empty (Node::start_on "").
-    // Set once, before any broker starts, by the only test of this binary.
-    std::env::set_var("AGENT_EVENTS_REDIS_CLUSTER_NODES", cluster.seeds());
-    std::env::set_var("AGENT_EVENTS_CLUSTER_PARTITIONS", PARTITIONS.to_string());
+    // No REDIS_URL: the cluster's masters are the seeds.
+    let settings = [
+        ("REDIS_CLUSTER_NODES", cluster.seeds()),
+        ("CLUSTER_PARTITIONS", PARTITIONS.to_string()),
+    ];
     let nodes = [
-        Node::start_on("node-a", "").await,
-        Node::start_on("node-b", "").await,
+        Node::start_with("node-a", "", None, &settings).await,
+        Node::start_with("node-b", "", None, &settings).await,
     ];
     let mut posted = Posted::new("rc", 16);
     let mut subs = watch_everywhere(&nodes, &posted).await;

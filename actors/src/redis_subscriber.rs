@@ -18,14 +18,21 @@
 //!
 //! # Exactly once, in order
 //! A reader task reads with `XREAD BLOCK` from the last stream ID it handed
-//! over, per stream. After a disconnect it reconnects with exponential backoff and reads
-//! on from that ID: nothing published meanwhile is skipped. If Redis came back
-//! empty (restart without persistence, flush), the stream's IDs start over
-//! below ours; the reader notices and reads from the start again. Per
-//! execution this actor keeps the last seq it passed on: a seq at or below it
-//! is a duplicate and is dropped; a jump is a gap, filled from the store when
-//! the store has the missing events (a shared MongoDB), else passed on and
-//! counted. Every one of these is counted in `/admin/stats`.
+//! over, per stream. After a disconnect it reconnects with exponential
+//! backoff and reads on from that ID: nothing published meanwhile is
+//! skipped. If Redis came back empty (restart without persistence, flush),
+//! the stream's IDs start over below ours; the reader notices and reads from
+//! the start again. Per execution this actor keeps the last seq it passed
+//! on: a seq at or below it is a duplicate and is dropped; a jump is a gap,
+//! filled from the store when the store has the missing events (a shared
+//! MongoDB), else passed on and counted. Every one of these is counted in
+//! `/admin/stats`.
+//!
+//! # Who stores
+//! By default every node stores what it reads, in its own store. With
+//! store-once (a shared MongoDB) the node only delivers, and the
+//! `stream_store.rs` writers it starts here store each event once per
+//! cluster.
 
 use crate::cluster_keys::ClusterKeys;
 use crate::cluster_stream::{
@@ -95,9 +102,9 @@ pub struct SubscriberConfig {
     pub advertised: String,
     /// Where the stream's partitions and the node announcements are.
     pub keys: ClusterKeys,
-    /// With a store every node shares: store each event once per cluster,
-    /// through a consumer group, claiming what another node left pending
-    /// this long. `None`: every node stores every event in its own store.
+    /// With a store every node shares: store each event once per cluster
+    /// (`stream_store.rs`), a silent node's partitions passing on after this
+    /// long. `None`: every node stores every event in its own store.
     pub store_once: Option<Duration>,
 }
 
