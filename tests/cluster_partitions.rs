@@ -101,3 +101,26 @@ async fn a_node_back_from_a_kill_and_a_killed_reader_connection_read_every_parti
         node.wait_counter("reconnect", 1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_unlike_the_cluster_is_refused_and_says_why() {
+    let redis = Redis::start().await;
+    let nodes = start_partitioned(&redis, &["node-a"]).await;
+    let mut posted = Posted::new("mismatch", 2);
+    posted.post_rounds(&nodes, 1).await;
+
+    let other = [("CLUSTER_PARTITIONS", (PARTITIONS + 1).to_string())];
+    let odd = Node::start_with("node-odd", &redis.url(), None, &other).await;
+    let health = odd.wait_redis_state("failing").await;
+    let error = health["redis"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cluster_partitions"), "{health}");
+    // Its producers' events are kept (journaled here), not sequenced into
+    // the cluster's partitions under another count.
+    let (status, answer) = odd.post(&common::thinking("exec-odd", 1)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["provisional"], true, "{answer}");
+    let recorded: String = redis
+        .cmd(&["GET", "agent-events:{agent-events}:partitions"])
+        .await;
+    assert_eq!(recorded, PARTITIONS.to_string());
+}

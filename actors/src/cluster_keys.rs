@@ -18,6 +18,13 @@
 //! stream across the upgrade. Every node of a cluster must use the same
 //! count: changing it moves executions to other partitions, so do it with
 //! every node stopped (the nodes' floors keep each execution's seqs going).
+//! The first node to reach Redis records the count
+//! ([`ClusterKeys::check_partitions`]); a node with another count is refused,
+//! so a mistake in one node's settings cannot give one execution seqs from
+//! two counters.
+
+use crate::redis_link::RedisConnection;
+use redis::{RedisError, Script};
 
 /// The hash tag of the one-partition layout, and of the keys that belong to
 /// no partition (idempotency keys, node announcements).
@@ -114,7 +121,45 @@ impl ClusterKeys {
     pub fn nodes_pattern(&self) -> String {
         self.node("*")
     }
+
+    /// The key recording the cluster's partition count.
+    pub fn partition_count(&self) -> String {
+        format!("{}:{TAG}:partitions", self.prefix)
+    }
+
+    /// Records this node's partition count in Redis if none is, and fails
+    /// unless the recorded one is the same (see the module documentation).
+    pub async fn check_partitions(
+        &self,
+        connection: &mut RedisConnection,
+    ) -> Result<(), RedisError> {
+        let ours = self.partitions.len();
+        let recorded: usize = Script::new(RECORD_ONCE)
+            .key(self.partition_count())
+            .arg(ours)
+            .invoke_async(connection)
+            .await?;
+        if recorded == ours {
+            return Ok(());
+        }
+        Err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "cluster_partitions differs from the cluster's",
+            format!(
+                "this node has {ours}, Redis records {recorded} (key {}); to change it, stop every node, delete the key, and start them all with the new value",
+                self.partition_count()
+            ),
+        )))
+    }
 }
+
+/// Sets `KEYS[1]` to `ARGV[1]` unless set; answers its value.
+const RECORD_ONCE: &str = r#"
+local recorded = redis.call('GET', KEYS[1])
+if recorded then return tonumber(recorded) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
+"#;
 
 /// 64-bit FNV-1a. Why not std's hasher: its output may change between Rust
 /// releases, and nodes built by different releases must agree on every

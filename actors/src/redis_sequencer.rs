@@ -178,6 +178,8 @@ impl RedisSequencer {
             .prepare_invoke()
             .load_async(&mut connection)
             .await?;
+        // Before the first publish: never sequence into another partitioning.
+        self.keys.check_partitions(&mut connection).await?;
         *self.connection.lock().expect("sequencer lock") = Some(connection.clone());
         Ok(connection)
     }

@@ -332,6 +332,7 @@ impl Actor for RedisSubscriber {
                     target: self.target.clone(),
                     streams,
                     from_end: self.config.store_once.is_some(),
+                    keys: self.config.keys.clone(),
                 },
                 ctx.address(),
                 self.metrics.clone(),
@@ -447,6 +448,8 @@ struct Reader {
     /// Start at the streams' end rather than their start (store-once: what
     /// came before is in the shared store, or will be, by the group).
     from_end: bool,
+    /// The cluster's keys, to check its partition count.
+    keys: ClusterKeys,
 }
 
 /// The reader task: connects, checks the streams did not start over, reads
@@ -462,7 +465,13 @@ async fn read_stream(
     let mut last_ids = vec![start.to_owned(); reader.streams.len()];
     let mut failures: u32 = 0;
     loop {
-        let error = match connect_reader(&reader.target).await {
+        let connected = async {
+            let mut connection = connect_reader(&reader.target).await?;
+            // A node partitioned unlike the cluster must say so in /health.
+            reader.keys.check_partitions(&mut connection).await?;
+            Ok::<_, RedisError>(connection)
+        };
+        let error = match connected.await {
             Ok(mut connection) => {
                 if failures > 0 {
                     log::info!("Redis is back; reading the stream on from {last_ids:?}");
