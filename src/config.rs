@@ -43,6 +43,10 @@ pub struct Config {
     pub node_id: String,
     pub redis_key_prefix: String,
     pub redis_stream_max_len: u64,
+    pub redis_cluster_nodes: String,
+    pub cluster_partitions: usize,
+    pub cluster_store_once: bool,
+    pub cluster_store_claim_idle_ms: u64,
     pub buffer_size: usize,
     pub max_buffered_executions: usize,
     pub max_buffered_bytes: usize,
@@ -188,10 +192,15 @@ impl Config {
             ("notify_max_attempts", u64::from(self.notify_max_attempts)),
             ("notify_concurrency", self.notify_concurrency as u64),
             ("notify_poll_ms", self.notify_poll_ms),
+            (
+                "cluster_store_claim_idle_ms",
+                self.cluster_store_claim_idle_ms,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError(format!("{key} must be greater than 0")));
         }
+        self.check_cluster()?;
         if self.max_frame_bytes < self.max_message_bytes {
             return Err(ConfigError(
                 "max_frame_bytes must be at least max_message_bytes".into(),
@@ -215,9 +224,48 @@ impl Config {
             .collect()
     }
 
-    /// The Redis URL, if this node joins a cluster.
+    /// The Redis URL, if this node joins a cluster on one Redis server.
     pub fn redis_url(&self) -> Option<&str> {
         Some(self.redis_url.as_str()).filter(|url| !url.is_empty())
+    }
+
+    /// The seed nodes, if this node joins a cluster on a Redis Cluster.
+    pub fn redis_cluster_nodes(&self) -> Vec<&str> {
+        self.redis_cluster_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    /// The cluster settings fit together: one kind of Redis, a partition
+    /// count in range.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        use agent_events_actors::cluster_keys::MAX_PARTITIONS;
+        if self.redis_url().is_some() && !self.redis_cluster_nodes().is_empty() {
+            return Err(ConfigError(
+                "set either redis_url (one Redis server) or redis_cluster_nodes (a Redis Cluster), not both".into(),
+            ));
+        }
+        if self.cluster_store_once && self.mongodb_uri().is_none() {
+            return Err(ConfigError(
+                "cluster_store_once needs a store every node shares: set mongodb_uri (with SQLite every node stores every event in its own file)".into(),
+            ));
+        }
+        let min_claim_idle = agent_events_actors::stream_store::MIN_CLAIM_IDLE.as_millis() as u64;
+        if self.cluster_store_claim_idle_ms < min_claim_idle {
+            return Err(ConfigError(format!(
+                "cluster_store_claim_idle_ms must be at least {min_claim_idle}, not {}",
+                self.cluster_store_claim_idle_ms
+            )));
+        }
+        if !(1..=MAX_PARTITIONS).contains(&self.cluster_partitions) {
+            return Err(ConfigError(format!(
+                "cluster_partitions must be between 1 and {MAX_PARTITIONS}, not {}",
+                self.cluster_partitions
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +381,46 @@ mod tests {
         let err = load(&[], Some(&file)).unwrap_err().to_string();
         assert!(err.contains("unknown setting `ws_prot`"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_settings_that_do_not_fit_are_refused() {
+        let err = load(
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("AGENT_EVENTS_REDIS_CLUSTER_NODES", "redis://127.0.0.1:7000"),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not both"), "{err}");
+        for partitions in ["0", "1025"] {
+            let err = load(&[("AGENT_EVENTS_CLUSTER_PARTITIONS", partitions)], None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cluster_partitions must be between 1 and 1024"),
+                "{err}"
+            );
+        }
+        let config = load(
+            &[(
+                "AGENT_EVENTS_REDIS_CLUSTER_NODES",
+                " redis://a:7000, redis://b:7000 ,",
+            )],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.redis_cluster_nodes(),
+            ["redis://a:7000", "redis://b:7000"]
+        );
+        assert_eq!(config.cluster_partitions, 1);
+        let err = load(&[("AGENT_EVENTS_CLUSTER_STORE_ONCE", "true")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster_store_once needs"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::routes;
 use crate::security::Guard;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
+use agent_events_actors::cluster_keys::ClusterKeys;
 use agent_events_actors::demo::{self, DemoConfig};
 use agent_events_actors::emitter::{Emitter, EmitterConfig, Forget, StopAccepting, Storage};
 use agent_events_actors::history::History;
@@ -27,7 +28,8 @@ use agent_events_actors::metrics::Metrics;
 use agent_events_actors::notifier::Notifier;
 use agent_events_actors::notify_rule::Rule;
 use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
-use agent_events_actors::redis_sequencer::{ClusterKeys, RedisSequencer};
+use agent_events_actors::redis_link::RedisTarget;
+use agent_events_actors::redis_sequencer::RedisSequencer;
 use agent_events_actors::redis_subscriber::{RedisHealth, RedisSubscriber, SubscriberConfig};
 use agent_events_actors::registry::{CloseAll, Registry};
 use agent_events_actors::session::{SessionConfig, SessionDeps};
@@ -88,7 +90,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts this node's Redis-subscriber, feeding `emitter`.
     fn join(
-        client: redis::Client,
+        client: RedisTarget,
         config: SubscriberConfig,
         emitter: &Addr<Emitter>,
         store: &Arc<dyn Store>,
@@ -120,7 +122,7 @@ impl Broker {
         config: Config,
         guard: Guard,
         store: Arc<dyn Store>,
-        redis: Option<redis::Client>,
+        redis: Option<RedisTarget>,
         local: SocketAddr,
         notify_rules: Vec<Rule>,
     ) -> io::Result<Broker> {
@@ -150,7 +152,7 @@ impl Broker {
             backlog: backlog.clone(),
         };
         let node_id = node_id(&config, local);
-        let keys = ClusterKeys::new(&config.redis_key_prefix);
+        let keys = ClusterKeys::new(&config.redis_key_prefix, config.cluster_partitions);
         let mut emitter = Emitter::new(
             emitter_config(&config),
             registry.clone(),
@@ -174,6 +176,9 @@ impl Broker {
                 node_id,
                 advertised: local.to_string(),
                 keys,
+                store_once: config
+                    .cluster_store_once
+                    .then(|| Duration::from_millis(config.cluster_store_claim_idle_ms)),
             };
             Cluster::join(client, view, &emitter, &store, &metrics)
         });
@@ -326,13 +331,24 @@ async fn open_store(config: &Config) -> io::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// The Redis this node joins the cluster on, if any.
+fn redis_target(config: &Config) -> io::Result<Option<RedisTarget>> {
+    let nodes = config.redis_cluster_nodes();
+    if !nodes.is_empty() {
+        return RedisTarget::cluster(nodes)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("redis_cluster_nodes: {e}")));
+    }
+    config
+        .redis_url()
+        .map(RedisTarget::single)
+        .transpose()
+        .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))
+}
+
 /// Runs the broker until a signal has stopped it gracefully.
 pub async fn run(config: Config, demo: bool) -> io::Result<()> {
-    let redis = config
-        .redis_url()
-        .map(redis::Client::open)
-        .transpose()
-        .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))?;
+    let redis = redis_target(&config)?;
     let guard = Guard::from_config(&config).map_err(io::Error::other)?;
     let notify_rules = notifications::load_rules_file(&config).map_err(io::Error::other)?;
     let store = open_store(&config).await?;

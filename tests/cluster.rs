@@ -11,16 +11,18 @@
 
 mod cluster_support;
 mod common;
+#[path = "cluster_support/many_executions.rs"]
+mod many_executions;
+#[path = "cluster_support/redis_cluster.rs"]
+mod redis_cluster;
 
 use cluster_support::{accepted, assert_sequence, start_nodes, Node, Producer, Redis, Sub};
 use common::{seqs, thinking, MongoDb};
 use futures_util::TryStreamExt;
+use many_executions::assert_no_repairs;
 use mongodb::bson::{doc, Bson, Document};
+use redis_cluster::RedisCluster;
 use serde_json::Value;
-use std::time::Duration;
-
-/// How long `redis-cli --cluster create` may take.
-const CLUSTER_CREATE: Duration = Duration::from_secs(20);
 
 /// Subscribes a fresh client on every node to `execution` (no replay).
 async fn subscribe_everywhere(nodes: &[Node], execution: &str) -> Vec<Sub> {
@@ -46,23 +48,6 @@ async fn assert_everywhere(
         assert_sequence(&format!("{} live", node.name), &delivered, expected);
         let stored = node.wait_stored(execution, last).await;
         assert_sequence(&format!("{} stored", node.name), &stored, expected);
-    }
-}
-
-/// No node saw a duplicate or a gap: the healthy path needs none of the repairs.
-async fn assert_no_repairs(nodes: &[Node]) {
-    for node in nodes {
-        let stats = node.stats().await;
-        for counter in [
-            "duplicate-dropped",
-            "gap-filled",
-            "gap-unfilled",
-            "stream-reset",
-            "unreadable-entry",
-            "publish-failed",
-        ] {
-            assert_eq!(stats["cluster"][counter], 0, "{}: {stats}", node.name);
-        }
     }
 }
 
@@ -253,64 +238,11 @@ async fn a_keyed_batch_retried_on_two_nodes_is_sequenced_stored_and_delivered_on
 
 // ---------------------------------------------------------------- Redis Cluster
 
-/// Which master of a Redis Cluster serves `slot`, from each master's `CLUSTER NODES`.
-async fn owner_of(masters: &[Redis], slot: u16) -> usize {
-    for (i, master) in masters.iter().enumerate() {
-        let nodes: String = master.cmd(&["CLUSTER", "NODES"]).await;
-        let myself = nodes
-            .lines()
-            .find(|l| l.contains("myself"))
-            .expect("CLUSTER NODES names myself");
-        let serves = myself.split_whitespace().skip(8).any(|range| {
-            let (from, to) = range.split_once('-').unwrap_or((range, range));
-            matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(f), Ok(t)) if f <= slot && slot <= t)
-        });
-        if serves {
-            return i;
-        }
-    }
-    panic!("no master serves slot {slot}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
     const EXECUTION: &str = "exec-redis-cluster";
-    let mut masters = Vec::new();
-    for _ in 0..3 {
-        masters.push(
-            Redis::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .await,
-        );
-    }
-    let addresses: Vec<String> = masters
-        .iter()
-        .map(|m| format!("127.0.0.1:{}", m.port))
-        .collect();
-    let create = tokio::process::Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .kill_on_drop(true)
-        .output();
-    let created = tokio::time::timeout(CLUSTER_CREATE, create)
-        .await
-        .expect("redis-cli --cluster create timed out")
-        .expect("run redis-cli");
-    assert!(
-        created.status.success(),
-        "redis-cli --cluster create: {}{}",
-        String::from_utf8_lossy(&created.stdout),
-        String::from_utf8_lossy(&created.stderr)
-    );
-    for master in &masters {
-        master.wait_cluster_ok().await;
-    }
+    let cluster = RedisCluster::start(3).await;
+    let masters = &cluster.masters;
 
     // Both keys of the script hash to one slot, so one master runs it.
     let keys = [
@@ -329,7 +261,7 @@ async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
         slots[0], slots[1],
         "the counters and the stream share a slot"
     );
-    let owner = &masters[owner_of(&masters, slots[0]).await];
+    let owner = &masters[cluster.owner_of(slots[0]).await];
 
     // Brokers on the master that serves the slot: the cluster works end to end.
     let nodes = start_nodes(owner, &["node-a", "node-b"]).await;

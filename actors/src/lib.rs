@@ -6,9 +6,13 @@
 //! - [`handle`]: the typed way in for Rust code ([`EmitterHandle`]).
 //! - [`emitter`]: the Emitter actor: validate, `seq`, `timestamp`, per-execution buffer.
 //! - [`persister`]: the Persister actor: group commit to the store, acks once durable.
+//! - [`redis_link`]: cluster mode: one Redis server or a Redis Cluster, behind one connection.
+//! - [`cluster_keys`]: cluster mode: the Redis keys, and the stream partition of each execution.
 //! - [`redis_sequencer`]: cluster mode: `seq` assigned and the event appended in Redis, atomically.
 //! - [`fallback`]: cluster mode: provisional seqs while Redis is unreachable, and re-syncs after.
 //! - [`redis_subscriber`]: the Redis-subscriber actor: reads the cluster's stream into this node.
+//! - [`cluster_stream`]: cluster mode: what the stream's readers share (lanes, connection, entries).
+//! - [`stream_store`]: cluster mode with a shared store: each event stored once, by a consumer group.
 //! - [`registry`]: the Registry actor: subscriptions, and fan-out to sessions.
 //! - [`session`]: the Session actor, one per WebSocket connection.
 //! - [`ws_frame`]: the WebSocket frames the broker writes, each event's encoded once.
@@ -39,6 +43,8 @@ pub mod ag_ui;
 pub mod auth;
 pub mod backoff;
 pub mod catch_up;
+pub mod cluster_keys;
+pub mod cluster_stream;
 pub mod demo;
 pub mod emitter;
 pub mod event;
@@ -53,6 +59,7 @@ pub mod notifier;
 pub mod notify_rule;
 pub mod persister;
 pub mod protocol;
+pub mod redis_link;
 pub mod redis_sequencer;
 pub mod redis_subscriber;
 pub mod registry;
@@ -62,6 +69,7 @@ pub mod session;
 pub mod socket;
 pub mod sse_stream;
 pub mod store;
+pub mod stream_store;
 pub mod throttle;
 pub mod webhook;
 pub mod ws_frame;

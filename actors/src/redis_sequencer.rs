@@ -18,13 +18,16 @@
 //! attempt ran before the connection died, the retry gets the same seq back
 //! instead of appending the event a second time.
 
-use redis::aio::MultiplexedConnection;
-use redis::{Client, RedisError, Script};
+use crate::cluster_keys::ClusterKeys;
+use crate::redis_link::{RedisConnection, RedisTarget};
+use futures_util::future::try_join_all;
+use redis::{RedisError, Script};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// `seq = max(counter, floor) + 1`, then `XADD` with it. Both keys share one
-/// hash tag, so the script also runs on Redis Cluster.
+/// `seq = max(counter, floor) + 1`, then `XADD` with it. Its three keys
+/// (the partition's counters and stream, the draft's memory) share the
+/// partition's hash tag, so the script also runs on Redis Cluster.
 const PUBLISH_SCRIPT: &str = r#"
 local done = redis.call('GET', KEYS[3])
 if done then return tonumber(done) end
@@ -51,51 +54,6 @@ return ARGV[1]
 /// short enough that the memory stays small (one tiny key per recent event).
 pub const DRAFT_MEMORY_SECS: u64 = 30;
 
-/// Where the cluster keeps its counters, its stream, its draft IDs and its
-/// node announcements.
-///
-/// Every key shares the hash tag `{agent-events}`: the script touches several,
-/// and Redis Cluster runs a script only on keys of one slot.
-#[derive(Debug, Clone)]
-pub struct ClusterKeys {
-    /// Hash of `executionId → last seq`.
-    pub counters: String,
-    /// The stream every node reads.
-    pub stream: String,
-    prefix: String,
-}
-
-impl ClusterKeys {
-    /// The keys under `prefix`.
-    pub fn new(prefix: &str) -> Self {
-        ClusterKeys {
-            counters: format!("{prefix}:{{agent-events}}:seq"),
-            stream: format!("{prefix}:{{agent-events}}:events"),
-            prefix: prefix.to_owned(),
-        }
-    }
-
-    /// The key remembering one draft's seq.
-    pub fn draft(&self, draft_id: &str) -> String {
-        format!("{}:{{agent-events}}:draft:{draft_id}", self.prefix)
-    }
-
-    /// The key holding the fingerprint of the batch an idempotency key names.
-    pub fn idempotency(&self, key: &str) -> String {
-        format!("{}:{{agent-events}}:idem:{key}", self.prefix)
-    }
-
-    /// The key a node announces itself under.
-    pub fn node(&self, node_id: &str) -> String {
-        format!("{}:{{agent-events}}:node:{node_id}", self.prefix)
-    }
-
-    /// The pattern matching every node's announcement.
-    pub fn nodes_pattern(&self) -> String {
-        self.node("*")
-    }
-}
-
 /// One event to publish: its execution, the node's floor for it, and its JSON (no seq).
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -116,13 +74,13 @@ pub struct Draft {
 /// Publishes events through the script; cheap to clone.
 #[derive(Clone)]
 pub struct RedisSequencer {
-    client: Client,
+    target: RedisTarget,
     keys: ClusterKeys,
     node_id: Arc<str>,
     stream_max_len: u64,
     script: Script,
     claim: Script,
-    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    connection: Arc<Mutex<Option<RedisConnection>>>,
     drafts: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -132,10 +90,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisSequencer {
-    /// A sequencer for the Redis at `client`, publishing as `node_id`.
-    pub fn new(client: Client, keys: ClusterKeys, node_id: &str, stream_max_len: u64) -> Self {
+    /// A sequencer for the Redis at `target`, publishing as `node_id`.
+    pub fn new(target: RedisTarget, keys: ClusterKeys, node_id: &str, stream_max_len: u64) -> Self {
         RedisSequencer {
-            client,
+            target,
             keys,
             node_id: node_id.into(),
             stream_max_len,
@@ -206,22 +164,22 @@ impl RedisSequencer {
         &self.node_id
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self) -> Result<RedisConnection, RedisError> {
         let cached = self.connection.lock().expect("sequencer lock").clone();
         if let Some(connection) = cached {
             return Ok(connection);
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_connection_timeout(CONNECT_TIMEOUT);
         let mut connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+            .target
+            .connect(CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await?;
+        // On a Redis Cluster `SCRIPT LOAD` goes to every master.
         self.script
             .prepare_invoke()
             .load_async(&mut connection)
             .await?;
+        // Before the first publish: never sequence into another partitioning.
+        self.keys.check_partitions(&mut connection).await?;
         *self.connection.lock().expect("sequencer lock") = Some(connection.clone());
         Ok(connection)
     }
@@ -273,24 +231,48 @@ impl RedisSequencer {
         }
     }
 
+    /// One pipeline per partition, sent concurrently: on Redis Cluster a
+    /// pipeline must stay on one slot, and partitions on different masters
+    /// then work in parallel. An execution's drafts all go to its partition's
+    /// pipeline, in batch order, so its seqs follow that order.
     async fn try_publish(&self, drafts: &[Draft]) -> Result<Vec<u64>, RedisError> {
-        let mut connection = self.connect().await?;
-        let mut pipeline = redis::pipe();
-        for draft in drafts {
-            pipeline
-                .cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(3)
-                .arg(&self.keys.counters)
-                .arg(&self.keys.stream)
-                .arg(self.keys.draft(&draft.id))
-                .arg(&draft.execution_id)
-                .arg(draft.floor)
-                .arg(&draft.body)
-                .arg(self.stream_max_len)
-                .arg(&*self.node_id)
-                .arg(draft.memory_secs.max(1));
+        let connection = self.connect().await?;
+        let mut by_partition: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (index, draft) in drafts.iter().enumerate() {
+            let partition = self.keys.partition_of(&draft.execution_id);
+            match by_partition.iter_mut().find(|(p, _)| *p == partition) {
+                Some((_, indexes)) => indexes.push(index),
+                None => by_partition.push((partition, vec![index])),
+            }
         }
-        pipeline.query_async(&mut connection).await
+        let sent = by_partition.iter().map(|(partition, indexes)| {
+            let keys = self.keys.partition(*partition);
+            let mut pipeline = redis::pipe();
+            for draft in indexes.iter().map(|&i| &drafts[i]) {
+                pipeline
+                    .cmd("EVALSHA")
+                    .arg(self.script.get_hash())
+                    .arg(3)
+                    .arg(&keys.counters)
+                    .arg(&keys.stream)
+                    .arg(keys.draft(&draft.id))
+                    .arg(&draft.execution_id)
+                    .arg(draft.floor)
+                    .arg(&draft.body)
+                    .arg(self.stream_max_len)
+                    .arg(&*self.node_id)
+                    .arg(draft.memory_secs.max(1));
+            }
+            let mut connection = connection.clone();
+            async move { pipeline.query_async::<Vec<u64>>(&mut connection).await }
+        });
+        let answers = try_join_all(sent).await?;
+        let mut seqs = vec![0; drafts.len()];
+        for ((_, indexes), answer) in by_partition.iter().zip(answers) {
+            for (&index, seq) in indexes.iter().zip(answer) {
+                seqs[index] = seq;
+            }
+        }
+        Ok(seqs)
     }
 }

@@ -6,51 +6,90 @@
 //! Every node, the origin included, learns of an event only from the stream,
 //! so every node's subscribers see the same events in the same order.
 //!
+//! # Partitions
+//! The stream is split by execution into partitions (`cluster_keys.rs`).
+//! On one Redis server one reader reads them all with one `XREAD` over every
+//! partition's stream. On a Redis Cluster a command may only name keys of
+//! one slot, and a blocking read holds its connection, so each partition
+//! has a reader of its own, with its own connection, routed to the master
+//! that serves the partition (following `MOVED`/`ASK` when it moves). An
+//! execution lives in one partition, so its order is that partition's order;
+//! partitions are independent and may be handed over in any interleaving.
+//!
 //! # Exactly once, in order
 //! A reader task reads with `XREAD BLOCK` from the last stream ID it handed
-//! over. After a disconnect it reconnects with exponential backoff and reads
-//! on from that ID: nothing published meanwhile is skipped. If Redis came back
-//! empty (restart without persistence, flush), the stream's IDs start over
-//! below ours; the reader notices and reads from the start again. Per
-//! execution this actor keeps the last seq it passed on: a seq at or below it
-//! is a duplicate and is dropped; a jump is a gap, filled from the store when
-//! the store has the missing events (a shared MongoDB), else passed on and
-//! counted. Every one of these is counted in `/admin/stats`.
+//! over, per stream. After a disconnect it reconnects with exponential
+//! backoff and reads on from that ID: nothing published meanwhile is
+//! skipped. If Redis came back empty (restart without persistence, flush),
+//! the stream's IDs start over below ours; the reader notices and reads from
+//! the start again. Per execution this actor keeps the last seq it passed
+//! on: a seq at or below it is a duplicate and is dropped; a jump is a gap,
+//! filled from the store when the store has the missing events (a shared
+//! MongoDB), else passed on and counted. Every one of these is counted in
+//! `/admin/stats`.
+//!
+//! # Who stores
+//! By default every node stores what it reads, in its own store. With
+//! store-once (a shared MongoDB) the node only delivers, and the
+//! `stream_store.rs` writers it starts here store each event once per
+//! cluster.
 
+use crate::cluster_keys::ClusterKeys;
+use crate::cluster_stream::{
+    connect_reader, parse_entry, reader_lanes, BLOCK, CONNECT_TIMEOUT, READ_COUNT,
+};
 use crate::event::AgentEvent;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
-use crate::redis_sequencer::ClusterKeys;
+use crate::redis_link::{RedisConnection, RedisTarget};
 use crate::store::{EventQuery, Store};
+use crate::stream_store::StreamStore;
 use actix::prelude::*;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, Client, RedisError, Value as RedisValue};
+use redis::{AsyncCommands, RedisError};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Events sequenced by the cluster (read from its stream by the
-/// Redis-subscriber), in seq order per execution: buffer, publish, store.
+/// Redis-subscriber), in seq order per execution: buffer, publish, and
+/// store as the [`Storing`] says.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Sequenced(pub Vec<Arc<PublishedEvent>>);
+pub struct Sequenced(pub Vec<Arc<PublishedEvent>>, pub Storing);
 
-/// The state of this node's link to Redis, for `/health`.
+/// Who stores the events of a [`Sequenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storing {
+    /// This node, in its own store, as every node does (per-node replicas).
+    Here,
+    /// The cluster's store-once writers (`stream_store.rs`), into the store
+    /// every node shares: this node only delivers them.
+    Once,
+}
+
+/// The state of this node's link to Redis, for `/health`: failing while
+/// any of its readers fails (on a Redis Cluster one master may be down
+/// while the others answer).
 #[derive(Debug, Default)]
 pub struct RedisHealth {
-    state: Mutex<Option<String>>,
+    failing: Mutex<BTreeMap<usize, String>>,
 }
 
 impl RedisHealth {
-    /// `None` while connected; the last error while not.
+    /// `None` while every reader is connected; a reader's last error while not.
     pub fn failing(&self) -> Option<String> {
-        self.state.lock().expect("redis health lock").clone()
+        let failing = self.failing.lock().expect("redis health lock");
+        failing.values().next().cloned()
     }
 
-    fn set(&self, error: Option<String>) {
-        *self.state.lock().expect("redis health lock") = error;
+    fn set(&self, reader: usize, error: Option<String>) {
+        let mut failing = self.failing.lock().expect("redis health lock");
+        match error {
+            Some(error) => failing.insert(reader, error),
+            None => failing.remove(&reader),
+        };
     }
 }
 
@@ -61,8 +100,12 @@ pub struct SubscriberConfig {
     pub node_id: String,
     /// The address clients reach this node at, for the cluster view.
     pub advertised: String,
-    /// Where the stream and the node announcements are.
+    /// Where the stream's partitions and the node announcements are.
     pub keys: ClusterKeys,
+    /// With a store every node shares: store each event once per cluster
+    /// (`stream_store.rs`), a silent node's partitions passing on after this
+    /// long. `None`: every node stores every event in its own store.
+    pub store_once: Option<Duration>,
 }
 
 /// Entries read from the stream, in stream order; answered once handed on.
@@ -77,7 +120,7 @@ pub struct ClusterView;
 
 /// The Redis-subscriber actor; see the module documentation.
 pub struct RedisSubscriber {
-    client: Client,
+    target: RedisTarget,
     config: SubscriberConfig,
     emitter: Recipient<Sequenced>,
     store: Option<Arc<dyn Store>>,
@@ -91,10 +134,6 @@ pub struct RedisSubscriber {
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Reconnects never wait longer than this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long one `XREAD` blocks; also bounds how late a shutdown is noticed.
-const BLOCK: Duration = Duration::from_millis(1000);
-/// Entries read at once.
-const READ_COUNT: usize = 512;
 /// How often the node announces itself, and how long an announcement lives.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 const ANNOUNCE_TTL_SECS: u64 = 15;
@@ -104,7 +143,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 impl RedisSubscriber {
     /// A subscriber feeding `emitter`, filling gaps from `store`.
     pub fn new(
-        client: Client,
+        target: RedisTarget,
         config: SubscriberConfig,
         emitter: Recipient<Sequenced>,
         store: Option<Arc<dyn Store>>,
@@ -112,7 +151,7 @@ impl RedisSubscriber {
         health: Arc<RedisHealth>,
     ) -> Self {
         RedisSubscriber {
-            client,
+            target,
             config,
             emitter,
             store,
@@ -142,23 +181,33 @@ impl RedisSubscriber {
             .collect()
     }
 
-    /// The highest stored seq of executions this actor does not track yet.
+    /// Where to start the executions this actor does not track yet: after
+    /// the highest seq in this node's store, which holds what it handed on.
+    ///
+    /// Not so with store-once: the shared store also holds what other nodes
+    /// stored before this node read it, and seeding from it would drop those
+    /// as duplicates. There live delivery starts at the first event this node
+    /// reads of an execution (the reader starts at the streams' end, and a
+    /// subscriber gets anything older from the store).
     fn seeds(
         &self,
         events: &[AgentEvent],
     ) -> impl std::future::Future<Output = Vec<(String, u64)>> {
-        let mut unknown: Vec<String> = events
-            .iter()
-            .filter(|e| !self.last_seq.contains_key(&e.execution_id))
-            .map(|e| e.execution_id.clone())
-            .collect();
-        unknown.sort();
-        unknown.dedup();
+        let mut unknown: Vec<(String, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for event in events {
+            let id = &event.execution_id;
+            if !self.last_seq.contains_key(id) && seen.insert(id.as_str()) {
+                unknown.push((id.clone(), event.seq.unwrap_or(1).saturating_sub(1)));
+            }
+        }
         let store = self.store.clone();
+        let store_once = self.config.store_once.is_some();
         async move {
-            let mut seeds = Vec::new();
-            for execution_id in unknown {
+            let mut seeds = Vec::with_capacity(unknown.len());
+            for (execution_id, before_first) in unknown {
                 let last = match &store {
+                    _ if store_once => before_first,
                     Some(store) => store.last_seq(&execution_id).await.unwrap_or(0),
                     None => 0,
                 };
@@ -206,7 +255,7 @@ impl RedisSubscriber {
     }
 
     fn announce(&self) -> impl std::future::Future<Output = ()> {
-        let client = self.client.clone();
+        let target = self.target.clone();
         let key = self.config.keys.node(&self.config.node_id);
         let body = json!({
             "nodeId": self.config.node_id,
@@ -220,7 +269,7 @@ impl RedisSubscriber {
         .to_string();
         async move {
             let set = async {
-                let mut connection = client.get_multiplexed_async_connection().await?;
+                let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
                 connection
                     .set_ex::<_, _, ()>(key, body, ANNOUNCE_TTL_SECS)
                     .await
@@ -251,38 +300,46 @@ async fn fill(store: Option<Arc<dyn Store>>, gap: &Gap) -> Option<Vec<AgentEvent
     (events.len() == wanted).then_some(events)
 }
 
-fn parse_entry(entry: &StreamId) -> Result<AgentEvent, String> {
-    let field = |name: &str| -> Result<String, String> {
-        match entry.map.get(name) {
-            Some(RedisValue::BulkString(bytes)) => {
-                String::from_utf8(bytes.clone()).map_err(|e| e.to_string())
-            }
-            Some(RedisValue::SimpleString(text)) => Ok(text.clone()),
-            Some(RedisValue::Int(n)) => Ok(n.to_string()),
-            _ => Err(format!("field `{name}` missing")),
-        }
-    };
-    let seq: u64 = field("s")?
-        .parse()
-        .map_err(|_| "seq is not a number".to_owned())?;
-    let body: Value = serde_json::from_str(&field("b")?).map_err(|e| e.to_string())?;
-    let mut event = AgentEvent::from_stored_json(body).map_err(|e| e.to_string())?;
-    event.seq = Some(seq);
-    Ok(event)
-}
-
 impl Actor for RedisSubscriber {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let reader = read_stream(
-            self.client.clone(),
-            self.config.keys.stream.clone(),
-            ctx.address(),
-            self.metrics.clone(),
-            self.health.clone(),
-        );
-        ctx.spawn(reader.into_actor(self));
+        let lanes = reader_lanes(&self.target, &self.config.keys);
+        if let (Some(claim_idle), Some(store)) = (self.config.store_once, &self.store) {
+            for (index, streams) in lanes.iter().enumerate() {
+                let partitions = self.config.keys.partitions().iter();
+                let writer = StreamStore {
+                    target: self.target.clone(),
+                    partitions: partitions
+                        .filter(|p| streams.contains(&p.stream))
+                        .cloned()
+                        .collect(),
+                    store: store.clone(),
+                    consumer: self.config.node_id.clone(),
+                    claim_idle,
+                    metrics: self.metrics.clone(),
+                };
+                // Health slots after the readers'.
+                let (health, slot) = (self.health.clone(), lanes.len() + index);
+                let run = writer.run(move |error| health.set(slot, error));
+                ctx.spawn(run.into_actor(self));
+            }
+        }
+        for (index, streams) in lanes.into_iter().enumerate() {
+            let reader = read_stream(
+                Reader {
+                    index,
+                    target: self.target.clone(),
+                    streams,
+                    from_end: self.config.store_once.is_some(),
+                    keys: self.config.keys.clone(),
+                },
+                ctx.address(),
+                self.metrics.clone(),
+                self.health.clone(),
+            );
+            ctx.spawn(reader.into_actor(self));
+        }
         ctx.run_interval(ANNOUNCE_EVERY, |subscriber, ctx| {
             subscriber.forget_idle();
             ctx.spawn(subscriber.announce().into_actor(subscriber));
@@ -337,7 +394,11 @@ impl Handler<StreamEntries> for RedisSubscriber {
                         batch.push(PublishedEvent::new(event));
                     }
                     if !batch.is_empty() {
-                        subscriber.emitter.do_send(Sequenced(batch));
+                        let storing = match subscriber.config.store_once {
+                            Some(_) => Storing::Once,
+                            None => Storing::Here,
+                        };
+                        subscriber.emitter.do_send(Sequenced(batch, storing));
                     }
                 }),
         )
@@ -348,14 +409,15 @@ impl Handler<ClusterView> for RedisSubscriber {
     type Result = ResponseFuture<Vec<Value>>;
 
     fn handle(&mut self, _: ClusterView, _: &mut Self::Context) -> Self::Result {
-        let client = self.client.clone();
+        let target = self.target.clone();
         let pattern = self.config.keys.nodes_pattern();
-        Box::pin(async move { read_nodes(client, pattern).await.unwrap_or_default() })
+        Box::pin(async move { read_nodes(target, pattern).await.unwrap_or_default() })
     }
 }
 
-async fn read_nodes(client: Client, pattern: String) -> Result<Vec<Value>, RedisError> {
-    let mut connection = client.get_multiplexed_async_connection().await?;
+/// The announcements; on a Redis Cluster `KEYS` asks every master.
+async fn read_nodes(target: RedisTarget, pattern: String) -> Result<Vec<Value>, RedisError> {
+    let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(&pattern)
         .query_async(&mut connection)
@@ -376,30 +438,51 @@ fn id_parts(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// The reader task: connects, checks the stream did not start over, reads on
-/// from the last ID handed over, and reconnects with backoff after a failure.
+/// One reader task's share of the stream.
+struct Reader {
+    /// Its number, for `/health`.
+    index: usize,
+    target: RedisTarget,
+    /// The partitions' streams it reads.
+    streams: Vec<String>,
+    /// Start at the streams' end rather than their start (store-once: what
+    /// came before is in the shared store, or will be, by the group).
+    from_end: bool,
+    /// The cluster's keys, to check its partition count.
+    keys: ClusterKeys,
+}
+
+/// The reader task: connects, checks the streams did not start over, reads
+/// on from the last ID handed over, and reconnects with backoff after a failure.
 async fn read_stream(
-    client: Client,
-    stream: String,
+    reader: Reader,
     subscriber: Addr<RedisSubscriber>,
     metrics: Metrics,
     health: Arc<RedisHealth>,
 ) {
-    let mut last_id = "0-0".to_owned();
+    // "": not positioned yet (see `position`).
+    let start = if reader.from_end { "" } else { "0-0" };
+    let mut last_ids = vec![start.to_owned(); reader.streams.len()];
     let mut failures: u32 = 0;
     loop {
-        let error = match connect_reader(&client).await {
+        let connected = async {
+            let mut connection = connect_reader(&reader.target).await?;
+            // A node partitioned unlike the cluster must say so in /health.
+            reader.keys.check_partitions(&mut connection).await?;
+            Ok::<_, RedisError>(connection)
+        };
+        let error = match connected.await {
             Ok(mut connection) => {
                 if failures > 0 {
-                    log::info!("Redis is back; reading the stream on from {last_id}");
+                    log::info!("Redis is back; reading the stream on from {last_ids:?}");
                     metrics.cluster.with_label_values(&["reconnect"]).inc();
                 }
                 failures = 0;
-                health.set(None);
+                health.set(reader.index, None);
                 read_until_error(
                     &mut connection,
-                    &stream,
-                    &mut last_id,
+                    &reader.streams,
+                    &mut last_ids,
                     &subscriber,
                     &metrics,
                 )
@@ -413,61 +496,61 @@ async fn read_stream(
         failures += 1;
         let backoff = crate::backoff::exponential(FIRST_BACKOFF, MAX_BACKOFF, failures);
         log::warn!("Redis stream read failed ({error}); retry {failures} in {backoff:?}");
-        health.set(Some(error.to_string()));
+        health.set(reader.index, Some(error.to_string()));
         tokio::time::sleep(backoff).await;
     }
 }
 
-async fn connect_reader(client: &Client) -> Result<MultiplexedConnection, RedisError> {
-    // The response timeout must outlast a blocking read.
-    let config = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(BLOCK * 3)
-        .set_connection_timeout(Duration::from_secs(2));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-}
-
 async fn read_until_error(
-    connection: &mut MultiplexedConnection,
-    stream: &str,
-    last_id: &mut String,
+    connection: &mut RedisConnection,
+    streams: &[String],
+    last_ids: &mut [String],
     subscriber: &Addr<RedisSubscriber>,
     metrics: &Metrics,
 ) -> RedisError {
-    if let Err(err) = restart_if_stream_reset(connection, stream, last_id, metrics).await {
-        return err;
+    for (stream, last_id) in streams.iter().zip(last_ids.iter_mut()) {
+        if let Err(err) = position(connection, stream, last_id, metrics).await {
+            return err;
+        }
     }
     let options = StreamReadOptions::default()
         .block(BLOCK.as_millis() as usize)
         .count(READ_COUNT);
     loop {
-        let reply: Option<StreamReadReply> = match connection
-            .xread_options(&[stream], &[last_id.as_str()], &options)
-            .await
-        {
-            Ok(reply) => reply,
-            Err(err) => return err,
-        };
-        let entries: Vec<StreamId> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
-        let Some(newest) = entries.last().map(|e| e.id.clone()) else {
+        let reply: Option<StreamReadReply> =
+            match connection.xread_options(streams, last_ids, &options).await {
+                Ok(reply) => reply,
+                Err(err) => return err,
+            };
+        let mut newest = Vec::new();
+        let mut entries: Vec<StreamId> = Vec::new();
+        for key in reply.into_iter().flat_map(|r| r.keys) {
+            let Some(index) = streams.iter().position(|s| *s == key.key) else {
+                continue;
+            };
+            if let Some(last) = key.ids.last() {
+                newest.push((index, last.id.clone()));
+            }
+            entries.extend(key.ids);
+        }
+        if entries.is_empty() {
             continue;
-        };
+        }
         if subscriber.send(StreamEntries(entries)).await.is_err() {
             return RedisError::from((redis::ErrorKind::IoError, "the subscriber stopped"));
         }
-        *last_id = newest;
+        for (index, id) in newest {
+            last_ids[index] = id;
+        }
     }
 }
 
-/// After Redis lost its data the stream's IDs start over, below the last one
-/// this node read: read from the start again (seq dedup drops what was seen).
-async fn restart_if_stream_reset(
-    connection: &mut MultiplexedConnection,
+/// Where to read `stream` on from. Not positioned yet (`""`): after its
+/// newest entry. After Redis lost its data the stream's IDs start over,
+/// below the last one this node read: from the start again (seq dedup drops
+/// what was seen).
+async fn position(
+    connection: &mut RedisConnection,
     stream: &str,
     last_id: &mut String,
     metrics: &Metrics,
@@ -475,9 +558,17 @@ async fn restart_if_stream_reset(
     let newest: redis::streams::StreamRangeReply =
         connection.xrevrange_count(stream, "+", "-", 1).await?;
     let newest = newest.ids;
+    if last_id.is_empty() {
+        *last_id = newest
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        return Ok(());
+    }
     let newest_id = newest.first().map_or((0, 0), |e| id_parts(&e.id));
     if newest_id < id_parts(last_id) {
-        log::warn!("the Redis stream starts over below {last_id}: reading it from the start");
+        log::warn!(
+            "the Redis stream {stream} starts over below {last_id}: reading it from the start"
+        );
         metrics.cluster.with_label_values(&["stream-reset"]).inc();
         *last_id = "0-0".to_owned();
     }

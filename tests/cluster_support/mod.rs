@@ -162,6 +162,8 @@ pub struct Node {
     redis_url: String,
     /// The MongoDB database it stores in, if not its own SQLite file.
     database: Option<MongoDb>,
+    /// Settings of its own (`AGENT_EVENTS_<KEY>`, value), on every start.
+    settings: Vec<(String, String)>,
     /// What it wrote before it was last killed, for failure messages.
     earlier: String,
     data_dir: DataDir,
@@ -175,22 +177,35 @@ impl Node {
 
     /// Starts a broker named `name` on the Redis at `redis_url`.
     pub async fn start_on(name: &str, redis_url: &str) -> Node {
-        Node::start_with(name, redis_url, None).await
+        Node::start_with(name, redis_url, None, &[]).await
     }
 
     /// Starts a broker named `name` on `redis` that stores in `database`
     /// (MongoDB) instead of its own SQLite file.
     pub async fn start_on_mongodb(name: &str, redis: &Redis, database: &MongoDb) -> Node {
-        Node::start_with(name, &redis.url(), Some(database.clone())).await
+        Node::start_with(name, &redis.url(), Some(database), &[]).await
     }
 
-    async fn start_with(name: &str, redis_url: &str, database: Option<MongoDb>) -> Node {
+    /// Starts a broker named `name` on the Redis at `redis_url` (empty for
+    /// none, e.g. with `REDIS_CLUSTER_NODES`), storing in `database` if
+    /// given, with `settings` (`("CLUSTER_PARTITIONS", "4")` sets
+    /// `AGENT_EVENTS_CLUSTER_PARTITIONS`).
+    pub async fn start_with(
+        name: &str,
+        redis_url: &str,
+        database: Option<&MongoDb>,
+        settings: &[(&str, String)],
+    ) -> Node {
         let mut node = Node {
             broker: None,
             name: name.to_owned(),
             port: 0,
             redis_url: redis_url.to_owned(),
-            database,
+            database: database.cloned(),
+            settings: settings
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.clone()))
+                .collect(),
             earlier: String::new(),
             data_dir: DataDir::new(),
         };
@@ -201,7 +216,11 @@ impl Node {
     async fn launch(&mut self) {
         assert!(self.broker.is_none(), "{} already runs", self.name);
         // `port(0)` on the first start: a free one, kept for restarts.
-        let broker = Broker::builder()
+        let mut builder = Broker::builder();
+        for (key, value) in &self.settings {
+            builder = builder.setting(key, value);
+        }
+        let broker = builder
             .redis(&self.redis_url)
             .node_id(&self.name)
             .port(self.port)

@@ -47,7 +47,7 @@ use crate::persister::{Backlog, Persist, Persister, Release};
 pub use crate::protocol::Accepted;
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer, DRAFT_MEMORY_SECS};
-pub use crate::redis_subscriber::Sequenced;
+pub use crate::redis_subscriber::{Sequenced, Storing};
 use crate::registry::{Publish, Registry, Resync, Watched};
 use crate::replay_buffer::{Aged, BufferedBytes, ReplayBuffer};
 use crate::store::{JournalEntry, Store, StoreError};
@@ -553,7 +553,7 @@ impl Handler<Sequenced> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
-        let mut arrived = msg.0;
+        let Sequenced(mut arrived, storing) = msg;
         for event in &arrived {
             let state = self.state_of(event);
             state.settled_seq = state.settled_seq.max(event.seq);
@@ -568,7 +568,8 @@ impl Handler<Sequenced> for Emitter {
         let (seen, news): (Vec<_>, Vec<_>) = arrived
             .drain(..)
             .partition(|event| self.fallback.was_live(event));
-        if let (Some(storage), false) = (&self.storage, seen.is_empty()) {
+        let store_here = storing == Storing::Here;
+        if let (Some(storage), false, true) = (&self.storage, seen.is_empty(), store_here) {
             storage.backlog.add(seen.len());
             storage.persister.do_send(Persist {
                 events: seen,
@@ -579,7 +580,13 @@ impl Handler<Sequenced> for Emitter {
         }
         // A cluster 202 means "in Redis" (docs/cluster.md), and Redis keeps the seq
         // counter: these go live at once and nobody waits for the store.
-        self.hand_on(news, false, false, Vec::new());
+        if store_here {
+            self.hand_on(news, false, false, Vec::new());
+        } else {
+            // Stored once per cluster by the store-once writers.
+            self.advance(&news);
+            self.release(news);
+        }
     }
 }
 
