@@ -34,6 +34,7 @@ conformance_suite!(
     appended_events_read_back_in_seq_order,
     appending_again_changes_nothing,
     a_long_batch_with_some_events_stored_counts_only_the_new,
+    many_summaries_in_one_append_keep_each_executions_first_fields,
     last_seq_is_the_highest_stored,
     last_seqs_answers_many_executions_in_order,
     each_event_filter_narrows,
@@ -397,6 +398,38 @@ async fn a_long_batch_with_some_events_stored_counts_only_the_new(store: Arc<dyn
         );
         let events = read(&store, all_of(id)).await;
         assert_eq!(seqs(&events), (1..=stored).collect::<Vec<_>>(), "{id}");
+    }
+}
+
+/// Forty executions in each append (a store may fold many summaries in one
+/// statement): each keeps the first conversation it named, starts at its
+/// earliest event even when that came later, and counts every event once.
+async fn many_summaries_in_one_append_keep_each_executions_first_fields(store: Arc<dyn Store>) {
+    let runs: Vec<Run> = (0..40)
+        .map(|n| {
+            Run::new(&format!("exec-{n:02}"))
+                .then(100, thinking("worker", "first"))
+                .in_conversation(&format!("conv-{n:02}"))
+                .then(50, thinking("worker", "earlier, and names a conversation"))
+                .in_conversation("conv-other")
+                .then(200, thinking("worker", "names another"))
+        })
+        .collect();
+    for seq in 1..=3 {
+        let batch: Vec<_> = runs.iter().flat_map(|run| run.seqs(seq, seq)).collect();
+        store.append(batch).await.expect("append");
+    }
+    for n in 0..40 {
+        let id = format!("exec-{n:02}");
+        let summary = summary(&store, &id).await.expect("a summary");
+        let conversation = format!("conv-{n:02}");
+        assert_eq!(
+            summary.conversation_id.as_deref(),
+            Some(conversation.as_str()),
+            "{id}"
+        );
+        assert_eq!(summary.started_at, t0() + ms(50), "{id}");
+        assert_eq!((summary.event_count, summary.last_seq), (3, 3), "{id}");
     }
 }
 
