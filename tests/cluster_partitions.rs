@@ -124,3 +124,41 @@ async fn a_node_partitioned_unlike_the_cluster_is_refused_and_says_why() {
         .await;
     assert_eq!(recorded, PARTITIONS.to_string());
 }
+
+/// A draft published again (the fallback journal retries a batch whose
+/// publish failed on one partition after it succeeded on another) gets its
+/// first seq back, appends nothing, and its memory starts over: retries
+/// that go on while a partition is down keep it, so it cannot expire
+/// between two of them and let the event be appended a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_draft_keeps_its_seq_and_renews_its_memory() {
+    use agent_events_actors::cluster_keys::ClusterKeys;
+    use agent_events_actors::redis_link::RedisTarget;
+    use agent_events_actors::redis_sequencer::{Draft, RedisSequencer};
+
+    let redis = Redis::start().await;
+    let keys = ClusterKeys::new("retry", PARTITIONS);
+    let target = RedisTarget::single(&redis.url()).expect("a Redis URL");
+    let sequencer = RedisSequencer::new(target, keys.clone(), "node-a", 1_000);
+    let draft = |memory_secs| Draft {
+        id: "node-a:1:7".into(),
+        execution_id: "exec-retried".into(),
+        floor: 0,
+        body:
+            r#"{"type":"agent-thinking","executionId":"exec-retried","agentId":"a","thought":"t"}"#
+                .into(),
+        memory_secs,
+    };
+    let partition = keys.partition(keys.partition_of("exec-retried"));
+    let memory = partition.draft("node-a:1:7");
+
+    assert_eq!(sequencer.publish(&[draft(5)]).await.expect("publish"), [1]);
+    let ttl: i64 = redis.cmd(&["TTL", &memory]).await;
+    assert!((1..=5).contains(&ttl), "{ttl}");
+
+    assert_eq!(sequencer.publish(&[draft(600)]).await.expect("again"), [1]);
+    let ttl: i64 = redis.cmd(&["TTL", &memory]).await;
+    assert!(ttl > 5, "the retry renewed the draft's memory: {ttl}");
+    let entries: u64 = redis.cmd(&["XLEN", &partition.stream]).await;
+    assert_eq!(entries, 1, "appended once");
+}

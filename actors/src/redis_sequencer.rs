@@ -28,9 +28,18 @@ use std::time::Duration;
 /// `seq = max(counter, floor) + 1`, then `XADD` with it. Its three keys
 /// (the partition's counters and stream, the draft's memory) share the
 /// partition's hash tag, so the script also runs on Redis Cluster.
+///
+/// A draft seen before answers its seq and renews its memory: the fallback
+/// journal retries a batch whose publish failed on one partition after it
+/// succeeded on another, every 250 ms until the failed partition answers,
+/// and the memory must outlast those retries however long that takes, or
+/// a retry after it expired would append the event a second time.
 const PUBLISH_SCRIPT: &str = r#"
 local done = redis.call('GET', KEYS[3])
-if done then return tonumber(done) end
+if done then
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  return tonumber(done)
+end
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local floor = tonumber(ARGV[2])
 if current < floor then current = floor end
