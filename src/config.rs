@@ -252,10 +252,19 @@ impl Config {
                 "cluster_store_once needs a store every node shares: set mongodb_uri (with SQLite every node stores every event in its own file)".into(),
             ));
         }
+        let clustered = self.redis_url().is_some() || !self.redis_cluster_nodes().is_empty();
+        if !clustered && (self.cluster_store_once || self.cluster_partitions > 1) {
+            return Err(ConfigError(
+                "cluster_store_once and cluster_partitions are cluster settings: set redis_url or redis_cluster_nodes too".into(),
+            ));
+        }
         let min_claim_idle = agent_events_actors::stream_store::MIN_CLAIM_IDLE.as_millis() as u64;
-        if self.cluster_store_claim_idle_ms < min_claim_idle {
+        // Past ten minutes a dead node's partitions would go unstored for longer
+        // than anyone would wait to see them in a replay.
+        let max_claim_idle = 600_000;
+        if !(min_claim_idle..=max_claim_idle).contains(&self.cluster_store_claim_idle_ms) {
             return Err(ConfigError(format!(
-                "cluster_store_claim_idle_ms must be at least {min_claim_idle}, not {}",
+                "cluster_store_claim_idle_ms must be between {min_claim_idle} and {max_claim_idle}, not {}",
                 self.cluster_store_claim_idle_ms
             )));
         }
@@ -395,10 +404,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("not both"), "{err}");
+        let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
         for partitions in ["0", "1025"] {
-            let err = load(&[("AGENT_EVENTS_CLUSTER_PARTITIONS", partitions)], None)
-                .unwrap_err()
-                .to_string();
+            let err = load(
+                &[redis, ("AGENT_EVENTS_CLUSTER_PARTITIONS", partitions)],
+                None,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(
                 err.contains("cluster_partitions must be between 1 and 1024"),
                 "{err}"
@@ -421,6 +434,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cluster_store_once needs"), "{err}");
+        // Cluster settings without a cluster would silently do nothing.
+        let mongodb = ("MONGODB_URI", "mongodb://127.0.0.1:27017");
+        for setting in [
+            ("AGENT_EVENTS_CLUSTER_PARTITIONS", "4"),
+            ("AGENT_EVENTS_CLUSTER_STORE_ONCE", "true"),
+        ] {
+            let err = load(&[mongodb, setting], None).unwrap_err().to_string();
+            assert!(err.contains("are cluster settings"), "{setting:?}: {err}");
+            assert!(
+                load(&[mongodb, redis, setting], None).is_ok(),
+                "{setting:?}"
+            );
+        }
+        for idle in ["100", "3600000"] {
+            let err = load(&[("AGENT_EVENTS_CLUSTER_STORE_CLAIM_IDLE_MS", idle)], None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cluster_store_claim_idle_ms must be between"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
