@@ -91,11 +91,8 @@ async fn a_node_back_from_a_kill_and_a_killed_reader_connection_read_every_parti
     let mut subs = watch_everywhere(&nodes, &tail).await;
     let killed: u64 = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).await;
     assert!(killed > 0, "the brokers' connections were killed");
+    // post_rounds checks each 202's seq: the executions go on from seq 4.
     tail.post_rounds(&nodes, 2).await;
-    assert_eq!(
-        tail.expected[0][0].0, 5,
-        "the executions went on from seq 4"
-    );
     assert_delivered_everywhere(&nodes, &mut subs, &tail).await;
     for node in &nodes {
         node.wait_counter("reconnect", 1).await;
