@@ -402,17 +402,20 @@ async fn a_long_batch_with_some_events_stored_counts_only_the_new(store: Arc<dyn
 }
 
 /// Forty executions in each append (a store may fold many summaries in one
-/// statement): each keeps the first conversation it named, starts at its
-/// earliest event even when that came later, and counts every event once.
+/// statement): each takes the conversation its second event names, starts
+/// at its earliest event even when that came later, and counts every event
+/// once. (An execution never changes conversation: the Emitter refuses it.)
 async fn many_summaries_in_one_append_keep_each_executions_first_fields(store: Arc<dyn Store>) {
     let runs: Vec<Run> = (0..40)
         .map(|n| {
             Run::new(&format!("exec-{n:02}"))
-                .then(100, thinking("worker", "first"))
+                .then(100, thinking("worker", "first, in no conversation yet"))
                 .in_conversation(&format!("conv-{n:02}"))
-                .then(50, thinking("worker", "earlier, and names a conversation"))
-                .in_conversation("conv-other")
-                .then(200, thinking("worker", "names another"))
+                .then(
+                    50,
+                    thinking("worker", "earlier, and names the conversation"),
+                )
+                .then(200, thinking("worker", "the last"))
         })
         .collect();
     for seq in 1..=3 {
