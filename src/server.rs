@@ -5,6 +5,8 @@
 //! 1. The Emitter stops accepting: producers get 503 `shutting-down`.
 //! 2. The Persister flushes: everything accepted is stored (or the deadline
 //!    passes and the failure is logged), and waiting producers get their 202.
+//!    In a store-once cluster this node's store leases are given up, so that
+//!    another node stores its partitions at once.
 //! 3. The Registry tells every Session to close. A Session's mailbox holds
 //!    every event published before that message, so each client receives
 //!    everything accepted, then a close frame 1001.
@@ -30,7 +32,9 @@ use agent_events_actors::notify_rule::Rule;
 use agent_events_actors::persister::{Backlog, Flush, Persister, PersisterConfig};
 use agent_events_actors::redis_link::RedisTarget;
 use agent_events_actors::redis_sequencer::RedisSequencer;
-use agent_events_actors::redis_subscriber::{RedisHealth, RedisSubscriber, SubscriberConfig};
+use agent_events_actors::redis_subscriber::{
+    RedisHealth, RedisSubscriber, ReleaseLeases, SubscriberConfig,
+};
 use agent_events_actors::registry::{CloseAll, Registry};
 use agent_events_actors::session::{SessionConfig, SessionDeps};
 use agent_events_actors::socket::ConnectionSocket;
@@ -226,6 +230,10 @@ impl Broker {
             Ok(Ok(())) => log::info!("every accepted event is stored"),
             Ok(Err(err)) => log::error!("shutdown: events not stored: {err}"),
             Err(_) => log::error!("shutdown: the persister is gone"),
+        }
+        if let Some(cluster) = &self.cluster {
+            // Store-once: another node stores this node's partitions at once.
+            let _ = cluster.subscriber.send(ReleaseLeases).await;
         }
         // Stored events reach the Registry through the Emitter (Release):
         // one more round trip there puts them all ahead of CloseAll.

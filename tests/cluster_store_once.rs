@@ -168,3 +168,42 @@ async fn entries_a_dead_node_took_and_never_acked_are_claimed_and_stored() {
     wait_all_acked(&redis, &keys).await;
     db.finish().await;
 }
+
+/// A node stopped gracefully gives its store leases up at once, so that a
+/// rolling restart pauses no partition's storing until the leases run out;
+/// the other node takes them and stores what is posted next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_gracefully_gives_its_store_leases_up() {
+    let Some(db) = MongoDb::for_test("cluster_store_once", "released") else {
+        return;
+    };
+    let redis = Redis::start().await;
+    let keys = ClusterKeys::new("agent-events", PARTITIONS);
+    let leases: Vec<String> = keys.partitions().iter().map(|p| p.store_lease()).collect();
+    let mut first = start_store_once("released-a", &redis, &db).await;
+    // Alone, it takes every lease.
+    let deadline = Instant::now() + STEP;
+    for lease in &leases {
+        loop {
+            let owner: Option<String> = redis.cmd(&["GET", lease]).await;
+            if owner.as_deref() == Some("released-a") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{lease}: {owner:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let second = start_store_once("released-b", &redis, &db).await;
+    first.stop_gracefully().await;
+    for lease in &leases {
+        let owner: Option<String> = redis.cmd(&["GET", lease]).await;
+        assert_ne!(owner.as_deref(), Some("released-a"), "{lease} kept");
+    }
+    let mut posted = Posted::new("released", 4);
+    posted.post_rounds(std::slice::from_ref(&second), 2).await;
+    for (execution, expected) in posted.executions.iter().zip(&posted.expected) {
+        let stored = second.wait_stored(execution, expected.len() as u64).await;
+        cluster_support::assert_sequence(&format!("stored {execution}"), &stored, expected);
+    }
+    db.finish().await;
+}

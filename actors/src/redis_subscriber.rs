@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::redis_link::{RedisConnection, RedisTarget};
 use crate::store::{EventQuery, Store};
-use crate::stream_store::StreamStore;
+use crate::stream_store::{release_leases, StreamStore};
 use actix::prelude::*;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError};
@@ -128,7 +128,16 @@ pub struct RedisSubscriber {
     health: Arc<RedisHealth>,
     last_seq: HashMap<String, (u64, Instant)>,
     started_at: Instant,
+    /// The store-once writers' tasks, stopped by [`ReleaseLeases`].
+    writers: Vec<SpawnHandle>,
 }
+
+/// A graceful stop: the store-once writers stop and give up their leases at
+/// once (`stream_store::release_leases`), so that another node stores their
+/// partitions without waiting for the leases to run out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseLeases;
 
 /// First reconnect after this; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -159,6 +168,7 @@ impl RedisSubscriber {
             health,
             last_seq: HashMap::new(),
             started_at: Instant::now(),
+            writers: Vec::new(),
         }
     }
 
@@ -322,7 +332,7 @@ impl Actor for RedisSubscriber {
                 // Health slots after the readers'.
                 let (health, slot) = (self.health.clone(), lanes.len() + index);
                 let run = writer.run(move |error| health.set(slot, error));
-                ctx.spawn(run.into_actor(self));
+                self.writers.push(ctx.spawn(run.into_actor(self)));
             }
         }
         for (index, streams) in lanes.into_iter().enumerate() {
@@ -573,4 +583,28 @@ async fn position(
         *last_id = "0-0".to_owned();
     }
     Ok(())
+}
+
+impl Handler<ReleaseLeases> for RedisSubscriber {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: ReleaseLeases, ctx: &mut Self::Context) -> Self::Result {
+        for writer in self.writers.drain(..) {
+            ctx.cancel_future(writer);
+        }
+        if self.config.store_once.is_none() {
+            return Box::pin(async {});
+        }
+        let target = self.target.clone();
+        let partitions = self.config.keys.partitions().to_vec();
+        let consumer = self.config.node_id.clone();
+        Box::pin(async move {
+            match release_leases(&target, &partitions, &consumer).await {
+                Ok(released) => log::info!("gave up {released} store leases"),
+                Err(err) => log::warn!(
+                    "cannot give up the store leases ({err}); they pass to another node once they run out"
+                ),
+            }
+        })
+    }
 }

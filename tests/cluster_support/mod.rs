@@ -240,6 +240,13 @@ impl Node {
     }
 
     /// SIGKILLs the broker (its DATA_DIR stays).
+    /// SIGTERM: the node stops gracefully (and must exit 0).
+    pub async fn stop_gracefully(&mut self) {
+        let broker = self.broker.as_mut().expect("the node is running");
+        broker.stop_gracefully().await;
+        self.broker = None;
+    }
+
     pub fn kill(&mut self) {
         let broker = self.broker.take().expect("the node is running");
         self.earlier.push_str(&broker.output());
