@@ -580,14 +580,13 @@ impl AgentEvent {
     /// (`one_pass`): this is the HTTP ingest's reader.
     pub fn from_producer_text(text: &str) -> Result<AgentEvent, ProducerTextError> {
         let event = match one_pass::read(text) {
-            Some(event) => event,
+            Some(event) => event.validate().map(|()| event),
             None => {
                 let value = serde_json::from_str(text).map_err(ProducerTextError::Json)?;
-                Self::from_json(value, false).map_err(ProducerTextError::Invalid)?
+                Self::from_producer_json(value)
             }
         };
-        event.validate().map_err(ProducerTextError::Invalid)?;
-        Ok(event)
+        event.map_err(ProducerTextError::Invalid)
     }
 
     /// Reads an event the broker itself wrote (store, Redis), `seq` included.
@@ -1095,21 +1094,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_type_parses_with_all_its_fields() {
-        let samples = [
+    /// One event of each type, in [`EventType::ALL`]'s order, `type` first,
+    /// every field of the type set; no common field.
+    pub(super) fn samples() -> Vec<Value> {
+        vec![
             json!({"type":"orchestration-start","projectId":"p","userPrompt":"u","complexity":"medium","departments":["story"]}),
             json!({"type":"orchestration-complete","status":"partial","result":{"x":1},"metrics":{"tokens":3}}),
             json!({"type":"department-start","department":"d","departmentName":"D","agentId":"a","relevance":0.5}),
             json!({"type":"department-complete","department":"d","outputs":[1,"two"],"qualityScore":87,"executionTime":5234}),
             json!({"type":"agent-start","agentId":"a","agentName":"A","department":"d","prompt":"p"}),
-            json!({"type":"agent-thinking","agentId":"a","thought":"hm","step":2}),
+            json!({"type":"agent-thinking","agentId":"a","thought":"hm \"quoted\" \u{e9}","step":2}),
             json!({"type":"agent-complete","agentId":"a","department":"d","output":"o","success":false,"error":"boom","executionTime":1.5}),
             json!({"type":"tool-call","agentId":"a","toolName":"search","toolCallId":"c1","input":{"q":1}}),
             json!({"type":"tool-result","agentId":"a","toolName":"search","toolCallId":"c1","output":[1],"success":true,"error":"","executionTime":3}),
             json!({"type":"quality-check","qualityScore":70,"agentId":"a","department":"d","passed":false,"threshold":80,"issues":["thin"]}),
             json!({"type":"review-status","department":"d","status":"revision-requested","agentId":"h","specialistId":"s","feedback":"f","qualityScore":60}),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_type_parses_with_all_its_fields() {
+        let samples = samples();
         assert_eq!(samples.len(), EventType::ALL.len());
         for (mut sample, expected) in samples.into_iter().zip(EventType::ALL) {
             sample["executionId"] = json!("exec-1");

@@ -186,6 +186,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Rest<'_, A> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::samples;
     use super::*;
     use serde_json::json;
 
@@ -193,23 +194,6 @@ mod tests {
     fn general(text: &str) -> Result<AgentEvent, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         AgentEvent::from_json(value, false).map_err(|e| e.to_string())
-    }
-
-    /// One event of each type, `type` first, every field set.
-    fn samples() -> Vec<Value> {
-        vec![
-            json!({"type":"orchestration-start","projectId":"p","userPrompt":"u","complexity":"medium","departments":["story"]}),
-            json!({"type":"orchestration-complete","status":"partial","result":{"x":1},"metrics":{"tokens":3}}),
-            json!({"type":"department-start","department":"d","departmentName":"D","agentId":"a","relevance":0.5}),
-            json!({"type":"department-complete","department":"d","outputs":[1,"two"],"qualityScore":87,"executionTime":5234}),
-            json!({"type":"agent-start","agentId":"a","agentName":"A","department":"d","prompt":"p"}),
-            json!({"type":"agent-thinking","agentId":"a","thought":"hm \"quoted\" \u{e9}","step":2}),
-            json!({"type":"agent-complete","agentId":"a","department":"d","output":"o","success":false,"error":"boom","executionTime":1.5}),
-            json!({"type":"tool-call","agentId":"a","toolName":"search","toolCallId":"c1","input":{"q":1}}),
-            json!({"type":"tool-result","agentId":"a","toolName":"search","toolCallId":"c1","output":[1],"success":true,"error":"","executionTime":3}),
-            json!({"type":"quality-check","qualityScore":70,"agentId":"a","department":"d","passed":false,"threshold":80,"issues":["thin"]}),
-            json!({"type":"review-status","department":"d","status":"revision-requested","agentId":"h","specialistId":"s","feedback":"f","qualityScore":60}),
-        ]
     }
 
     /// `fields` as an object's text, in this order.

@@ -132,7 +132,7 @@ CREATE TABLE IF NOT EXISTS notify_rules (
 /// An insert of `rows` events, their values bound row after row in the
 /// order of [`bind_rows`]; a row already stored is left as it is.
 fn insert_events_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = format!("({})", placeholders(8));
     format!(
         "INSERT OR IGNORE INTO events
          (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
@@ -419,9 +419,7 @@ fn last_seqs(
 
 /// `?, ?, …`: `n` positional parameters.
 fn placeholders(n: usize) -> String {
-    let mut list = "?, ".repeat(n);
-    list.truncate(list.len().saturating_sub(2));
-    list
+    vec!["?"; n].join(", ")
 }
 
 fn journal_add(conn: &mut Connection, entries: &[JournalEntry]) -> Result<(), Failure> {
@@ -786,12 +784,13 @@ fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<Vec<
     // Dropping the savepoint rolls it back.
     drop(attempt);
     let mut one = tx.prepare_cached(&INSERT_EVENT)?;
-    rows.iter()
-        .map(|row| {
-            bind_rows(&mut one, std::slice::from_ref(row))?;
-            Ok(one.raw_execute()? == 1)
-        })
-        .collect()
+    rows.iter().map(|row| insert_one(&mut one, row)).collect()
+}
+
+/// Inserts one row with [`INSERT_EVENT`]; says whether it was new.
+fn insert_one(one: &mut Statement<'_>, row: &EventRow<'_>) -> Result<bool, Failure> {
+    bind_rows(one, std::slice::from_ref(row))?;
+    Ok(one.raw_execute()? == 1)
 }
 
 /// Inserts the rows, [`ROWS_PER_INSERT`] to a statement, the rest one by
@@ -808,8 +807,7 @@ fn insert_in_chunks(conn: &Connection, rows: &[EventRow<'_>]) -> Result<usize, F
     }
     let mut one = conn.prepare_cached(&INSERT_EVENT)?;
     for row in chunks.remainder() {
-        bind_rows(&mut one, std::slice::from_ref(row))?;
-        inserted += one.raw_execute()?;
+        inserted += usize::from(insert_one(&mut one, row)?);
     }
     Ok(inserted)
 }
@@ -940,9 +938,8 @@ fn read_events(conn: &mut Connection, query: &EventQuery) -> Result<Vec<AgentEve
     conditions.add_if("seq < ?", query.before_seq.map(sql_int));
     if let Some(types) = &query.types {
         // An empty list is `IN ()`, which SQLite reads as "none of them".
-        let marks = vec!["?"; types.len()].join(", ");
         conditions.add(
-            format!("type IN ({marks})"),
+            format!("type IN ({})", placeholders(types.len())),
             types.iter().map(|t| text(t.as_str())),
         );
     }
