@@ -52,6 +52,7 @@ pub mod fallback;
 pub mod filter;
 pub mod handle;
 pub mod history;
+pub mod id_map;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;

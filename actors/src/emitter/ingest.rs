@@ -253,7 +253,7 @@ impl Emitter {
             }
         }
         // Conversations claimed by earlier events of this same batch count too.
-        let mut claimed: HashMap<&str, &str> = HashMap::new();
+        let mut claimed: IdMap<&str, &str> = id_map();
         for (index, event) in events.iter().enumerate() {
             event.validate().map_err(|v| {
                 let message = v.to_string();
@@ -296,7 +296,7 @@ impl Emitter {
         &mut self,
         events: Vec<AgentEvent>,
     ) -> Result<Vec<Arc<PublishedEvent>>, IngestError> {
-        let mut next_seq: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut next_seq: IdMap<Arc<str>, u64> = id_map();
         let mut published = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
             let key = self.key_of(&event.execution_id);

@@ -40,6 +40,7 @@ mod release;
 use crate::event::{AgentEvent, ValidationError};
 use crate::fallback::{Fallback, Settled};
 use crate::history::{BufferedEvents, ReadBuffer};
+use crate::id_map::{id_map, IdMap};
 use crate::idempotency::{self, Answer, Durability, IdempotencyKey, KeyRecord, Keys, Lookup};
 use crate::metrics::Metrics;
 use crate::notifier::{Notifier, Notify, NotifyDrafts};
@@ -55,7 +56,7 @@ use crate::throttle::{Outcome, OverRate, Plan, Throttle};
 use actix::prelude::*;
 use chrono::Utc;
 use futures_util::future::{BoxFuture, FutureExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -311,7 +312,7 @@ struct ExecutionState {
 
 /// Every execution's buffer, with when the execution last had an event, for
 /// the bookkeeping of all buffers ([`BufferedBytes`]).
-fn aged(executions: &mut HashMap<Arc<str>, ExecutionState>) -> impl Iterator<Item = Aged<'_>> {
+fn aged(executions: &mut IdMap<Arc<str>, ExecutionState>) -> impl Iterator<Item = Aged<'_>> {
     executions
         .values_mut()
         .map(|s| (&mut s.buffer, s.last_event_at))
@@ -348,7 +349,7 @@ pub struct Emitter {
     /// In cluster mode, where seqs come from; `None` on a single node.
     sequencer: Option<RedisSequencer>,
     metrics: Metrics,
-    executions: HashMap<Arc<str>, ExecutionState>,
+    executions: IdMap<Arc<str>, ExecutionState>,
     /// What all the replay buffers hold, in bytes, against `max_buffered_bytes`.
     buffered_bytes: BufferedBytes,
     /// The per-execution event rate, and thoughts waiting for it.
@@ -388,7 +389,7 @@ impl Emitter {
             storage,
             sequencer: None,
             metrics,
-            executions: HashMap::new(),
+            executions: id_map(),
             accepting: true,
             myself: None,
             notifier: None,

@@ -1,0 +1,118 @@
+//! WAL checkpoints after the answer, not inside the commit.
+//!
+//! SQLite's automatic checkpoint runs inside the `COMMIT` that takes the
+//! write-ahead log past 1,000 pages: that commit copies the log into the
+//! database file and fsyncs the file before it returns. The events of that
+//! commit were durable before the copy began (the log's own fsync), yet their
+//! producers waited for the copy too: tens of milliseconds on a slow disk,
+//! every few commits, while the broker had nothing else to do, because the
+//! producers were waiting for exactly that answer (PERFORMANCE.md, "Profile
+//! findings: ingest").
+//!
+//! So the writer's connection only notes the log's size after each commit (a
+//! WAL hook, which also turns SQLite's own checkpoint off), and the writer
+//! thread runs the same PASSIVE checkpoint after the job that crossed the
+//! threshold has sent its answer. Producers get their 202 and send their next
+//! batch while the file is copied and synced; the next commit waits for the
+//! checkpoint, as it did before.
+//!
+//! Why on the writer thread and not a thread of its own: a checkpoint from
+//! another connection runs beside the writer's commits and so never reaches
+//! the log's end while events keep coming; SQLite restarts the log from its
+//! beginning only after a checkpoint that did, so the log would grow without
+//! bound under a steady load. Between two of the writer's jobs nothing else
+//! writes, and the checkpoint completes unless a reader still reads an older
+//! snapshot (then the next one catches up, as SQLite's own would).
+
+use rusqlite::hooks::Wal;
+use rusqlite::Connection;
+use std::cell::Cell;
+use std::os::raw::c_int;
+
+/// The log's size, in pages, at which a checkpoint follows the answer:
+/// SQLite's own default, so the file grows and is synced as often as before.
+pub(super) const CHECKPOINT_PAGES: c_int = 1000;
+
+thread_local! {
+    /// Pages in the write-ahead log after this thread's last commit. Only the
+    /// writer thread commits, so the count is the writer connection's.
+    static WAL_PAGES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// Hooks `conn` (the writer's) so that its commits note the log's size and
+/// no commit checkpoints by itself.
+pub(super) fn defer_checkpoints(conn: &Connection) {
+    conn.wal_hook(Some(note_wal_pages));
+}
+
+fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|count| count.set(pages));
+    Ok(())
+}
+
+/// Checkpoints if the log has reached [`CHECKPOINT_PAGES`]; run by the writer
+/// thread after each job, once the job's answer is sent.
+///
+/// A failed checkpoint loses nothing (the log still holds every commit), so
+/// it is logged and tried again after the next commit.
+pub(super) fn checkpoint_if_due(conn: &mut Connection) {
+    let pages = WAL_PAGES.with(Cell::get);
+    if pages < CHECKPOINT_PAGES {
+        return;
+    }
+    WAL_PAGES.with(|count| count.set(0));
+    // PASSIVE, as SQLite's automatic checkpoint: it never waits for readers.
+    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
+    match done {
+        Ok((log, copied)) => log::trace!("sqlite checkpoint: {copied} of {log} pages copied"),
+        Err(err) => log::warn!("sqlite checkpoint of {pages} pages failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_file_pages(conn: &Connection) -> i64 {
+        // `wal_checkpoint(PASSIVE)` of a log already copied reports its size
+        // without copying anything more.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .unwrap()
+    }
+
+    #[test]
+    fn commits_leave_the_log_to_the_writer_thread_until_it_is_due() {
+        let dir = std::env::temp_dir().join(format!(
+            "agent-events-checkpoint-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conn = Connection::open(dir.join("db.sqlite")).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        defer_checkpoints(&conn);
+        conn.execute_batch("CREATE TABLE t (body TEXT)").unwrap();
+        let body = "x".repeat(3000);
+        // Each commit adds about one page per row: past the threshold, no
+        // commit may have checkpointed by itself…
+        for _ in 0..(CHECKPOINT_PAGES + 100) {
+            conn.execute("INSERT INTO t VALUES (?1)", [&body]).unwrap();
+        }
+        assert!(WAL_PAGES.with(Cell::get) >= CHECKPOINT_PAGES);
+        // …and the checkpoint that follows copies the whole log, so the next
+        // commit starts the log again from its beginning.
+        checkpoint_if_due(&mut conn);
+        assert_eq!(WAL_PAGES.with(Cell::get), 0);
+        conn.execute("INSERT INTO t VALUES (?1)", [&body]).unwrap();
+        let after_restart = WAL_PAGES.with(Cell::get);
+        assert!(
+            after_restart < 10,
+            "the log restarted: {after_restart} pages"
+        );
+        assert!(wal_file_pages(&conn) < 10);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
