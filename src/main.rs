@@ -21,13 +21,6 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: every event is a handful of
-/// short-lived allocations (its fields, its frame, the batch around it), and
-/// glibc's malloc and free took 13% of the instructions of an ingest run
-/// (PERFORMANCE.md, "Profile findings: ingest").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: agent-events [--config FILE] [--demo]
        agent-events [--config FILE] token --role ROLE [--sub NAME] [--executions IDS] [--conversations IDS] [--ttl SECS]
 
