@@ -164,7 +164,7 @@ impl Broker {
             metrics.clone(),
         )
         .with_notifier(notifier.clone())
-        .with_watched(watched);
+        .with_watched(watched.clone());
         if let Some(client) = &redis {
             let sequencer = RedisSequencer::new(
                 client.clone(),
@@ -183,6 +183,8 @@ impl Broker {
                 store_once: config
                     .cluster_store_once
                     .then(|| Duration::from_millis(config.cluster_store_claim_idle_ms)),
+                // Store-once: what nobody here watches is not parsed.
+                watched: config.cluster_store_once.then_some(watched),
             };
             Cluster::join(client, view, &emitter, &store, &metrics)
         });

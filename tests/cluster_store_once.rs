@@ -3,7 +3,9 @@
 //! lease), reading it through a Redis consumer group and acking what it
 //! stored, while every node still delivers every event to its own
 //! subscribers. When a dead node's lease runs out, another node takes the
-//! partition over and stores what the dead one took and never acked.
+//! partition over and stores what the dead one took and never acked. A
+//! node passes over the events nobody on it watches, and a subscriber that
+//! comes later still gets every seq once, in order.
 //!
 //! Runs when `MONGODB_URI` is set (scripts/test starts a SecantusDB) and says
 //! `SKIPPED` otherwise.
@@ -15,7 +17,7 @@ mod many_executions;
 
 use agent_events_actors::cluster_keys::ClusterKeys;
 use agent_events_actors::stream_store::GROUP;
-use cluster_support::{Node, Redis};
+use cluster_support::{accepted, assert_sequence, Node, Producer, Redis};
 use common::{MongoDb, STEP};
 use many_executions::{assert_delivered_everywhere, assert_no_repairs, watch_everywhere, Posted};
 use mongodb::bson::{doc, Document};
@@ -205,5 +207,42 @@ async fn a_node_stopped_gracefully_gives_its_store_leases_up() {
         let stored = second.wait_stored(execution, expected.len() as u64).await;
         cluster_support::assert_sequence(&format!("stored {execution}"), &stored, expected);
     }
+    db.finish().await;
+}
+
+/// A node passes over the events of executions nobody on it watches (it
+/// neither parses nor buffers them: the shared store keeps them), and a
+/// subscriber that arrives there later, while events keep coming, still
+/// gets every seq once, in order: the history from the store (which the
+/// store-once writer fills a few milliseconds behind the stream), then live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_on_a_node_that_passed_over_its_execution_misses_nothing() {
+    let Some(db) = MongoDb::for_test("cluster_store_once", "passed") else {
+        return;
+    };
+    let redis = Redis::start().await;
+    let producing = start_store_once("passed-a", &redis, &db).await;
+    let watching = start_store_once("passed-b", &redis, &db).await;
+    for round in 0..4 {
+        // Posted to the first node only; nobody watches it on either node.
+        let execution = format!("exec-passed-{round}");
+        let mut producer = Producer::start(&execution, 1, &[&producing]);
+        producer.wait_for("10 accepted", |p| p.accepted >= 10).await;
+        let (mut late, _) = watching.subscriber(&execution, Some(0)).await;
+        let at_subscribe = producer.progress().accepted;
+        producer
+            .wait_for("10 more accepted", |p| p.accepted >= at_subscribe + 10)
+            .await;
+        let outcomes = producer.stop().await;
+        let expected = accepted(&outcomes);
+        assert_eq!(expected.len(), outcomes.len(), "every post was accepted");
+        let last = expected.last().expect("events were posted").0;
+        let got = late.events_through(last).await;
+        assert_sequence(&format!("late subscriber of {execution}"), &got, &expected);
+    }
+    assert!(
+        watching.cluster_counter("passed-over").await > 0,
+        "the node passed over nothing"
+    );
     db.finish().await;
 }

@@ -8,6 +8,15 @@
 //! the store are read at two moments, and the store may lag the buffer by a
 //! batch. A replay is either every seq after `fromSeq` with none missing, or
 //! a [`ReplayGap`] the client is told about; never a silent hole.
+//!
+//! A hole at the end counts too: the replay must reach the highest seq the
+//! Emitter had released (or passed over) when the buffer was read, since
+//! every later event reaches the subscriber live, and none before it does.
+//! In a store-once cluster the store may lag that by the store-once
+//! writer's few milliseconds (an execution nobody on this node watched is
+//! not buffered here: the Emitter keeps only its last seconds, raw), so a
+//! replay the store cannot complete yet is read again, a few times over
+//! about two and a half seconds, before it is refused.
 
 use crate::protocol::PublishedEvent;
 use crate::store::{EventQuery, Store};
@@ -34,6 +43,9 @@ pub struct BufferedEvents {
     pub last_seq: u64,
     /// The lowest seq still in the buffer, if any.
     pub oldest_buffered: Option<u64>,
+    /// The highest seq released to live delivery (or passed over): the
+    /// replay must reach it.
+    pub released_seq: u64,
 }
 
 /// `fromSeq` asks for events that cannot be replayed without a hole.
@@ -75,6 +87,25 @@ impl History {
         execution_id: Arc<str>,
         after_seq: u64,
     ) -> Result<Vec<Arc<PublishedEvent>>, ReplayGap> {
+        let mut wait = FIRST_STORE_WAIT;
+        loop {
+            match self.read_once(execution_id.clone(), after_seq).await {
+                Err(Read::Behind(_)) if wait <= LAST_STORE_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(Read::Behind(gap) | Read::Gap(gap)) => return Err(gap),
+                Ok(events) => return Ok(events),
+            }
+        }
+    }
+
+    /// One attempt: the buffer, then the store for what it lacks.
+    async fn read_once(
+        &self,
+        execution_id: Arc<str>,
+        after_seq: u64,
+    ) -> Result<Vec<Arc<PublishedEvent>>, Read> {
         let buffered = self
             .emitter
             .send(ReadBuffer {
@@ -82,7 +113,7 @@ impl History {
                 after_seq,
             })
             .await
-            .map_err(|_| gap("the broker is stopping"))?;
+            .map_err(|_| Read::Gap(gap("the broker is stopping")))?;
         if covers(&buffered, after_seq) {
             return Ok(buffered.events);
         }
@@ -90,10 +121,10 @@ impl History {
             if buffered.last_seq == 0 {
                 return Ok(Vec::new()); // without a store a counter is never forgotten: nothing yet
             }
-            return Err(gap(&match buffered.oldest_buffered {
+            return Err(Read::Gap(gap(&match buffered.oldest_buffered {
                 Some(oldest) => format!("events before seq {oldest} are no longer held"),
                 None => "the events asked for are no longer held".to_owned(),
-            }));
+            })));
         };
         let older = self
             .read_store(
@@ -102,9 +133,10 @@ impl History {
                 after_seq,
                 buffered.oldest_buffered,
             )
-            .await?;
+            .await
+            .map_err(Read::Gap)?;
         let joined = join(older, buffered.events);
-        check_contiguous(&joined, after_seq)?;
+        check_contiguous(&joined, after_seq, buffered.released_seq).map_err(Read::Behind)?;
         Ok(joined)
     }
 
@@ -131,6 +163,18 @@ impl History {
     }
 }
 
+/// How a read failed: for good, or because the store is behind (worth
+/// reading again shortly).
+enum Read {
+    Gap(ReplayGap),
+    Behind(ReplayGap),
+}
+
+/// The first wait before the store is read again; doubled up to the last.
+const FIRST_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+/// The last wait: 10 + 20 + … + 1280 ms, about 2.5 s in all.
+const LAST_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(1280);
+
 /// Whether the buffer alone holds every event after `after_seq`.
 fn covers(buffered: &BufferedEvents, after_seq: u64) -> bool {
     buffered.last_seq > 0 && buffered.last_seq <= after_seq
@@ -150,10 +194,22 @@ fn join(
     joined
 }
 
-fn check_contiguous(events: &[Arc<PublishedEvent>], after_seq: u64) -> Result<(), ReplayGap> {
+/// Every seq after `after_seq`, without a hole, through `released_seq` at least.
+fn check_contiguous(
+    events: &[Arc<PublishedEvent>],
+    after_seq: u64,
+    released_seq: u64,
+) -> Result<(), ReplayGap> {
     let expected = (after_seq + 1..).zip(events);
-    match expected.into_iter().find(|(seq, event)| event.seq != *seq) {
-        Some((missing, _)) => Err(gap(&format!(
+    let missing = match expected.into_iter().find(|(seq, event)| event.seq != *seq) {
+        Some((missing, _)) => Some(missing),
+        None => {
+            let reached = events.last().map_or(after_seq, |e| e.seq);
+            (reached < released_seq).then_some(reached + 1)
+        }
+    };
+    match missing {
+        Some(missing) => Err(gap(&format!(
             "seq {missing} is not available yet (the store is behind); retry shortly"
         ))),
         None => Ok(()),
@@ -189,6 +245,7 @@ mod tests {
             oldest_buffered: events.first().map(|e| e.seq),
             events,
             last_seq,
+            released_seq: last_seq,
         }
     }
 
@@ -210,9 +267,23 @@ mod tests {
         let joined = join((3..=6).map(event).collect(), (5..=8).map(event).collect());
         let seqs: Vec<u64> = joined.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5, 6, 7, 8]);
-        assert!(check_contiguous(&joined, 2).is_ok());
-        assert!(check_contiguous(&joined, 1).is_err());
+        assert!(check_contiguous(&joined, 2, 8).is_ok());
+        assert!(check_contiguous(&joined, 1, 8).is_err());
         let holed = join((3..=4).map(event).collect(), (6..=8).map(event).collect());
-        assert!(check_contiguous(&holed, 2).is_err());
+        assert!(check_contiguous(&holed, 2, 8).is_err());
+    }
+
+    #[test]
+    fn a_replay_must_reach_what_was_released() {
+        // Seqs up to 6 went live (or were passed over) before the buffer was
+        // read; a store that has only up to 4 leaves a hole at the end.
+        let stored: Vec<_> = (3..=4).map(event).collect();
+        assert!(check_contiguous(&stored, 2, 6).is_err());
+        assert!(check_contiguous(&stored, 2, 4).is_ok());
+        assert!(
+            check_contiguous(&[], 2, 2).is_ok(),
+            "nothing released after 2"
+        );
+        assert!(check_contiguous(&[], 2, 3).is_err());
     }
 }

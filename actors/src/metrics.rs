@@ -51,7 +51,7 @@ pub const FORCED_CLOSE_REASONS: [&str; 8] = [
 ];
 
 /// What happened on the cluster's stream; the `event` label of `cluster`.
-pub const CLUSTER_EVENTS: [&str; 10] = [
+pub const CLUSTER_EVENTS: [&str; 11] = [
     // the stream reader reconnected to Redis after a failure
     "reconnect",
     // an event this node had already passed on (after a reconnect or a restart)
@@ -72,6 +72,8 @@ pub const CLUSTER_EVENTS: [&str; 10] = [
     "republished",
     // executions whose subscribers were told to re-sync (another node took their seqs)
     "resync",
+    // store-once: events of executions nobody on this node watched, passed over unparsed
+    "passed-over",
 ];
 
 /// What happened to notifications; the `outcome` label of `notifications`.

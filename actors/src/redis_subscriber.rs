@@ -33,15 +33,25 @@
 //! store-once (a shared MongoDB) the node only delivers, and the
 //! `stream_store.rs` writers it starts here store each event once per
 //! cluster.
+//!
+//! # What nobody here watches
+//! With store-once a node needs an event only if a subscriber on it may
+//! receive it: the shared store keeps it for anyone who comes later. So an
+//! entry of an execution nobody on this node watches ([`Watched::wants`])
+//! is not parsed: its execution, seq and body go on to the Emitter as they
+//! are, which passes over them unless a subscriber came meanwhile (the
+//! Emitter decides in its own mailbox order, which is what keeps the replay
+//! seam exact; `emitter/cluster.rs` says how). Per execution and batch one
+//! decision, so an execution's events are never part parsed, part not.
 
 use crate::cluster_keys::ClusterKeys;
-use crate::cluster_stream::{
-    connect_reader, parse_entry, reader_lanes, BLOCK, CONNECT_TIMEOUT, READ_COUNT,
-};
+pub use crate::cluster_stream::RawEntry;
+use crate::cluster_stream::{connect_reader, reader_lanes, BLOCK, CONNECT_TIMEOUT, READ_COUNT};
 use crate::event::AgentEvent;
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::redis_link::{RedisConnection, RedisTarget};
+use crate::registry::Watched;
 use crate::store::{EventQuery, Store};
 use crate::stream_store::{release_leases, StreamStore};
 use actix::prelude::*;
@@ -54,10 +64,12 @@ use std::time::{Duration, Instant};
 
 /// Events sequenced by the cluster (read from its stream by the
 /// Redis-subscriber), in seq order per execution: buffer, publish, and
-/// store as the [`Storing`] says.
+/// store as the [`Storing`] says. The entries not parsed (store-once: their
+/// executions had no subscriber here when they were read) are of other
+/// executions than the events, in seq order per execution too.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Sequenced(pub Vec<Arc<PublishedEvent>>, pub Storing);
+pub struct Sequenced(pub Vec<Arc<PublishedEvent>>, pub Storing, pub Vec<RawEntry>);
 
 /// Who stores the events of a [`Sequenced`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +118,9 @@ pub struct SubscriberConfig {
     /// (`stream_store.rs`), a silent node's partitions passing on after this
     /// long. `None`: every node stores every event in its own store.
     pub store_once: Option<Duration>,
+    /// Store-once: who watches what here; entries of other executions are
+    /// handed on unparsed. `None`: every entry is parsed.
+    pub watched: Option<Arc<Watched>>,
 }
 
 /// Entries read from the stream, in stream order; answered once handed on.
@@ -176,19 +191,77 @@ impl RedisSubscriber {
         self.metrics.cluster.with_label_values(&[what]).inc_by(n);
     }
 
-    /// Parses entries into events; an unreadable entry is logged, counted and skipped.
-    fn parse(&self, entries: Vec<StreamId>) -> Vec<AgentEvent> {
+    /// The entries' fields; an unreadable entry is logged, counted and skipped.
+    fn read_entries(&self, entries: Vec<StreamId>) -> Vec<RawEntry> {
         entries
             .into_iter()
-            .filter_map(|entry| match parse_entry(&entry) {
-                Ok(event) => Some(event),
+            .filter_map(|mut entry| match RawEntry::take(&mut entry) {
+                Ok(raw) => Some(raw),
                 Err(why) => {
-                    log::error!("stream entry {} unreadable: {why}", entry.id);
-                    self.count("unreadable-entry", 1);
+                    self.unreadable(&entry.id, &why);
                     None
                 }
             })
             .collect()
+    }
+
+    fn unreadable(&self, id: &str, why: &str) {
+        log::error!("stream entry {id} unreadable: {why}");
+        self.count("unreadable-entry", 1);
+    }
+
+    /// Whether an event of the execution may reach a subscriber here
+    /// (always, but with store-once).
+    fn wanted(&self, execution_id: &str) -> bool {
+        self.config
+            .watched
+            .as_ref()
+            .is_none_or(|w| w.wants(execution_id))
+    }
+
+    /// The batch to hand on: the fresh entries, parsed if their execution
+    /// is wanted here (with the events filled into their gaps), else as
+    /// they are. One decision per execution for the whole batch.
+    fn hand_on(
+        &self,
+        fresh: Vec<RawEntry>,
+        gaps: Vec<Gap>,
+        filled: Vec<Option<Vec<AgentEvent>>>,
+    ) -> (Vec<Arc<PublishedEvent>>, Vec<RawEntry>) {
+        let mut batch = Vec::with_capacity(fresh.len());
+        let mut unparsed = Vec::new();
+        let mut wanted: HashMap<String, bool> = HashMap::new();
+        let mut gaps = gaps.into_iter().zip(filled).peekable();
+        for (position, entry) in fresh.into_iter().enumerate() {
+            let wants = match wanted.get(&entry.execution_id) {
+                Some(wants) => *wants,
+                None => {
+                    let wants = self.wanted(&entry.execution_id);
+                    wanted.insert(entry.execution_id.clone(), wants);
+                    wants
+                }
+            };
+            while let Some((_, filled)) = gaps.next_if(|(gap, _)| gap.position == position) {
+                match filled {
+                    // Nobody here needs them: the store has them (it filled them).
+                    Some(_) if !wants => {}
+                    Some(events) => {
+                        self.count("gap-filled", 1);
+                        batch.extend(events.into_iter().map(PublishedEvent::new));
+                    }
+                    None => self.count("gap-unfilled", 1),
+                }
+            }
+            if !wants {
+                unparsed.push(entry);
+                continue;
+            }
+            match entry.parse() {
+                Ok(event) => batch.push(PublishedEvent::new(event)),
+                Err(why) => self.unreadable(&format!("{}:{}", entry.execution_id, entry.seq), &why),
+            }
+        }
+        (batch, unparsed)
     }
 
     /// Where to start the executions this actor does not track yet: after
@@ -199,16 +272,13 @@ impl RedisSubscriber {
     /// as duplicates. There live delivery starts at the first event this node
     /// reads of an execution (the reader starts at the streams' end, and a
     /// subscriber gets anything older from the store).
-    fn seeds(
-        &self,
-        events: &[AgentEvent],
-    ) -> impl std::future::Future<Output = Vec<(String, u64)>> {
+    fn seeds(&self, entries: &[RawEntry]) -> impl std::future::Future<Output = Vec<(String, u64)>> {
         let mut unknown: Vec<(String, u64)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for event in events {
-            let id = &event.execution_id;
+        for entry in entries {
+            let id = &entry.execution_id;
             if !self.last_seq.contains_key(id) && seen.insert(id.as_str()) {
-                unknown.push((id.clone(), event.seq.unwrap_or(1).saturating_sub(1)));
+                unknown.push((id.clone(), entry.seq.saturating_sub(1)));
             }
         }
         let store = self.store.clone();
@@ -228,16 +298,20 @@ impl RedisSubscriber {
     }
 
     /// Drops duplicates, finds gaps; returns the events to pass on and the gaps to fill.
-    fn order(&mut self, events: Vec<AgentEvent>) -> (Vec<AgentEvent>, Vec<Gap>) {
+    fn order(&mut self, entries: Vec<RawEntry>) -> (Vec<RawEntry>, Vec<Gap>) {
         let now = Instant::now();
-        let mut fresh = Vec::with_capacity(events.len());
+        let mut fresh = Vec::with_capacity(entries.len());
         let mut gaps = Vec::new();
-        for event in events {
-            let seq = event.seq.unwrap_or(0);
+        for event in entries {
+            let seq = event.seq;
+            // A key is copied only for an execution not tracked yet.
+            if !self.last_seq.contains_key(&event.execution_id) {
+                self.last_seq.insert(event.execution_id.clone(), (0, now));
+            }
             let entry = self
                 .last_seq
-                .entry(event.execution_id.clone())
-                .or_insert((0, now));
+                .get_mut(&event.execution_id)
+                .expect("tracked above");
             if seq <= entry.0 {
                 self.metrics
                     .cluster
@@ -362,7 +436,7 @@ impl Handler<StreamEntries> for RedisSubscriber {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: StreamEntries, _: &mut Self::Context) -> Self::Result {
-        let events = self.parse(msg.0);
+        let events = self.read_entries(msg.0);
         let seeds = self.seeds(&events);
         Box::pin(
             seeds
@@ -387,28 +461,15 @@ impl Handler<StreamEntries> for RedisSubscriber {
                     .into_actor(subscriber)
                 })
                 .map(|(fresh, gaps, filled), subscriber, _| {
-                    let mut batch = Vec::with_capacity(fresh.len());
-                    let mut gaps = gaps.into_iter().zip(filled).peekable();
-                    for (position, event) in fresh.into_iter().enumerate() {
-                        while let Some((_, filled)) =
-                            gaps.next_if(|(gap, _)| gap.position == position)
-                        {
-                            match filled {
-                                Some(events) => {
-                                    subscriber.count("gap-filled", 1);
-                                    batch.extend(events.into_iter().map(PublishedEvent::new));
-                                }
-                                None => subscriber.count("gap-unfilled", 1),
-                            }
-                        }
-                        batch.push(PublishedEvent::new(event));
-                    }
-                    if !batch.is_empty() {
+                    let (batch, unparsed) = subscriber.hand_on(fresh, gaps, filled);
+                    if !batch.is_empty() || !unparsed.is_empty() {
                         let storing = match subscriber.config.store_once {
                             Some(_) => Storing::Once,
                             None => Storing::Here,
                         };
-                        subscriber.emitter.do_send(Sequenced(batch, storing));
+                        subscriber
+                            .emitter
+                            .do_send(Sequenced(batch, storing, unparsed));
                     }
                 }),
         )

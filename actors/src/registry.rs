@@ -25,27 +25,57 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The executions that have at least one subscriber of their own (not only
-/// through a conversation), kept by the Registry and read by the Emitter.
+/// through a conversation), and how many conversations have subscribers,
+/// kept by the Registry and read by the Emitter (and, with store-once, the
+/// Redis-subscriber).
 ///
 /// Why: with a store, an execution nobody watches needs no replay buffer:
 /// every event it releases is committed, so a subscriber that comes later
 /// replays from the store. Its memory then stays flat however many
-/// executions run unwatched (PERFORMANCE.md, memory per execution).
+/// executions run unwatched (PERFORMANCE.md, memory per execution). With
+/// store-once a cluster node goes further and neither parses nor publishes
+/// the stream's events that nobody on it could receive ([`Watched::wants`]).
+///
+/// The Registry changes it before it sends `Registered`, under one lock, so
+/// an actor that reads it after a subscription took effect sees it.
 #[derive(Debug, Default)]
-pub struct Watched(std::sync::Mutex<std::collections::HashSet<Arc<str>>>);
+pub struct Watched(std::sync::Mutex<WatchedSet>);
+
+#[derive(Debug, Default)]
+struct WatchedSet {
+    executions: std::collections::HashSet<Arc<str>>,
+    /// Conversations with at least one subscriber.
+    conversations: usize,
+}
 
 impl Watched {
     /// Whether the execution has a subscriber of its own.
     pub fn contains(&self, execution_id: &str) -> bool {
-        self.0.lock().expect("watched lock").contains(execution_id)
+        let set = self.0.lock().expect("watched lock");
+        set.executions.contains(execution_id)
+    }
+
+    /// Whether a subscriber here could receive an event of the execution:
+    /// its own subscriber, or any conversation's (the conversation of an
+    /// event not parsed is not known, so any conversation subscription
+    /// counts).
+    pub fn wants(&self, execution_id: &str) -> bool {
+        let set = self.0.lock().expect("watched lock");
+        set.conversations > 0 || set.executions.contains(execution_id)
     }
 
     fn insert(&self, execution_id: Arc<str>) {
-        self.0.lock().expect("watched lock").insert(execution_id);
+        let mut set = self.0.lock().expect("watched lock");
+        set.executions.insert(execution_id);
     }
 
     fn remove(&self, execution_id: &str) {
-        self.0.lock().expect("watched lock").remove(execution_id);
+        let mut set = self.0.lock().expect("watched lock");
+        set.executions.remove(execution_id);
+    }
+
+    fn set_conversations(&self, count: usize) {
+        self.0.lock().expect("watched lock").conversations = count;
     }
 }
 
@@ -331,6 +361,7 @@ impl Registry {
                 }
             }
         }
+        self.watched.set_conversations(self.by_conversation.len());
     }
 
     /// Which sessions get which events of a batch, each event once per
@@ -393,6 +424,7 @@ impl Handler<Disconnect> for Registry {
             subscribers.retain(|s| s.session != msg.session);
             !subscribers.is_empty()
         });
+        self.watched.set_conversations(self.by_conversation.len());
     }
 }
 
@@ -416,6 +448,9 @@ impl Handler<Subscribe> for Registry {
             session: msg.session,
             filter: msg.filter,
         });
+        // Before `Registered` too: a store-once node passes over nothing a
+        // conversation subscriber could get from now on.
+        self.watched.set_conversations(self.by_conversation.len());
         registered.do_send(Registered(msg.target));
     }
 }
@@ -584,6 +619,23 @@ mod tests {
         let seqs: Vec<u64> = deliver.events().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=70).collect::<Vec<_>>());
         assert_eq!(deliver.len(), 70);
+    }
+
+    #[test]
+    fn any_conversation_subscription_makes_every_execution_wanted() {
+        let watched = Watched::default();
+        assert!(!watched.wants("e1"));
+        watched.insert("e1".into());
+        assert!(watched.wants("e1") && !watched.wants("e2"));
+        watched.set_conversations(1);
+        assert!(
+            watched.wants("e2"),
+            "its conversation is not known unparsed"
+        );
+        assert!(!watched.contains("e2"));
+        watched.set_conversations(0);
+        watched.remove("e1");
+        assert!(!watched.wants("e1"));
     }
 
     #[test]

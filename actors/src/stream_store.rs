@@ -26,7 +26,7 @@
 //! replica and stores what it reads (docs/operations.md says which to choose).
 
 use crate::cluster_keys::PartitionKeys;
-use crate::cluster_stream::{connect_reader, parse_entry, BLOCK, READ_COUNT};
+use crate::cluster_stream::{connect_reader, RawEntry, BLOCK, READ_COUNT};
 use crate::metrics::Metrics;
 use crate::protocol::PublishedEvent;
 use crate::redis_link::{RedisConnection, RedisTarget};
@@ -254,16 +254,19 @@ impl StreamStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let events: Vec<Arc<PublishedEvent>> = entries
-            .iter()
-            .filter_map(|entry| match parse_entry(entry) {
-                Ok(event) => Some(PublishedEvent::new(event)),
-                Err(why) => {
-                    // Acked all the same: no node could ever store it.
-                    log::error!("stream entry {} unreadable: {why}", entry.id);
-                    None
-                }
-            })
+            .into_iter()
+            .filter_map(
+                |mut entry| match RawEntry::take(&mut entry).and_then(|r| r.parse()) {
+                    Ok(event) => Some(PublishedEvent::new(event)),
+                    Err(why) => {
+                        // Acked all the same: no node could ever store it.
+                        log::error!("stream entry {} unreadable: {why}", entry.id);
+                        None
+                    }
+                },
+            )
             .collect();
         let mut failures: u32 = 0;
         while !events.is_empty() {
@@ -282,7 +285,6 @@ impl StreamStore {
                 }
             }
         }
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         connection
             .xack::<_, _, _, ()>(&self.partitions[index].stream, GROUP, &ids)
             .await

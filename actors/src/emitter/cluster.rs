@@ -25,6 +25,97 @@ impl Emitter {
         }
     }
 
+    /// Store-once: the stream's entries the Redis-subscriber did not parse,
+    /// because nobody here watched their executions when it read them.
+    /// Decided again here, per execution, in this mailbox's order: an
+    /// execution still unwatched (and no fallback under way, which compares
+    /// events) is passed over: its seqs move on, its buffer empties (a
+    /// buffer with a hole would answer a replay wrongly), the entry is kept
+    /// raw for [`PASSED_KEEP`] (a replay parses it from there), and nothing
+    /// goes to the Registry. Returns the others, parsed, to be released as
+    /// usual.
+    ///
+    /// Why the replay seam stays exact: the Registry marks an execution
+    /// watched before it answers `Registered`, and the subscriber's history
+    /// read (`ReadBuffer`) comes after that answer. So an entry handled
+    /// before the mark is passed over and counted in `released_seq`, which
+    /// the history must reach: from the raw entries kept here, and for
+    /// anything older from the store, which it waits for should the
+    /// store-once writer lag; an entry handled after the mark is released
+    /// and reaches the subscriber live.
+    pub(super) fn pass_over(&mut self, entries: Vec<RawEntry>) -> Vec<Arc<PublishedEvent>> {
+        let mut wanted: HashMap<String, bool> = HashMap::new();
+        let mut parsed = Vec::new();
+        let (mut passed, mut freed, mut emptied) = (0u64, 0isize, 0i64);
+        let now = Instant::now();
+        for entry in entries {
+            let wants = match wanted.get(&entry.execution_id) {
+                Some(wants) => *wants,
+                None => {
+                    let wants = self.fallback.is_active()
+                        || self
+                            .watched
+                            .as_ref()
+                            .is_none_or(|w| w.wants(&entry.execution_id));
+                    wanted.insert(entry.execution_id.clone(), wants);
+                    wants
+                }
+            };
+            if wants {
+                match entry.parse() {
+                    Ok(event) => parsed.push(PublishedEvent::new(event)),
+                    Err(why) => {
+                        log::error!(
+                            "stream entry {}:{} unreadable: {why}",
+                            entry.execution_id,
+                            entry.seq
+                        );
+                        self.metrics
+                            .cluster
+                            .with_label_values(&["unreadable-entry"])
+                            .inc();
+                    }
+                }
+                continue;
+            }
+            let key = self.key_of(&entry.execution_id);
+            let state = self
+                .executions
+                .entry(key)
+                .or_insert_with(ExecutionState::empty);
+            state.last_seq = state.last_seq.max(entry.seq);
+            state.settled_seq = state.settled_seq.max(entry.seq);
+            state.released_seq = state.released_seq.max(entry.seq);
+            state.last_event_at = now;
+            if state.conversation_id.is_none() {
+                state.conversation_id = entry.conversation_id();
+            }
+            if !state.buffer.is_empty() {
+                freed += state.buffer.clear() as isize;
+                emptied += 1;
+            }
+            state.passed.push_back((now, entry));
+            state.forget_passed(now);
+            while state.passed.len() > self.config.buffer_size {
+                state.passed.pop_front();
+            }
+            passed += 1;
+        }
+        if passed > 0 {
+            self.buffered_bytes.change(-freed);
+            self.metrics.executions_buffered.sub(emptied);
+            self.metrics
+                .buffered_bytes
+                .set(self.buffered_bytes.total() as i64);
+            self.metrics.events_in.inc_by(passed);
+            self.metrics
+                .cluster
+                .with_label_values(&["passed-over"])
+                .inc_by(passed);
+        }
+        parsed
+    }
+
     /// Cluster mode: Redis assigns the seqs; the events come back through the stream.
     pub(super) fn publish_to_cluster(
         &mut self,

@@ -48,7 +48,7 @@ use crate::persister::{Backlog, Persist, Persister, Release};
 pub use crate::protocol::Accepted;
 use crate::protocol::{ErrorCode, PublishedEvent};
 use crate::redis_sequencer::{Draft, RedisSequencer, DRAFT_MEMORY_SECS};
-pub use crate::redis_subscriber::{Sequenced, Storing};
+pub use crate::redis_subscriber::{RawEntry, Sequenced, Storing};
 use crate::registry::{Publish, Registry, Resync, Watched};
 use crate::replay_buffer::{Aged, BufferedBytes, ReplayBuffer};
 use crate::store::{JournalEntry, Store, StoreError};
@@ -305,8 +305,17 @@ struct ExecutionState {
     /// a provisional one. The floor sent to the script: a floor above what
     /// the cluster really handed out would make it skip seqs (a hole).
     settled_seq: u64,
+    /// The highest seq released to the Registry or, with store-once, passed
+    /// over (`cluster.rs`): a replay must reach it, every later event
+    /// reaches a new subscriber live.
+    released_seq: u64,
     conversation_id: Option<String>,
     buffer: ReplayBuffer,
+    /// Store-once: what was passed over in the last [`PASSED_KEEP`] (at
+    /// most `buffer_size` entries), raw; while it holds anything the buffer
+    /// is empty. A replay parses them from here, so that it does not wait
+    /// for the store-once writer to have stored them (`cluster.rs`).
+    passed: std::collections::VecDeque<(Instant, RawEntry)>,
     last_event_at: Instant,
 }
 
@@ -319,12 +328,25 @@ fn aged(executions: &mut IdMap<Arc<str>, ExecutionState>) -> impl Iterator<Item 
 }
 
 impl ExecutionState {
+    /// Drops what was passed over longer than [`PASSED_KEEP`] ago.
+    fn forget_passed(&mut self, now: Instant) {
+        while self
+            .passed
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > PASSED_KEEP)
+        {
+            self.passed.pop_front();
+        }
+    }
+
     fn empty() -> Self {
         ExecutionState {
             last_seq: 0,
             settled_seq: 0,
+            released_seq: 0,
             conversation_id: None,
             buffer: ReplayBuffer::default(),
+            passed: std::collections::VecDeque::new(),
             last_event_at: Instant::now(),
         }
     }
@@ -420,6 +442,12 @@ impl Emitter {
 /// the execution ID it repeats; the size limit is on the event itself.
 const FRAME_OVERHEAD: usize = 64 + crate::event::MAX_ID_LEN;
 
+/// How long a store-once node keeps what it passed over, raw, for replays:
+/// far longer than the store-once writer lags behind the stream, so a replay
+/// rarely needs the store for the newest events; its memory follows the
+/// cluster's event rate over this long, not the number of executions.
+const PASSED_KEEP: Duration = Duration::from_secs(5);
+
 /// How often the Emitter looks for buffers to drop.
 const EVICTION_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -479,6 +507,9 @@ impl Emitter {
     /// Drops the buffers of idle executions, then of the longest idle beyond the cap.
     fn evict(&mut self) {
         let now = Instant::now();
+        for state in self.executions.values_mut() {
+            state.forget_passed(now);
+        }
         let idle = self.config.execution_idle;
         let mut evicted = self
             .buffered_bytes
@@ -536,6 +567,21 @@ impl Handler<ReadBuffer> for Emitter {
         let Some(state) = self.executions.get(&msg.execution_id) else {
             return MessageResult(BufferedEvents::default());
         };
+        if let Some((_, oldest)) = state.passed.front() {
+            // Passed over: the recent events are here, raw (the buffer is empty).
+            let events = state
+                .passed
+                .iter()
+                .filter(|(_, e)| e.seq > msg.after_seq)
+                .filter_map(|(_, e)| e.parse().ok().map(PublishedEvent::new))
+                .collect();
+            return MessageResult(BufferedEvents {
+                events,
+                last_seq: state.last_seq,
+                oldest_buffered: Some(oldest.seq),
+                released_seq: state.released_seq,
+            });
+        }
         let events = state
             .buffer
             .iter()
@@ -546,6 +592,7 @@ impl Handler<ReadBuffer> for Emitter {
             events,
             last_seq: state.last_seq,
             oldest_buffered: state.buffer.oldest_seq(),
+            released_seq: state.released_seq,
         })
     }
 }
@@ -554,7 +601,10 @@ impl Handler<Sequenced> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Sequenced, _: &mut Self::Context) {
-        let Sequenced(mut arrived, storing) = msg;
+        let Sequenced(mut arrived, storing, unparsed) = msg;
+        if !unparsed.is_empty() {
+            arrived.extend(self.pass_over(unparsed));
+        }
         for event in &arrived {
             let state = self.state_of(event);
             state.settled_seq = state.settled_seq.max(event.seq);

@@ -40,7 +40,15 @@ impl Emitter {
                     .is_some_and(|w| !w.contains(item.execution_id()));
             let state = self.state_of(item);
             let was_empty = state.buffer.is_empty();
+            // Watched again after it was passed over: what is kept of that
+            // goes into the buffer first, in order.
+            for (_, entry) in state.passed.drain(..) {
+                if let Ok(event) = entry.parse() {
+                    bytes += state.buffer.push(PublishedEvent::new(event), capacity);
+                }
+            }
             state.last_seq = state.last_seq.max(item.seq);
+            state.released_seq = state.released_seq.max(item.seq);
             if unwatched {
                 // A partial buffer would answer a replay without the newer
                 // events: all of it goes, the store has every one.
