@@ -44,7 +44,7 @@ impl Emitter {
     /// store-once writer lag; an entry handled after the mark is released
     /// and reaches the subscriber live.
     pub(super) fn pass_over(&mut self, entries: Vec<RawEntry>) -> Vec<Arc<PublishedEvent>> {
-        let mut wanted: HashMap<String, bool> = HashMap::new();
+        let mut wanted: IdMap<String, bool> = id_map();
         let mut parsed = Vec::new();
         let (mut passed, mut freed, mut emptied) = (0u64, 0isize, 0i64);
         let now = Instant::now();
