@@ -80,6 +80,26 @@ async fn mongodb_keeps_everything_across_a_reconnect() {
     drop_database(&uri, &database).await;
 }
 
+#[tokio::test]
+async fn sqlite_two_writers_on_one_file_count_each_event_once() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    two_writers_count_each_event_once(open_sqlite(dir.path()), open_sqlite(dir.path())).await;
+}
+
+#[tokio::test]
+async fn mongodb_two_writers_on_one_database_count_each_event_once() {
+    let Some(uri) = mongodb_uri("conformance") else {
+        return;
+    };
+    let database = database_name("two-writers");
+    let (first, second) = (
+        connect_mongodb(&uri, &database).await,
+        connect_mongodb(&uri, &database).await,
+    );
+    two_writers_count_each_event_once(first, second).await;
+    drop_database(&uri, &database).await;
+}
+
 // ---------------------------------------------------------------------------
 // Building executions
 
@@ -1062,6 +1082,52 @@ async fn ping_answers(store: Arc<dyn Store>) {
         .await
         .expect("append");
     store.ping().await.expect("ping after a write");
+}
+
+/// Two writers on the same data (two nodes of a cluster on one database)
+/// append the same events at the same time, cut into batches differently;
+/// then one goes on alone, and retries a stretch: each event is stored and
+/// counted once at every stage.
+async fn two_writers_count_each_event_once(first: Arc<dyn Store>, second: Arc<dyn Store>) {
+    let run = (0..80).fold(Run::new("shared"), |run, n| {
+        run.then(n, thinking("worker", &format!("step {n}")))
+    });
+    let append_in = |store: Arc<dyn Store>, seqs: std::ops::RangeInclusive<u64>, size: u64| {
+        let last = *seqs.end();
+        let batches: Vec<_> = seqs
+            .step_by(size as usize)
+            .map(|first| run.seqs(first, (first + size - 1).min(last)))
+            .collect();
+        async move {
+            for batch in batches {
+                store.append(batch).await.expect("append");
+            }
+        }
+    };
+    let each_once = |stage: &'static str, last: u64| {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            for store in [&first, &second] {
+                let summary = summary(store, "shared").await.expect("a summary");
+                assert_eq!(
+                    (summary.event_count, summary.last_seq),
+                    (last, last),
+                    "{stage}"
+                );
+                let events = read(store, all_of("shared")).await;
+                assert_eq!(seqs(&events), (1..=last).collect::<Vec<_>>(), "{stage}");
+            }
+        }
+    };
+    tokio::join!(
+        append_in(first.clone(), 1..=60, 7),
+        append_in(second.clone(), 1..=60, 11)
+    );
+    each_once("after both writers", 60).await;
+    append_in(first.clone(), 61..=80, 5).await;
+    each_once("after one writer went on", 80).await;
+    second.append(run.seqs(20, 40)).await.expect("append again");
+    each_once("after a retried stretch", 80).await;
 }
 
 /// Everything written before closing reads back the same after opening again,

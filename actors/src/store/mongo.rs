@@ -262,15 +262,77 @@ impl Inner {
             .iter()
             .map(|published| event_document(&published.event, published.seq))
             .collect::<Result<Vec<_>, _>>()?;
-        self.insert_events(docs).await?;
-        let batches = summarize(events);
-        let counts = self.count_events(batches.keys()).await?;
-        try_join_all(batches.iter().map(|(execution_id, batch)| {
-            let count = counts.get(execution_id).copied().unwrap_or(0);
-            self.update_summary(execution_id, summary_update(batch, count))
+        let every_one_new = self.insert_events(docs).await?;
+        let mut batches = summarize(events);
+        for _ in 0..FOLD_ATTEMPTS {
+            batches = self.fold_summaries(batches, every_one_new).await?;
+            if batches.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::new(format!(
+            "mongodb: the summaries of {} execution(s) kept changing under this append; \
+             it is retried",
+            batches.len()
+        )))
+    }
+
+    /// Folds each batch into its execution's summary; returns the batches
+    /// whose summary another writer changed meanwhile, to fold again.
+    ///
+    /// # Counting without reading an execution whole
+    /// A summary's `eventCount` counts exactly its execution's stored events
+    /// up to its `lastSeq`. So a batch above `lastSeq` (nearly every batch)
+    /// adds the stored events between `lastSeq` and its own last seq, a
+    /// count over that range of the `executionId, seq` index, which is the
+    /// batch's size; a batch reaching back to or below `lastSeq` (a retry, an
+    /// event that comes late) counts the execution's events up to the new
+    /// `lastSeq` instead. Both count what is stored, not what the batch
+    /// holds, so an append whose events were stored but whose summary was
+    /// not is counted by the next one. Counting every event of the
+    /// execution at every commit, as this once did, read an execution of
+    /// 100,000 events whole at each of its commits (PERFORMANCE.md).
+    ///
+    /// Most batches need no count at all: when every event of the append was
+    /// new and an execution's events in it are the seqs right after
+    /// `lastSeq` without a gap, the range holds exactly those events.
+    ///
+    /// The update applies only if `lastSeq` is still what was read: if
+    /// another writer (another node on the same database) moved it, the
+    /// batch is folded again from the new summary, so no range is counted
+    /// twice.
+    async fn fold_summaries(
+        &self,
+        batches: BTreeMap<String, BatchSummary>,
+        every_one_new: bool,
+    ) -> Result<BTreeMap<String, BatchSummary>, StoreError> {
+        let counted = self.counted(batches.keys()).await?;
+        let ranges: Vec<CountRange> = batches
+            .iter()
+            .map(|(execution_id, batch)| {
+                let counted = counted.get(execution_id).copied();
+                CountRange::of(execution_id, batch, counted, every_one_new)
+            })
+            .collect();
+        let found = self.count_in_ranges(&ranges).await?;
+        let applied = try_join_all(ranges.iter().zip(batches.values()).map(|(range, batch)| {
+            let stored_in_range = (range.known)
+                .or_else(|| found.get(range.execution_id).copied())
+                .unwrap_or(0);
+            let update = summary_update(batch, range.event_count(stored_in_range), range.through);
+            self.update_summary(range, update)
         }))
         .await?;
-        Ok(())
+        let again: BTreeSet<String> = ranges
+            .iter()
+            .zip(applied)
+            .filter(|(_, applied)| !applied)
+            .map(|(range, _)| range.execution_id.to_owned())
+            .collect();
+        Ok(batches
+            .into_iter()
+            .filter(|(execution_id, _)| again.contains(execution_id))
+            .collect())
     }
 
     /// After the events, never before: a key whose events are missing would
@@ -316,54 +378,96 @@ impl Inner {
         }))
     }
 
-    async fn insert_events(&self, docs: Vec<Document>) -> Result<(), StoreError> {
+    /// Stores the events; says whether every one of them was new.
+    async fn insert_events(&self, docs: Vec<Document>) -> Result<bool, StoreError> {
         // Unordered, so that one duplicate does not stop the events after it.
         match self.events.insert_many(docs).ordered(false).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(err) if is_only_duplicates(&err) => {
                 debug!("store: some events were already stored; kept the stored copies");
-                Ok(())
+                Ok(false)
             }
             Err(err) => Err(self.secrets.error("storing events", &err)),
         }
     }
 
-    /// Events stored per execution, counted by the server from the index.
-    async fn count_events<'a>(
+    /// What each execution's summary has counted: its `eventCount` and, if
+    /// it has one, its `lastSeq`; executions without a summary are absent.
+    async fn counted<'a>(
         &self,
         execution_ids: impl Iterator<Item = &'a String>,
-    ) -> Result<HashMap<String, u64>, StoreError> {
+    ) -> Result<HashMap<String, Counted>, StoreError> {
         let ids: Vec<&String> = execution_ids.collect();
-        let pipeline = [
-            doc! { "$match": { "executionId": { "$in": ids } } },
-            doc! { "$group": { "_id": "$executionId", "n": { "$sum": 1 } } },
-        ];
         let rows = self
-            .collect("counting events", self.events.aggregate(pipeline).await)
+            .collect(
+                "reading execution summaries",
+                self.executions
+                    .find(doc! { "executionId": { "$in": ids } })
+                    .projection(doc! { "_id": 0, "executionId": 1, "eventCount": 1, "lastSeq": 1 })
+                    .await,
+            )
             .await?;
         Ok(rows
             .iter()
-            .filter_map(|row| Some((row.get_str("_id").ok()?.to_owned(), number(row, "n")?)))
+            .filter_map(|row| {
+                let counted = Counted {
+                    event_count: number(row, "eventCount").unwrap_or(0),
+                    last_seq: number(row, "lastSeq"),
+                };
+                Some((row.get_str("executionId").ok()?.to_owned(), counted))
+            })
             .collect())
     }
 
-    async fn update_summary(&self, execution_id: &str, update: Document) -> Result<(), StoreError> {
-        let filter = doc! { "executionId": execution_id };
-        let mut retried = false;
-        loop {
-            let result = self
-                .executions
-                .update_one(filter.clone(), update.clone())
-                .upsert(true)
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                // Two first upserts of the same execution race on the unique
-                // index; servers since 4.2 retry that themselves, older ones
-                // leave it to us. The second attempt finds the document.
-                Err(err) if !retried && is_duplicate_key(&err) => retried = true,
-                Err(err) => return Err(self.secrets.error("updating the execution summary", &err)),
+    /// Stored events in each range, by execution, counted by the server
+    /// from the `executionId, seq` index: one count per execution, side by
+    /// side (one `$or` over all the ranges is not read from the index by
+    /// every server: SecantusDB scanned the collection for it).
+    async fn count_in_ranges(
+        &self,
+        ranges: &[CountRange<'_>],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let unknown = ranges.iter().filter(|range| range.known.is_none());
+        let counts = try_join_all(unknown.map(|range| async move {
+            let filter = doc! {
+                "executionId": range.execution_id,
+                "seq": { "$gt": to_i64(range.after), "$lte": to_i64(range.through) },
+            };
+            self.events
+                .count_documents(filter)
+                .await
+                .map(|n| (range.execution_id.to_owned(), n))
+                .map_err(|err| self.secrets.error("counting events", &err))
+        }))
+        .await?;
+        Ok(counts.into_iter().collect())
+    }
+
+    /// Applies `update` to the range's summary if its `lastSeq` is still the
+    /// one counted from (creating the summary if there was none); false if
+    /// another writer changed it first.
+    async fn update_summary(
+        &self,
+        range: &CountRange<'_>,
+        update: Document,
+    ) -> Result<bool, StoreError> {
+        let filter = match range.counted.and_then(|counted| counted.last_seq) {
+            Some(last_seq) => {
+                doc! { "executionId": range.execution_id, "lastSeq": to_i64(last_seq) }
             }
+            None => doc! { "executionId": range.execution_id, "lastSeq": { "$exists": false } },
+        };
+        let result = self
+            .executions
+            .update_one(filter, update)
+            .upsert(range.counted.is_none())
+            .await;
+        match result {
+            Ok(outcome) => Ok(outcome.matched_count == 1 || outcome.upserted_id.is_some()),
+            // Two first upserts of the same execution race on the unique
+            // index: the one that lost folds again from the other's summary.
+            Err(err) if is_duplicate_key(&err) => Ok(false),
+            Err(err) => Err(self.secrets.error("updating the execution summary", &err)),
         }
     }
 
@@ -901,7 +1005,10 @@ fn event_from_document(doc: &Document) -> Result<AgentEvent, StoreError> {
 struct BatchSummary {
     started_at: DateTime<Utc>,
     last_event_at: DateTime<Utc>,
+    first_seq: u64,
     last_seq: u64,
+    /// How many events of the execution the batch holds.
+    events: u64,
     conversation_id: Option<String>,
     /// The `orchestration-complete` with the highest seq: its status and time.
     completion: Option<(u64, ExecutionStatus, DateTime<Utc>)>,
@@ -914,7 +1021,9 @@ impl BatchSummary {
         BatchSummary {
             started_at: at,
             last_event_at: at,
+            first_seq: seq,
             last_seq: seq,
+            events: 0,
             conversation_id: None,
             completion: None,
             departments: BTreeSet::new(),
@@ -925,7 +1034,9 @@ impl BatchSummary {
         let at = event_time(event);
         self.started_at = self.started_at.min(at);
         self.last_event_at = self.last_event_at.max(at);
+        self.first_seq = self.first_seq.min(seq);
         self.last_seq = self.last_seq.max(seq);
+        self.events += 1;
         // The Emitter gives all events of an execution the same conversation;
         // the first one named is kept, as in the SQLite backend.
         if self.conversation_id.is_none() {
@@ -943,6 +1054,69 @@ impl BatchSummary {
     }
 }
 
+/// What an execution's summary counts: its `eventCount` and `lastSeq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    event_count: u64,
+    /// `None` only for a summary without one (none is written so).
+    last_seq: Option<u64>,
+}
+
+/// Which of an execution's stored events one fold counts: those with a seq
+/// in `after..=through` (`Inner::fold_summaries` says why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CountRange<'a> {
+    execution_id: &'a str,
+    /// The summary as read, `None` if the execution has none yet.
+    counted: Option<Counted>,
+    after: u64,
+    /// The summary's `lastSeq` after this fold.
+    through: u64,
+    /// Whether the range starts where the summary's count ends (so its
+    /// events add to `eventCount`) or at the start (so they replace it).
+    adds_to_count: bool,
+    /// The stored events in the range, when known without a count.
+    known: Option<u64>,
+}
+
+impl<'a> CountRange<'a> {
+    /// The range `batch` adds to the summary as read; `every_one_new`: the
+    /// append stored each of its events itself.
+    fn of(
+        execution_id: &'a str,
+        batch: &BatchSummary,
+        counted: Option<Counted>,
+        every_one_new: bool,
+    ) -> Self {
+        let counted_through = counted.and_then(|c| c.last_seq).unwrap_or(0);
+        let above = batch.first_seq > counted_through;
+        let right_after_without_gaps = batch.first_seq == counted_through + 1
+            && batch.events == batch.last_seq - batch.first_seq + 1;
+        CountRange {
+            execution_id,
+            counted,
+            // Above what is counted: only the new range. Reaching back: all
+            // of it again, up to the new end.
+            after: if above { counted_through } else { 0 },
+            through: counted_through.max(batch.last_seq),
+            adds_to_count: above,
+            known: (every_one_new && right_after_without_gaps).then_some(batch.events),
+        }
+    }
+
+    /// The summary's new `eventCount`, given the stored events in the range.
+    fn event_count(&self, stored_in_range: u64) -> u64 {
+        match (self.adds_to_count, self.counted) {
+            (true, Some(counted)) => counted.event_count + stored_in_range,
+            _ => stored_in_range,
+        }
+    }
+}
+
+/// Folds of one append that lose to other writers before it gives up (and
+/// the Persister retries the append).
+const FOLD_ATTEMPTS: usize = 8;
+
 /// The batch's events grouped by execution.
 fn summarize(events: &[Arc<PublishedEvent>]) -> BTreeMap<String, BatchSummary> {
     let mut batches: BTreeMap<String, BatchSummary> = BTreeMap::new();
@@ -956,18 +1130,19 @@ fn summarize(events: &[Arc<PublishedEvent>]) -> BTreeMap<String, BatchSummary> {
     batches
 }
 
-/// The upsert that folds one batch into its execution's summary. Every
-/// operator is idempotent, so applying it twice, or after a later batch, or
-/// concurrently with another node, leaves the same summary.
-fn summary_update(batch: &BatchSummary, event_count: u64) -> Document {
-    let mut set = Document::new();
+/// The upsert that folds one batch into its execution's summary: the count
+/// up to `last_seq` ([`CountRange`]; applied only while the summary's
+/// `lastSeq` is the one counted from), and operators that are idempotent,
+/// so that a batch applied twice, or after a later batch, leaves the same
+/// summary.
+fn summary_update(batch: &BatchSummary, event_count: u64, last_seq: u64) -> Document {
+    let mut set = doc! {
+        "eventCount": to_i64(event_count),
+        "lastSeq": to_i64(last_seq),
+    };
     let mut update = doc! {
         "$min": { "startedAt": bson_time(batch.started_at) },
-        "$max": {
-            "lastEventAt": bson_time(batch.last_event_at),
-            "lastSeq": to_i64(batch.last_seq),
-            "eventCount": to_i64(event_count),
-        },
+        "$max": { "lastEventAt": bson_time(batch.last_event_at) },
     };
     match batch.completion {
         Some((_, status, ended_at)) => {
@@ -985,10 +1160,7 @@ fn summary_update(batch: &BatchSummary, event_count: u64) -> Document {
     if let Some(conversation_id) = &batch.conversation_id {
         set.insert("conversationId", conversation_id);
     }
-    // Servers before 5.0 refuse an operator with nothing in it.
-    if !set.is_empty() {
-        update.insert("$set", set);
-    }
+    update.insert("$set", set);
     if !batch.departments.is_empty() {
         let departments: Vec<&String> = batch.departments.iter().collect();
         update.insert(
@@ -1745,22 +1917,82 @@ mod tests {
         let e1 = &batches["e1"];
         assert_eq!(e1.started_at, at("2025-10-01T12:00:01Z"));
         assert_eq!(e1.last_event_at, at("2025-10-01T12:00:02Z"));
-        assert_eq!(e1.last_seq, 2);
+        assert_eq!((e1.first_seq, e1.last_seq), (1, 2));
         assert_eq!(e1.conversation_id.as_deref(), Some("c1"));
         assert_eq!(
-            summary_update(e1, 2),
+            summary_update(e1, 2, 2),
             doc! {
                 "$min": { "startedAt": bson_time(at("2025-10-01T12:00:01Z")) },
-                "$max": {
-                    "lastEventAt": bson_time(at("2025-10-01T12:00:02Z")),
-                    "lastSeq": 2_i64,
-                    "eventCount": 2_i64,
-                },
+                "$max": { "lastEventAt": bson_time(at("2025-10-01T12:00:02Z")) },
                 "$setOnInsert": { "status": "running" },
-                "$set": { "conversationId": "c1" },
+                "$set": { "eventCount": 2_i64, "lastSeq": 2_i64, "conversationId": "c1" },
                 "$addToSet": { "departments": { "$each": ["story"] } },
             }
         );
+    }
+
+    /// An event of execution `e1` with this seq.
+    fn e1_event(seq: u64) -> Arc<PublishedEvent> {
+        stored(
+            json!({"type":"agent-start","executionId":"e1","agentId":"a"}),
+            seq,
+            "2025-10-01T12:00:00Z",
+        )
+    }
+
+    /// A batch of seqs `first..=last` of execution `e1`.
+    fn seqs(first: u64, last: u64) -> BatchSummary {
+        let events: Vec<_> = (first..=last).map(e1_event).collect();
+        summarize(&events).remove("e1").unwrap()
+    }
+
+    #[test]
+    fn a_batch_above_the_count_counts_only_its_range() {
+        let counted = Counted {
+            event_count: 10,
+            last_seq: Some(12),
+        };
+        let range = CountRange::of("e1", &seqs(13, 20), Some(counted), false);
+        assert_eq!((range.after, range.through, range.known), (12, 20, None));
+        assert_eq!(range.event_count(8), 18);
+        let first = CountRange::of("e1", &seqs(1, 5), None, false);
+        assert_eq!(
+            (first.after, first.through, first.event_count(5)),
+            (0, 5, 5)
+        );
+    }
+
+    #[test]
+    fn only_new_events_right_after_the_count_skip_counting() {
+        let counted = Some(Counted {
+            event_count: 10,
+            last_seq: Some(12),
+        });
+        let known = |batch: &BatchSummary, counted, every_one_new| {
+            CountRange::of("e1", batch, counted, every_one_new).known
+        };
+        assert_eq!(known(&seqs(13, 20), counted, true), Some(8));
+        assert_eq!(known(&seqs(1, 4), None, true), Some(4));
+        // Some were stored before; a gap before the batch; a gap inside it.
+        assert_eq!(known(&seqs(13, 20), counted, false), None);
+        assert_eq!(known(&seqs(14, 20), counted, true), None);
+        let mut gapped = seqs(13, 15);
+        gapped.add(&e1_event(17).event, 17);
+        assert_eq!(known(&gapped, counted, true), None);
+    }
+
+    #[test]
+    fn a_batch_reaching_back_counts_everything_up_to_the_new_end() {
+        let counted = Counted {
+            event_count: 10,
+            last_seq: Some(12),
+        };
+        // A retry of stored events, and one that also goes further.
+        for (batch, through) in [(seqs(5, 12), 12), (seqs(12, 15), 15)] {
+            let range = CountRange::of("e1", &batch, Some(counted), true);
+            assert_eq!((range.after, range.through), (0, through));
+            assert_eq!(range.event_count(13), 13, "replaces the count");
+        }
     }
 
     #[test]
@@ -1778,10 +2010,15 @@ mod tests {
             ),
         ];
         let batch = &summarize(&events)["e1"];
-        let update = summary_update(batch, 9);
+        let update = summary_update(batch, 9, 9);
         assert_eq!(
             update.get_document("$set").unwrap(),
-            &doc! { "status": "success", "endedAt": bson_time(at("2025-10-01T12:00:09Z")) }
+            &doc! {
+                "eventCount": 9_i64,
+                "lastSeq": 9_i64,
+                "status": "success",
+                "endedAt": bson_time(at("2025-10-01T12:00:09Z")),
+            }
         );
         assert!(update.get("$setOnInsert").is_none());
         assert!(update.get("$addToSet").is_none());
