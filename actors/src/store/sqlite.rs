@@ -817,9 +817,11 @@ fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<Vec<
         tx.prepare_cached("SELECT rowid FROM events WHERE execution_id = ?1 AND seq = ?2")?;
     rows.iter()
         .map(|row| {
-            let rowid: i64 =
-                rowid_of.query_row(params![row.execution_id, row.seq], |found| found.get(0))?;
-            Ok(rowid > highest_before)
+            // A row `OR IGNORE` left out for another reason is not new either.
+            let rowid: Option<i64> = rowid_of
+                .query_row(params![row.execution_id, row.seq], |found| found.get(0))
+                .optional()?;
+            Ok(rowid.is_some_and(|rowid| rowid > highest_before))
         })
         .collect()
 }
