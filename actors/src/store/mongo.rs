@@ -323,15 +323,11 @@ impl Inner {
             self.update_summary(range, update)
         }))
         .await?;
-        let again: BTreeSet<String> = ranges
-            .iter()
-            .zip(applied)
-            .filter(|(_, applied)| !applied)
-            .map(|(range, _)| range.execution_id.to_owned())
-            .collect();
+        // `applied` is in the batches' order, as the ranges are.
         Ok(batches
             .into_iter()
-            .filter(|(execution_id, _)| again.contains(execution_id))
+            .zip(applied)
+            .filter_map(|(batch, applied)| (!applied).then_some(batch))
             .collect())
     }
 
