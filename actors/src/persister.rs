@@ -70,6 +70,19 @@ pub struct Release {
     /// Whether they are committed (false: the store is failing and they go
     /// live before it has them, so they must stay in the replay buffer).
     pub stored: bool,
+    /// Producers waiting for these events, answered by the receiver once it
+    /// has handed them on: a 202 then comes after its events are live, so a
+    /// client that subscribes after a 202 never gets that event as new.
+    pub acks: Vec<Ack>,
+}
+
+impl Release {
+    /// Tells the waiting producers their events are stored.
+    pub fn answer(acks: Vec<Ack>) {
+        for ack in acks {
+            let _ = ack.send(Ok(()));
+        }
+    }
 }
 
 /// Events accepted but not yet stored, and the store's last error: shared by
@@ -156,7 +169,8 @@ impl Batch {
         self.keys.append(&mut newer.keys);
     }
 
-    /// Hands the events to live delivery, once.
+    /// Hands the events to live delivery, once, and `acks` with the last of
+    /// them (answered here if nothing is released, or its receiver is gone).
     ///
     /// Consecutive releases to the same actor (normally all of them go to
     /// the Emitter) travel as one `Release`, in order: the Emitter then
@@ -164,7 +178,7 @@ impl Batch {
     /// session one `Deliver` for it instead of one per request. Under load
     /// a commit holds many requests, and a `Deliver` (one actix message)
     /// cost more than the event it carried (PERFORMANCE.md).
-    fn release(&mut self) {
+    fn release(&mut self, acks: Vec<Ack>) {
         let mut merged: Option<(Recipient<Release>, Vec<Arc<PublishedEvent>>)> = None;
         for (to, mut events) in self.releases.drain(..) {
             match &mut merged {
@@ -174,16 +188,26 @@ impl Batch {
                         previous.do_send(Release {
                             events: pending,
                             stored: true,
+                            acks: Vec::new(),
                         });
                     }
                 }
             }
         }
-        if let Some((to, events)) = merged {
-            to.do_send(Release {
-                events,
-                stored: true,
-            });
+        let Some((to, events)) = merged else {
+            return Release::answer(acks);
+        };
+        let last = Release {
+            events,
+            stored: true,
+            acks,
+        };
+        match to.try_send(last) {
+            Ok(()) => {}
+            // `try_send` keeps to the mailbox's capacity, `do_send` does not.
+            Err(SendError::Full(last)) => to.do_send(last),
+            // The events are stored all the same: a 503 would be false.
+            Err(SendError::Closed(last)) => Release::answer(last.acks),
         }
     }
 }
@@ -265,9 +289,7 @@ impl Persister {
         if batch.events.is_empty() && batch.keys.is_empty() {
             // Nothing to write is trivially durable: dropping these acks
             // would tell their producers the broker stopped (a false 503).
-            for ack in batch.acks {
-                let _ = ack.send(Ok(()));
-            }
+            Release::answer(batch.acks);
             self.wake_flush_waiters();
             return;
         }
@@ -295,10 +317,8 @@ impl Persister {
             .fetch_sub(batch.events.len(), Ordering::Relaxed);
         self.metrics.events_stored.inc_by(batch.events.len() as u64);
         self.metrics.store_batches.inc();
-        batch.release();
-        for ack in batch.acks {
-            let _ = ack.send(Ok(()));
-        }
+        let acks = std::mem::take(&mut batch.acks);
+        batch.release(acks);
         if self.pending.events.is_empty() {
             self.wake_flush_waiters();
         } else {
@@ -320,8 +340,8 @@ impl Persister {
             self.failures_in_a_row
         );
         self.backlog.set_failing(Some(err.message));
-        // Live delivery goes on through a store outage.
-        batch.release();
+        // Live delivery goes on through a store outage; the acks wait for the store.
+        batch.release(Vec::new());
         self.retrying = Some(batch);
         ctx.run_later(backoff, |persister, ctx| persister.write_next(ctx));
     }
@@ -355,6 +375,7 @@ impl Handler<Persist> for Persister {
                 to.do_send(Release {
                     events: msg.events.clone(),
                     stored: false,
+                    acks: Vec::new(),
                 });
             } else {
                 self.pending.releases.push((to, msg.events.clone()));

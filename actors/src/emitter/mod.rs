@@ -647,6 +647,8 @@ impl Handler<Release> for Emitter {
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
         self.notify(&msg.events);
         self.release_stored(msg.events, msg.stored);
+        // After the Registry has the events in its mailbox (`persister.rs`).
+        Release::answer(msg.acks);
     }
 }
 
