@@ -2202,6 +2202,69 @@ mod tests {
         );
     }
 
+    fn thoughts(seqs: std::ops::RangeInclusive<u64>) -> Vec<Arc<PublishedEvent>> {
+        seqs.map(|seq| {
+            let thought = json!({"type":"agent-thinking","executionId":"e",
+                                 "agentId":"a","thought":"t"});
+            stored(thought, seq, "2025-10-01T12:00:00Z")
+        })
+        .collect()
+    }
+
+    async fn counted_of_e(store: &MongoStore) -> Option<Counted> {
+        let ids = ["e".to_owned()];
+        let counted = store.inner.counted(ids.iter()).await.unwrap();
+        counted.get("e").copied()
+    }
+
+    /// Two nodes on one database, interleaved by hand where a race would
+    /// interleave them: a fold computed from a summary that the other writer
+    /// moved meanwhile must not apply (it would count from the old
+    /// `lastSeq`), and folding again counts from the moved summary.
+    #[tokio::test]
+    async fn a_fold_from_a_summary_another_writer_moved_is_not_applied() {
+        let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("SKIPPED: MongoDB fold race (MONGODB_URI not set)");
+            return;
+        };
+        let database = format!("agent_events_fold_race_{}", std::process::id());
+        let first = connect(&uri, &database).await.unwrap();
+        let second = connect(&uri, &database).await.unwrap();
+        first.inner.append(&thoughts(1..=3)).await.unwrap();
+
+        // The first writer reads the summary for its batch 7..=8…
+        let next = thoughts(7..=8);
+        let batches = summarize(&next);
+        let read = counted_of_e(&first).await;
+        // …the second stores 4..=6 and moves the summary…
+        second.inner.append(&thoughts(4..=6)).await.unwrap();
+        // …and the first stores its events and updates from what it read.
+        let docs = next
+            .iter()
+            .map(|published| event_document(&published.event, published.seq).unwrap())
+            .collect();
+        assert!(first.inner.insert_events(docs).await.unwrap());
+        let batch = &batches["e"];
+        let stale = CountRange::of("e", batch, read, true);
+        let update = summary_update(batch, stale.event_count(2), stale.through);
+        let applied = first.inner.update_summary(&stale, update).await.unwrap();
+        assert!(!applied, "a fold from lastSeq 3 applied over lastSeq 6");
+        let moved = Counted {
+            event_count: 6,
+            last_seq: Some(6),
+        };
+        assert_eq!(counted_of_e(&first).await, Some(moved));
+
+        let left = first.inner.fold_summaries(batches, true).await.unwrap();
+        assert!(left.is_empty());
+        let folded = Counted {
+            event_count: 8,
+            last_seq: Some(8),
+        };
+        assert_eq!(counted_of_e(&first).await, Some(folded));
+        first.inner.db.drop().await.unwrap();
+    }
+
     #[test]
     fn numbers_read_whatever_type_the_server_chose() {
         let doc = doc! { "a": 1, "b": 2_i64, "c": 3.0, "d": -1, "e": 1.5, "f": "x" };
