@@ -170,7 +170,8 @@ impl Batch {
     }
 
     /// Hands the events to live delivery, once, and `acks` with the last of
-    /// them (answered here if nothing is released, or its receiver is gone).
+    /// them (answered here if nothing is released, or its receiver is gone);
+    /// `stored`: whether the store has them (false when their write failed).
     ///
     /// Consecutive releases to the same actor (normally all of them go to
     /// the Emitter) travel as one `Release`, in order: the Emitter then
@@ -178,7 +179,7 @@ impl Batch {
     /// session one `Deliver` for it instead of one per request. Under load
     /// a commit holds many requests, and a `Deliver` (one actix message)
     /// cost more than the event it carried (PERFORMANCE.md).
-    fn release(&mut self, acks: Vec<Ack>) {
+    fn release(&mut self, acks: Vec<Ack>, stored: bool) {
         let mut merged: Option<(Recipient<Release>, Vec<Arc<PublishedEvent>>)> = None;
         for (to, mut events) in self.releases.drain(..) {
             match &mut merged {
@@ -187,7 +188,7 @@ impl Batch {
                     if let Some((previous, pending)) = merged.replace((to, events)) {
                         previous.do_send(Release {
                             events: pending,
-                            stored: true,
+                            stored,
                             acks: Vec::new(),
                         });
                     }
@@ -199,7 +200,7 @@ impl Batch {
         };
         let last = Release {
             events,
-            stored: true,
+            stored,
             acks,
         };
         match to.try_send(last) {
@@ -318,7 +319,7 @@ impl Persister {
         self.metrics.events_stored.inc_by(batch.events.len() as u64);
         self.metrics.store_batches.inc();
         let acks = std::mem::take(&mut batch.acks);
-        batch.release(acks);
+        batch.release(acks, true);
         if self.pending.events.is_empty() {
             self.wake_flush_waiters();
         } else {
@@ -340,8 +341,10 @@ impl Persister {
             self.failures_in_a_row
         );
         self.backlog.set_failing(Some(err.message));
-        // Live delivery goes on through a store outage; the acks wait for the store.
-        batch.release(Vec::new());
+        // Live delivery goes on through a store outage; the acks wait for the
+        // store. Not stored: the Emitter keeps them in the replay buffer,
+        // which a replay reads until the store has them.
+        batch.release(Vec::new(), false);
         self.retrying = Some(batch);
         ctx.run_later(backoff, |persister, ctx| persister.write_next(ctx));
     }
@@ -417,5 +420,251 @@ impl Handler<Flush> for Persister {
                     ))),
                 }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AgentEvent, AgentStart};
+    use crate::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
+    use chrono::Utc;
+    use rusqlite::Connection;
+    use std::ops::RangeInclusive;
+    use std::path::PathBuf;
+    use tokio::sync::mpsc;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    const EXECUTION: &str = "e";
+
+    /// Long enough that only a full batch or a `Flush` starts a write.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    type Acked = oneshot::Receiver<Result<(), StoreError>>;
+
+    /// Events `seqs` of one execution, sequenced as the Emitter hands them over.
+    fn events(seqs: RangeInclusive<u64>) -> Vec<Arc<PublishedEvent>> {
+        seqs.map(|seq| {
+            let mut event = AgentEvent::new(
+                EXECUTION,
+                AgentStart {
+                    agent_id: "writer".into(),
+                    ..Default::default()
+                },
+            );
+            event.seq = Some(seq);
+            event.timestamp = Some(Utc::now());
+            PublishedEvent::new(event)
+        })
+        .collect()
+    }
+
+    fn seqs(events: &[Arc<PublishedEvent>]) -> Vec<u64> {
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    /// Stands in for the Emitter: hands every `Release` to the test as it
+    /// came, acks unanswered, so the test decides when they are answered.
+    struct Recorder(mpsc::UnboundedSender<Release>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Release> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, release: Release, _: &mut Self::Context) {
+            let _ = self.0.send(release);
+        }
+    }
+
+    fn recorder() -> (Recipient<Release>, mpsc::UnboundedReceiver<Release>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Recorder(tx).start().recipient(), rx)
+    }
+
+    /// A Persister on a fresh SQLite store.
+    struct Harness {
+        persister: Addr<Persister>,
+        store: Arc<SqliteStore>,
+        backlog: Arc<Backlog>,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn start(config: PersisterConfig, busy_timeout: Duration) -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("events.db");
+            let store = Arc::new(SqliteStore::open_with(&path, busy_timeout).unwrap());
+            let backlog = Backlog::new(usize::MAX);
+            let persister =
+                Persister::new(store.clone(), config, backlog.clone(), Metrics::new()).start();
+            Harness {
+                persister,
+                store,
+                backlog,
+                path,
+                _dir: dir,
+            }
+        }
+
+        /// Sends a `Persist` as the Emitter does, counting the events in the backlog first.
+        fn persist(
+            &self,
+            seqs: RangeInclusive<u64>,
+            ack: Option<Ack>,
+            release_to: Option<Recipient<Release>>,
+        ) {
+            let events = events(seqs);
+            self.backlog.add(events.len());
+            self.persister.do_send(Persist {
+                events,
+                ack,
+                release_to,
+                keys: Vec::new(),
+            });
+        }
+
+        async fn last_seq(&self) -> u64 {
+            self.store.last_seq(EXECUTION).await.unwrap()
+        }
+    }
+
+    /// Holds the store's write lock from a second connection, as another
+    /// process would, and persists seqs 1..=3 with an ack. Returns the
+    /// lock, the ack and the first `Release`, which comes once the write
+    /// has failed: nothing can commit while the lock is held.
+    async fn persist_while_locked(h: &Harness) -> (Connection, Acked, Release) {
+        let lock = Connection::open(&h.path).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let (recorder, mut releases) = recorder();
+        let (ack, acked) = oneshot::channel();
+        h.persist(1..=3, Some(ack), Some(recorder));
+        let release = releases.recv().await.unwrap();
+        (lock, acked, release)
+    }
+
+    /// Acks travel unanswered inside the commit's (merged) `Release`, so a
+    /// 202 waits for the receiver to make the events live; the events are
+    /// stored by the time the `Release` arrives.
+    #[actix_rt::test]
+    async fn acks_travel_inside_the_release_and_wait_for_its_receiver() {
+        // Both requests fill one batch: one commit, one merged `Release`.
+        let config = PersisterConfig {
+            batch_max: 3,
+            batch_delay: NEVER,
+        };
+        let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
+        let (recorder, mut releases) = recorder();
+        let (first_ack, mut first) = oneshot::channel();
+        let (second_ack, mut second) = oneshot::channel();
+        h.persist(1..=2, Some(first_ack), Some(recorder.clone()));
+        h.persist(3..=3, Some(second_ack), Some(recorder));
+
+        let release = releases.recv().await.unwrap();
+        assert_eq!(seqs(&release.events), [1, 2, 3]);
+        assert!(release.stored);
+        assert_eq!(release.acks.len(), 2);
+        assert_eq!(h.last_seq().await, 3);
+        assert_eq!(first.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
+
+        Release::answer(release.acks);
+        assert_eq!(first.await, Ok(Ok(())));
+        assert_eq!(second.await, Ok(Ok(())));
+    }
+
+    /// A stored commit whose receiver is gone is still acknowledged: its
+    /// producer must not get a 503 for events the store has.
+    #[actix_rt::test]
+    async fn a_gone_receiver_does_not_fail_a_stored_commit() {
+        let h = Harness::start(PersisterConfig::default(), DEFAULT_BUSY_TIMEOUT);
+        // The context, and with it the mailbox, is dropped at once.
+        let gone = Context::<Recorder>::new().address().recipient();
+        assert!(!gone.connected());
+        let (ack, acked) = oneshot::channel();
+        h.persist(1..=3, Some(ack), Some(gone));
+
+        assert_eq!(acked.await, Ok(Ok(())));
+        assert_eq!(h.last_seq().await, 3);
+    }
+
+    /// Requests sent back to back are stored and released in the order they
+    /// were accepted, within a commit and across commits.
+    #[actix_rt::test]
+    async fn batches_are_released_in_the_order_they_were_accepted() {
+        // Four events close a batch: the requests of three events straddle
+        // commits, and later ones pile up while a write is in flight.
+        let config = PersisterConfig {
+            batch_max: 4,
+            batch_delay: NEVER,
+        };
+        let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
+        let (recorder, mut releases) = recorder();
+        for first in (1..=15).step_by(3) {
+            h.persist(first..=first + 2, None, Some(recorder.clone()));
+        }
+
+        let mut released = Vec::new();
+        while released.len() < 15 {
+            let release = releases.recv().await.unwrap();
+            assert!(release.stored);
+            released.extend(seqs(&release.events));
+        }
+        assert_eq!(released, (1..=15).collect::<Vec<_>>());
+        assert_eq!(h.last_seq().await, 15);
+    }
+
+    /// `Flush` writes what is pending at once and answers once it is stored.
+    #[actix_rt::test]
+    async fn flush_answers_once_everything_pending_is_stored() {
+        // Without the flush, nothing would be written for an hour.
+        let config = PersisterConfig {
+            batch_max: 1000,
+            batch_delay: NEVER,
+        };
+        let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
+        for first in (1..=9).step_by(3) {
+            h.persist(first..=first + 2, None, None);
+        }
+
+        let flushed = h.persister.send(Flush {
+            deadline: Duration::from_secs(30),
+        });
+        assert_eq!(flushed.await.unwrap(), Ok(()));
+        assert_eq!(h.last_seq().await, 9);
+        assert!(h.backlog.is_empty());
+    }
+
+    /// While the store fails, events go live at once but their acks wait:
+    /// a 202 means stored. The retry stores them once the store is back,
+    /// and answers the acks then.
+    #[actix_rt::test]
+    async fn a_failing_store_releases_at_once_and_acks_only_after_the_retry() {
+        // A short busy timeout makes the locked write fail quickly.
+        let h = Harness::start(PersisterConfig::default(), Duration::from_millis(10));
+        let (lock, mut acked, release) = persist_while_locked(&h).await;
+        assert_eq!(seqs(&release.events), [1, 2, 3]);
+        assert!(release.acks.is_empty());
+        assert_eq!(acked.try_recv(), Err(TryRecvError::Empty));
+        assert!(h.backlog.failing().is_some());
+
+        drop(lock);
+        assert_eq!(acked.await, Ok(Ok(())));
+        assert_eq!(h.last_seq().await, 3);
+        assert_eq!(h.backlog.failing(), None);
+    }
+
+    /// Events released because their write failed are not in the store, so
+    /// their `Release` must say so (`stored: false`), or the Emitter may
+    /// empty the replay buffer of an unwatched execution on the grounds
+    /// that the store has them.
+    #[actix_rt::test]
+    async fn a_batch_whose_write_failed_is_released_as_not_stored() {
+        let h = Harness::start(PersisterConfig::default(), Duration::from_millis(10));
+        let (_lock, _acked, release) = persist_while_locked(&h).await;
+        assert!(!release.stored);
     }
 }
