@@ -2,7 +2,8 @@
 //! test, on a free loopback port). An event posted to any node reaches the
 //! subscribers of every node once and in seq order; producers on several
 //! nodes make one gapless sequence; a client resumes on another node with
-//! `fromSeq`; the script's keys work on a Redis Cluster; and two nodes
+//! `fromSeq`; the script's keys work on a Redis Cluster; the cluster view
+//! lists the live nodes without `KEYS`; and two nodes
 //! sharing one MongoDB database store each event once (when `MONGODB_URI`
 //! is set).
 //!
@@ -278,6 +279,44 @@ async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
     assert_eq!(exists, 2, "both keys live on the slot's master");
     let length: u64 = owner.cmd(&["XLEN", keys[1]]).await;
     assert_eq!(length, 10);
+}
+
+/// The nodes' set of IDs, beside the other keys of the hash tag.
+const NODE_IDS: &str = "agent-events:{agent-events}:nodes";
+
+/// The cluster view (`/admin/stats`, `clusterNodes`) reads a set of node
+/// IDs and their announcements, not `KEYS` over a pattern, which walks the
+/// whole keyspace and blocks Redis meanwhile: this Redis has `KEYS` renamed
+/// away, as operators do. A node that announced once and has stopped (its
+/// announcement ran out) is left out and leaves the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_lists_the_live_nodes_without_keys() {
+    let redis = Redis::start_with(&["--rename-command", "KEYS", ""]).await;
+    let nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
+    let _: u64 = redis.cmd(&["SADD", NODE_IDS, "node-gone"]).await;
+    let names = |stats: &Value| -> Vec<String> {
+        let mut names: Vec<String> = stats["clusterNodes"]
+            .as_array()
+            .map(|nodes| {
+                let ids = nodes.iter().filter_map(|n| n["nodeId"].as_str());
+                ids.map(str::to_owned).collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    nodes[0]
+        .wait_for(
+            "/admin/stats",
+            "node-a and node-b in clusterNodes",
+            |stats| names(stats) == ["node-a", "node-b"],
+        )
+        .await;
+    let gone_left: u64 = redis.cmd(&["SISMEMBER", NODE_IDS, "node-gone"]).await;
+    assert_eq!(
+        gone_left, 0,
+        "a node without an announcement stays in the set"
+    );
 }
 
 /// Two nodes on one MongoDB database, each writing every event it reads

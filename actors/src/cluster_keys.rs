@@ -117,9 +117,13 @@ impl ClusterKeys {
         format!("{}:{TAG}:node:{node_id}", self.prefix)
     }
 
-    /// The pattern matching every node's announcement.
-    pub fn nodes_pattern(&self) -> String {
-        self.node("*")
+    /// The set of the IDs of the nodes that have announced themselves; each
+    /// one's announcement (at [`ClusterKeys::node`]) says whether it still
+    /// lives. A set to read, rather than `KEYS` over a pattern, which walks
+    /// Redis's whole keyspace (on every master of a Redis Cluster) and
+    /// blocks every other client while it does.
+    pub fn node_ids(&self) -> String {
+        format!("{}:{TAG}:nodes", self.prefix)
     }
 
     /// The key recording the cluster's partition count.

@@ -341,6 +341,8 @@ impl RedisSubscriber {
     fn announce(&self) -> impl std::future::Future<Output = ()> {
         let target = self.target.clone();
         let key = self.config.keys.node(&self.config.node_id);
+        let ids = self.config.keys.node_ids();
+        let node_id = self.config.node_id.clone();
         let body = json!({
             "nodeId": self.config.node_id,
             "address": self.config.advertised,
@@ -354,8 +356,13 @@ impl RedisSubscriber {
         async move {
             let set = async {
                 let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
-                connection
-                    .set_ex::<_, _, ()>(key, body, ANNOUNCE_TTL_SECS)
+                // Both keys share the hash tag, so one pipeline serves a Redis Cluster too.
+                redis::pipe()
+                    .set_ex(key, body, ANNOUNCE_TTL_SECS)
+                    .ignore()
+                    .sadd(ids, node_id)
+                    .ignore()
+                    .query_async::<()>(&mut connection)
                     .await
             };
             if let Err(err) = set.await {
@@ -481,26 +488,36 @@ impl Handler<ClusterView> for RedisSubscriber {
 
     fn handle(&mut self, _: ClusterView, _: &mut Self::Context) -> Self::Result {
         let target = self.target.clone();
-        let pattern = self.config.keys.nodes_pattern();
-        Box::pin(async move { read_nodes(target, pattern).await.unwrap_or_default() })
+        let keys = self.config.keys.clone();
+        Box::pin(async move { read_nodes(target, keys).await.unwrap_or_default() })
     }
 }
 
-/// The announcements; on a Redis Cluster `KEYS` asks every master.
-async fn read_nodes(target: RedisTarget, pattern: String) -> Result<Vec<Value>, RedisError> {
+/// The announcements of the nodes in the set of node IDs. A node whose
+/// announcement has run out (it stopped announcing: it is gone) leaves the
+/// set here; a node that comes back adds itself again when it announces.
+async fn read_nodes(target: RedisTarget, keys: ClusterKeys) -> Result<Vec<Value>, RedisError> {
     let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(&pattern)
-        .query_async(&mut connection)
-        .await?;
-    let mut nodes = Vec::with_capacity(keys.len());
-    for key in keys {
-        let body: Option<String> = connection.get(&key).await?;
-        if let Some(node) = body.and_then(|b| serde_json::from_str(&b).ok()) {
-            nodes.push(node);
-        }
+    let ids: Vec<String> = connection.smembers(keys.node_ids()).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(nodes)
+    // One round trip: the keys share the hash tag, so they are on one master.
+    let mut get = redis::cmd("MGET");
+    for id in &ids {
+        get.arg(keys.node(id));
+    }
+    let bodies: Vec<Option<String>> = get.query_async(&mut connection).await?;
+    let (live, gone): (Vec<_>, Vec<_>) =
+        ids.iter().zip(bodies).partition(|(_, body)| body.is_some());
+    if !gone.is_empty() {
+        let gone: Vec<&String> = gone.into_iter().map(|(id, _)| id).collect();
+        connection.srem::<_, _, ()>(keys.node_ids(), gone).await?;
+    }
+    Ok(live
+        .into_iter()
+        .filter_map(|(_, body)| serde_json::from_str(&body?).ok())
+        .collect())
 }
 
 /// A stream ID as numbers, so IDs compare correctly (`"10-0" > "9-0"`).
