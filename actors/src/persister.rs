@@ -343,8 +343,11 @@ impl Persister {
         self.backlog.set_failing(Some(err.message));
         // Live delivery goes on through a store outage; the acks wait for the
         // store. Not stored: the Emitter keeps them in the replay buffer,
-        // which a replay reads until the store has them.
+        // which a replay reads until the store has them. What arrived during
+        // the write goes now too: from here on, newer events go live as they
+        // come (`Handler<Persist>`), and these must not come after them.
         batch.release(Vec::new(), false);
+        self.pending.release(Vec::new(), false);
         self.retrying = Some(batch);
         ctx.run_later(backoff, |persister, ctx| persister.write_next(ctx));
     }
@@ -373,7 +376,8 @@ impl Handler<Persist> for Persister {
     fn handle(&mut self, msg: Persist, ctx: &mut Self::Context) {
         // The backlog already counts these: the sender added them (Backlog::add).
         if let Some(to) = msg.release_to {
-            if self.retrying.is_some() {
+            // Failing, whether its retry waits or runs.
+            if self.failures_in_a_row > 0 {
                 // The store is failing: live delivery does not wait for it.
                 to.do_send(Release {
                     events: msg.events.clone(),
@@ -655,6 +659,36 @@ mod tests {
         assert_eq!(acked.await, Ok(Ok(())));
         assert_eq!(h.last_seq().await, 3);
         assert_eq!(h.backlog.failing(), None);
+    }
+
+    /// While the store fails, events go live in the order they came: those
+    /// that waited behind the failed write go with it, before any that come
+    /// later (which go at once).
+    #[actix_rt::test]
+    async fn a_failed_write_releases_what_waited_behind_it_before_anything_newer() {
+        // Three events close a batch: the first write starts at once, and
+        // the second request waits behind it.
+        let config = PersisterConfig {
+            batch_max: 3,
+            batch_delay: NEVER,
+        };
+        let h = Harness::start(config, Duration::from_millis(10));
+        let lock = Connection::open(&h.path).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let (recorder, mut releases) = recorder();
+        h.persist(1..=3, None, Some(recorder.clone()));
+        h.persist(4..=6, None, Some(recorder.clone()));
+        let first = releases.recv().await.unwrap();
+        h.persist(7..=9, None, Some(recorder));
+
+        let mut released = seqs(&first.events);
+        while released.len() < 9 {
+            let release = releases.recv().await.unwrap();
+            assert!(!release.stored);
+            released.extend(seqs(&release.events));
+        }
+        assert_eq!(released, (1..=9).collect::<Vec<_>>());
+        drop(lock);
     }
 
     /// Events released because their write failed are not in the store, so
