@@ -159,6 +159,9 @@ struct Batch {
     acks: Vec<Ack>,
     releases: Vec<(Recipient<Release>, Vec<Arc<PublishedEvent>>)>,
     keys: Vec<KeyRecord>,
+    /// Who got events of this batch early (the store was failing): the
+    /// acks go there too once stored, behind those events in its mailbox.
+    released_to: Option<Recipient<Release>>,
 }
 
 impl Batch {
@@ -167,6 +170,8 @@ impl Batch {
         self.acks.append(&mut newer.acks);
         self.releases.append(&mut newer.releases);
         self.keys.append(&mut newer.keys);
+        let newer_released_to = newer.released_to.take();
+        self.released_to = self.released_to.take().or(newer_released_to);
     }
 
     /// Hands the events to live delivery, once, and `acks` with the last of
@@ -180,6 +185,7 @@ impl Batch {
     /// a commit holds many requests, and a `Deliver` (one actix message)
     /// cost more than the event it carried (PERFORMANCE.md).
     fn release(&mut self, acks: Vec<Ack>, stored: bool) {
+        debug_assert!(stored || acks.is_empty(), "acks wait for the store");
         let mut merged: Option<(Recipient<Release>, Vec<Arc<PublishedEvent>>)> = None;
         for (to, mut events) in self.releases.drain(..) {
             match &mut merged {
@@ -195,9 +201,15 @@ impl Batch {
                 }
             }
         }
-        let Some((to, events)) = merged else {
+        // Released earlier: the acks follow those events through the same
+        // mailbox, so a 202 still comes after its events are live.
+        let Some((to, events)) = merged.or_else(|| {
+            let to = self.released_to.clone().filter(|_| !acks.is_empty())?;
+            Some((to, Vec::new()))
+        }) else {
             return Release::answer(acks);
         };
+        self.released_to = Some(to.clone());
         let last = Release {
             events,
             stored,
@@ -207,7 +219,7 @@ impl Batch {
             Ok(()) => {}
             // `try_send` keeps to the mailbox's capacity, `do_send` does not.
             Err(SendError::Full(last)) => to.do_send(last),
-            // The events are stored all the same: a 503 would be false.
+            // Acks come only with stored events: a 503 would be false.
             Err(SendError::Closed(last)) => Release::answer(last.acks),
         }
     }
@@ -341,6 +353,10 @@ impl Persister {
             self.failures_in_a_row
         );
         self.backlog.set_failing(Some(err.message));
+        // The backoff decides when to try again, not a batch's timer.
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
         // Live delivery goes on through a store outage; the acks wait for the
         // store. Not stored: the Emitter keeps them in the replay buffer,
         // which a replay reads until the store has them. What arrived during
@@ -384,6 +400,7 @@ impl Handler<Persist> for Persister {
                     stored: false,
                     acks: Vec::new(),
                 });
+                self.pending.released_to = Some(to);
             } else {
                 self.pending.releases.push((to, msg.events.clone()));
             }
@@ -391,7 +408,8 @@ impl Handler<Persist> for Persister {
         self.pending.events.extend(msg.events);
         self.pending.acks.extend(msg.ack);
         self.pending.keys.extend(msg.keys);
-        if self.retrying.is_none() {
+        // While failing, the retry (waiting or running) takes them along.
+        if self.failures_in_a_row == 0 {
             self.schedule(ctx);
         }
     }
@@ -483,7 +501,17 @@ mod tests {
         }
     }
 
-    fn recorder() -> (Recipient<Release>, mpsc::UnboundedReceiver<Release>) {
+    type Releases = mpsc::UnboundedReceiver<Release>;
+
+    /// The next `Release` the recorder got; a test that waits longer has failed.
+    async fn next(releases: &mut Releases) -> Release {
+        tokio::time::timeout(Duration::from_secs(30), releases.recv())
+            .await
+            .expect("a Release within 30 s")
+            .expect("the recorder runs")
+    }
+
+    fn recorder() -> (Recipient<Release>, Releases) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Recorder(tx).start().recipient(), rx)
     }
@@ -540,14 +568,14 @@ mod tests {
     /// process would, and persists seqs 1..=3 with an ack. Returns the
     /// lock, the ack and the first `Release`, which comes once the write
     /// has failed: nothing can commit while the lock is held.
-    async fn persist_while_locked(h: &Harness) -> (Connection, Acked, Release) {
+    async fn persist_while_locked(h: &Harness) -> (Connection, Acked, Releases, Release) {
         let lock = Connection::open(&h.path).unwrap();
         lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let (recorder, mut releases) = recorder();
         let (ack, acked) = oneshot::channel();
         h.persist(1..=3, Some(ack), Some(recorder));
-        let release = releases.recv().await.unwrap();
-        (lock, acked, release)
+        let release = next(&mut releases).await;
+        (lock, acked, releases, release)
     }
 
     /// Acks travel unanswered inside the commit's (merged) `Release`, so a
@@ -567,7 +595,7 @@ mod tests {
         h.persist(1..=2, Some(first_ack), Some(recorder.clone()));
         h.persist(3..=3, Some(second_ack), Some(recorder));
 
-        let release = releases.recv().await.unwrap();
+        let release = next(&mut releases).await;
         assert_eq!(seqs(&release.events), [1, 2, 3]);
         assert!(release.stored);
         assert_eq!(release.acks.len(), 2);
@@ -591,7 +619,8 @@ mod tests {
         let (ack, acked) = oneshot::channel();
         h.persist(1..=3, Some(ack), Some(gone));
 
-        assert_eq!(acked.await, Ok(Ok(())));
+        let answer = tokio::time::timeout(Duration::from_secs(30), acked).await;
+        assert_eq!(answer.expect("an answer within 30 s"), Ok(Ok(())));
         assert_eq!(h.last_seq().await, 3);
     }
 
@@ -613,7 +642,7 @@ mod tests {
 
         let mut released = Vec::new();
         while released.len() < 15 {
-            let release = releases.recv().await.unwrap();
+            let release = next(&mut releases).await;
             assert!(release.stored);
             released.extend(seqs(&release.events));
         }
@@ -649,13 +678,20 @@ mod tests {
     async fn a_failing_store_releases_at_once_and_acks_only_after_the_retry() {
         // A short busy timeout makes the locked write fail quickly.
         let h = Harness::start(PersisterConfig::default(), Duration::from_millis(10));
-        let (lock, mut acked, release) = persist_while_locked(&h).await;
+        let (lock, mut acked, mut releases, release) = persist_while_locked(&h).await;
         assert_eq!(seqs(&release.events), [1, 2, 3]);
         assert!(release.acks.is_empty());
         assert_eq!(acked.try_recv(), Err(TryRecvError::Empty));
         assert!(h.backlog.failing().is_some());
 
         drop(lock);
+        // The ack follows the events through the receiver's mailbox, so the
+        // 202 still comes after they are live.
+        let acks = next(&mut releases).await;
+        assert!(acks.events.is_empty());
+        assert_eq!(acks.acks.len(), 1);
+        assert_eq!(acked.try_recv(), Err(TryRecvError::Empty));
+        Release::answer(acks.acks);
         assert_eq!(acked.await, Ok(Ok(())));
         assert_eq!(h.last_seq().await, 3);
         assert_eq!(h.backlog.failing(), None);
@@ -678,12 +714,12 @@ mod tests {
         let (recorder, mut releases) = recorder();
         h.persist(1..=3, None, Some(recorder.clone()));
         h.persist(4..=6, None, Some(recorder.clone()));
-        let first = releases.recv().await.unwrap();
+        let first = next(&mut releases).await;
         h.persist(7..=9, None, Some(recorder));
 
         let mut released = seqs(&first.events);
         while released.len() < 9 {
-            let release = releases.recv().await.unwrap();
+            let release = next(&mut releases).await;
             assert!(!release.stored);
             released.extend(seqs(&release.events));
         }
@@ -698,7 +734,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_batch_whose_write_failed_is_released_as_not_stored() {
         let h = Harness::start(PersisterConfig::default(), Duration::from_millis(10));
-        let (_lock, _acked, release) = persist_while_locked(&h).await;
+        let (_lock, _acked, _releases, release) = persist_while_locked(&h).await;
         assert!(!release.stored);
     }
 }

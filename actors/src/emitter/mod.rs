@@ -645,8 +645,11 @@ impl Handler<Release> for Emitter {
     type Result = ();
 
     fn handle(&mut self, msg: Release, _: &mut Self::Context) {
-        self.notify(&msg.events);
-        self.release_stored(msg.events, msg.stored);
+        // Empty: only acks, of events released before (`persister.rs`).
+        if !msg.events.is_empty() {
+            self.notify(&msg.events);
+            self.release_stored(msg.events, msg.stored);
+        }
         // After the Registry has the events in its mailbox (`persister.rs`).
         Release::answer(msg.acks);
     }
