@@ -277,12 +277,31 @@ async fn the_scripts_keys_share_one_slot_and_work_on_a_redis_cluster() {
     assert_everywhere(&nodes, &mut subs, EXECUTION, &expected).await;
     let exists: u64 = owner.cmd(&["EXISTS", keys[0], keys[1]]).await;
     assert_eq!(exists, 2, "both keys live on the slot's master");
+    // The cluster view's set and announcements share that slot too.
+    nodes[0]
+        .wait_for("/admin/stats", "both nodes in clusterNodes", |stats| {
+            node_names(stats) == ["node-a", "node-b"]
+        })
+        .await;
     let length: u64 = owner.cmd(&["XLEN", keys[1]]).await;
     assert_eq!(length, 10);
 }
 
 /// The nodes' set of IDs, beside the other keys of the hash tag.
 const NODE_IDS: &str = "agent-events:{agent-events}:nodes";
+
+/// The IDs in `/admin/stats`'s `clusterNodes`, sorted.
+fn node_names(stats: &Value) -> Vec<String> {
+    let mut names: Vec<String> = stats["clusterNodes"]
+        .as_array()
+        .map(|nodes| {
+            let ids = nodes.iter().filter_map(|n| n["nodeId"].as_str());
+            ids.map(str::to_owned).collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
 
 /// The cluster view (`/admin/stats`, `clusterNodes`) reads a set of node
 /// IDs and their announcements, not `KEYS` over a pattern, which walks the
@@ -294,22 +313,11 @@ async fn the_cluster_view_lists_the_live_nodes_without_keys() {
     let redis = Redis::start_with(&["--rename-command", "KEYS", ""]).await;
     let nodes = start_nodes(&redis, &["node-a", "node-b"]).await;
     let _: u64 = redis.cmd(&["SADD", NODE_IDS, "node-gone"]).await;
-    let names = |stats: &Value| -> Vec<String> {
-        let mut names: Vec<String> = stats["clusterNodes"]
-            .as_array()
-            .map(|nodes| {
-                let ids = nodes.iter().filter_map(|n| n["nodeId"].as_str());
-                ids.map(str::to_owned).collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
     nodes[0]
         .wait_for(
             "/admin/stats",
             "node-a and node-b in clusterNodes",
-            |stats| names(stats) == ["node-a", "node-b"],
+            |stats| node_names(stats) == ["node-a", "node-b"],
         )
         .await;
     let gone_left: u64 = redis.cmd(&["SISMEMBER", NODE_IDS, "node-gone"]).await;

@@ -56,7 +56,7 @@ use crate::store::{EventQuery, Store};
 use crate::stream_store::{release_leases, StreamStore};
 use actix::prelude::*;
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, RedisError};
+use redis::{AsyncCommands, RedisError, Script};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -357,10 +357,14 @@ impl RedisSubscriber {
             let set = async {
                 let mut connection = target.connect(CONNECT_TIMEOUT, CONNECT_TIMEOUT).await?;
                 // Both keys share the hash tag, so one pipeline serves a Redis Cluster too.
+                // The set outlives the nodes' announcements only a little,
+                // so a cluster whose nodes all stopped leaves nothing behind.
                 redis::pipe()
                     .set_ex(key, body, ANNOUNCE_TTL_SECS)
                     .ignore()
-                    .sadd(ids, node_id)
+                    .sadd(&ids, node_id)
+                    .ignore()
+                    .expire(&ids, 3 * ANNOUNCE_TTL_SECS as i64)
                     .ignore()
                     .query_async::<()>(&mut connection)
                     .await
@@ -493,6 +497,17 @@ impl Handler<ClusterView> for RedisSubscriber {
     }
 }
 
+/// Removes from the set (`KEYS[1]`) each ID (`ARGV[i]`) whose announcement
+/// (`KEYS[i + 1]`) is still missing: checked again here, in one step, since
+/// a node may have announced itself again since it was read.
+const FORGET_GONE_NODES: &str = r"
+for i, id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+";
+
 /// The announcements of the nodes in the set of node IDs. A node whose
 /// announcement has run out (it stopped announcing: it is gone) leaves the
 /// set here; a node that comes back adds itself again when it announces.
@@ -511,8 +526,13 @@ async fn read_nodes(target: RedisTarget, keys: ClusterKeys) -> Result<Vec<Value>
     let (live, gone): (Vec<_>, Vec<_>) =
         ids.iter().zip(bodies).partition(|(_, body)| body.is_some());
     if !gone.is_empty() {
-        let gone: Vec<&String> = gone.into_iter().map(|(id, _)| id).collect();
-        connection.srem::<_, _, ()>(keys.node_ids(), gone).await?;
+        let script = Script::new(FORGET_GONE_NODES);
+        let mut forget = script.prepare_invoke();
+        forget.key(keys.node_ids());
+        for (id, _) in gone {
+            forget.key(keys.node(id)).arg(id);
+        }
+        forget.invoke_async::<()>(&mut connection).await?;
     }
     Ok(live
         .into_iter()
