@@ -166,3 +166,24 @@ async fn api_ws_describes_the_protocol() {
         );
     }
 }
+/// Every GET route answers HEAD with the GET's status and no body, as HTTP
+/// asks (`curl -I`, health checks, link checkers): once `/` gave 404.
+#[tokio::test]
+async fn get_routes_answer_head_with_the_same_status_and_no_body() {
+    let broker = Broker::start().await;
+    broker.post_event(&thinking("exec-head", 1)).await;
+    for path in [
+        "/",
+        "/health",
+        "/api/openapi.json",
+        "/api/executions/exec-head/events",
+        "/api/executions/exec-head/stats",
+        "/api/executions/nothing-here/stats",
+        "/admin/stats",
+    ] {
+        let (get, _) = broker.request("GET", path, None, None).await;
+        let (head, body) = broker.request("HEAD", path, None, None).await;
+        assert_eq!(head, get, "HEAD {path}");
+        assert_eq!(body, json!(""), "HEAD {path} sent a body");
+    }
+}
