@@ -65,6 +65,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// Status 2: the settings or arguments cannot work; nothing was started.
+fn cannot_start(err: impl std::fmt::Display) -> ExitCode {
+    log::error!("cannot start: {err}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match parse_args() {
@@ -80,11 +86,13 @@ fn main() -> ExitCode {
     };
     let config = match config::Config::load(args.config.as_deref()) {
         Ok(config) => config,
-        Err(err) => {
-            log::error!("cannot start: {err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => return cannot_start(err),
     };
+    // Settings that cannot work together, protected mode's refusal among
+    // them, end the start with status 2 as bad settings do (1: a failure later).
+    if let Err(err) = security::Guard::from_config(&config) {
+        return cannot_start(err);
+    }
     if let Some(words) = args.token {
         return match token::mint(&config, &words) {
             Ok(token) => {

@@ -374,3 +374,27 @@ async fn each_limit_trips_with_its_code_and_its_counter() {
     );
     assert_eq!(stats["eventsRejected"]["rate-limited"], 1, "{stats}");
 }
+
+/// Protected mode refuses an unauthenticated broker off loopback before it
+/// listens, with status 2 (settings that cannot work, as for any bad
+/// setting) and the reason on stderr.
+#[test]
+fn an_open_broker_off_loopback_refuses_to_start_with_status_2() {
+    let data_dir = common::DataDir::new();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-events"))
+        .env("BIND_ADDR", "0.0.0.0")
+        .env("WS_PORT", "0")
+        .env("DATA_DIR", data_dir.path())
+        .env_remove("AGENT_EVENTS_AUTH_HMAC_SECRET")
+        .env_remove("AGENT_EVENTS_AUTH_PUBLIC_KEY_FILE")
+        .env_remove("REDIS_URL")
+        .env_remove("MONGODB_URI")
+        .output()
+        .expect("the broker runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0 without authentication"),
+        "{stderr}"
+    );
+}
