@@ -88,11 +88,6 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return cannot_start(err),
     };
-    // Settings that cannot work together, protected mode's refusal among
-    // them, end the start with status 2 as bad settings do (1: a failure later).
-    if let Err(err) = security::Guard::from_config(&config) {
-        return cannot_start(err);
-    }
     if let Some(words) = args.token {
         return match token::mint(&config, &words) {
             Ok(token) => {
@@ -105,7 +100,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = actix_web::rt::System::new().block_on(server::run(config, args.demo));
+    // Settings that cannot work together, protected mode's refusal among
+    // them, end the start with status 2 as bad settings do (1: a failure later).
+    let guard = match security::Guard::from_config(&config) {
+        Ok(guard) => guard,
+        Err(err) => return cannot_start(err),
+    };
+    let result = actix_web::rt::System::new().block_on(server::run(config, guard, args.demo));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -86,15 +86,19 @@ pub(crate) async fn analytics_page() -> HttpResponse {
 /// `routes::ROUTES`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for asset in &ASSETS {
-        // HEAD too, for `curl -I` and link checkers; actix sends no body for it.
-        let get_or_head = guard::Any(guard::Get()).or(guard::Head());
         cfg.route(
             asset.path,
             web::route()
-                .guard(get_or_head)
+                .guard(get_or_head())
                 .to(move |req: HttpRequest| async move { serve(asset, &req) }),
         );
     }
+}
+
+/// GET, and HEAD with it, as HTTP asks (`curl -I`, health checks and link
+/// checkers use it): the same handler answers, and actix sends no body for HEAD.
+pub fn get_or_head() -> impl guard::Guard {
+    guard::Any(guard::Get()).or(guard::Head())
 }
 
 /// The monitor page, for `GET /` without a WebSocket upgrade.

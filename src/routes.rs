@@ -9,7 +9,7 @@ use crate::ingest;
 use crate::server::Broker;
 use crate::{analytics, asyncapi, monitor, notifications, openapi, sse};
 use actix_web::http::{header, Method};
-use actix_web::{guard, web, HttpRequest, HttpResponse, ResponseError, Route};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
 use agent_events_actors::auth::Role;
 use agent_events_actors::event::format_timestamp;
 use agent_events_actors::protocol::ErrorCode;
@@ -99,14 +99,12 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Method::DELETE, "/admin/notifications/dead-letters/{key}", Access::Admin, "Discards a dead letter (204)", || web::to(notifications::discard_dead_letter)),
 ];
 
-/// Registers every route; a GET route answers HEAD too, as HTTP asks
-/// (`curl -I`, health checks and link checkers use it): the same handler,
-/// and actix sends the headers without the body.
+/// Registers every route; a GET route answers HEAD too (`monitor::get_or_head`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for spec in ROUTES {
         let route = (spec.handler)();
         let route = if spec.method == Method::GET {
-            route.guard(guard::Any(guard::Get()).or(guard::Head()))
+            route.guard(monitor::get_or_head())
         } else {
             route.method(spec.method.clone())
         };

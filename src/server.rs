@@ -356,10 +356,11 @@ fn redis_target(config: &Config) -> io::Result<Option<RedisTarget>> {
         .map_err(|e| io::Error::other(format!("REDIS_URL: {e}")))
 }
 
-/// Runs the broker until a signal has stopped it gracefully.
-pub async fn run(config: Config, demo: bool) -> io::Result<()> {
+/// Runs the broker, guarded by `guard` (built from `config` by the caller,
+/// which refuses settings that cannot work before anything starts), until a
+/// signal has stopped it gracefully.
+pub async fn run(config: Config, guard: Guard, demo: bool) -> io::Result<()> {
     let redis = redis_target(&config)?;
-    let guard = Guard::from_config(&config).map_err(io::Error::other)?;
     let notify_rules = notifications::load_rules_file(&config).map_err(io::Error::other)?;
     let store = open_store(&config).await?;
     // Bound before the actors start, so the node can announce its real address.
