@@ -200,23 +200,7 @@ impl CatchUp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AgentEvent, AgentStart};
-
-    fn event(execution: &str, seq: u64) -> Arc<PublishedEvent> {
-        let mut e = AgentEvent::new(
-            execution,
-            AgentStart {
-                agent_id: "a".into(),
-                ..Default::default()
-            },
-        );
-        e.seq = Some(seq);
-        PublishedEvent::new(e)
-    }
-
-    fn seqs(events: &[Arc<PublishedEvent>]) -> Vec<u64> {
-        events.iter().map(|e| e.seq).collect()
-    }
+    use crate::protocol::test_events::{agent_start as event, seqs};
 
     fn resuming(after: u64) -> CatchUp {
         CatchUp::new(Some(Floor::new("e".into(), after)))

@@ -448,9 +448,8 @@ impl Handler<Flush> for Persister {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AgentEvent, AgentStart};
+    use crate::protocol::test_events::{agent_start, seqs};
     use crate::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
-    use chrono::Utc;
     use rusqlite::Connection;
     use std::ops::RangeInclusive;
     use std::path::PathBuf;
@@ -466,23 +465,15 @@ mod tests {
 
     /// Events `seqs` of one execution, sequenced as the Emitter hands them over.
     fn events(seqs: RangeInclusive<u64>) -> Vec<Arc<PublishedEvent>> {
-        seqs.map(|seq| {
-            let mut event = AgentEvent::new(
-                EXECUTION,
-                AgentStart {
-                    agent_id: "writer".into(),
-                    ..Default::default()
-                },
-            );
-            event.seq = Some(seq);
-            event.timestamp = Some(Utc::now());
-            PublishedEvent::new(event)
-        })
-        .collect()
+        seqs.map(|seq| agent_start(EXECUTION, seq)).collect()
     }
 
-    fn seqs(events: &[Arc<PublishedEvent>]) -> Vec<u64> {
-        events.iter().map(|event| event.seq).collect()
+    /// Batches close at `batch_max` events (or on `Flush`), never by time.
+    fn closing_at(batch_max: usize) -> PersisterConfig {
+        PersisterConfig {
+            batch_max,
+            batch_delay: NEVER,
+        }
     }
 
     /// Stands in for the Emitter: hands every `Release` to the test as it
@@ -509,6 +500,22 @@ mod tests {
             .await
             .expect("a Release within 30 s")
             .expect("the recorder runs")
+    }
+
+    /// Goes on from `released` with the seqs of the next `Release`s until
+    /// `count` events came, each `Release` with `stored` as given.
+    async fn released_seqs(
+        releases: &mut Releases,
+        mut released: Vec<u64>,
+        count: usize,
+        stored: bool,
+    ) -> Vec<u64> {
+        while released.len() < count {
+            let release = next(releases).await;
+            assert_eq!(release.stored, stored);
+            released.extend(seqs(&release.events));
+        }
+        released
     }
 
     fn recorder() -> (Recipient<Release>, Releases) {
@@ -559,18 +566,25 @@ mod tests {
             });
         }
 
+        /// Holds the store's write lock from a second connection, as another
+        /// process would, until the connection is dropped.
+        fn lock(&self) -> Connection {
+            let lock = Connection::open(&self.path).unwrap();
+            lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            lock
+        }
+
         async fn last_seq(&self) -> u64 {
             self.store.last_seq(EXECUTION).await.unwrap()
         }
     }
 
-    /// Holds the store's write lock from a second connection, as another
-    /// process would, and persists seqs 1..=3 with an ack. Returns the
+    /// Holds the store's write lock (`Harness::lock`) and persists seqs
+    /// 1..=3 with an ack. Returns the
     /// lock, the ack and the first `Release`, which comes once the write
     /// has failed: nothing can commit while the lock is held.
     async fn persist_while_locked(h: &Harness) -> (Connection, Acked, Releases, Release) {
-        let lock = Connection::open(&h.path).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = h.lock();
         let (recorder, mut releases) = recorder();
         let (ack, acked) = oneshot::channel();
         h.persist(1..=3, Some(ack), Some(recorder));
@@ -584,10 +598,7 @@ mod tests {
     #[actix_rt::test]
     async fn acks_travel_inside_the_release_and_wait_for_its_receiver() {
         // Both requests fill one batch: one commit, one merged `Release`.
-        let config = PersisterConfig {
-            batch_max: 3,
-            batch_delay: NEVER,
-        };
+        let config = closing_at(3);
         let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
         let (recorder, mut releases) = recorder();
         let (first_ack, mut first) = oneshot::channel();
@@ -630,22 +641,14 @@ mod tests {
     async fn batches_are_released_in_the_order_they_were_accepted() {
         // Four events close a batch: the requests of three events straddle
         // commits, and later ones pile up while a write is in flight.
-        let config = PersisterConfig {
-            batch_max: 4,
-            batch_delay: NEVER,
-        };
+        let config = closing_at(4);
         let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
         let (recorder, mut releases) = recorder();
         for first in (1..=15).step_by(3) {
             h.persist(first..=first + 2, None, Some(recorder.clone()));
         }
 
-        let mut released = Vec::new();
-        while released.len() < 15 {
-            let release = next(&mut releases).await;
-            assert!(release.stored);
-            released.extend(seqs(&release.events));
-        }
+        let released = released_seqs(&mut releases, Vec::new(), 15, true).await;
         assert_eq!(released, (1..=15).collect::<Vec<_>>());
         assert_eq!(h.last_seq().await, 15);
     }
@@ -654,10 +657,7 @@ mod tests {
     #[actix_rt::test]
     async fn flush_answers_once_everything_pending_is_stored() {
         // Without the flush, nothing would be written for an hour.
-        let config = PersisterConfig {
-            batch_max: 1000,
-            batch_delay: NEVER,
-        };
+        let config = closing_at(1000);
         let h = Harness::start(config, DEFAULT_BUSY_TIMEOUT);
         for first in (1..=9).step_by(3) {
             h.persist(first..=first + 2, None, None);
@@ -704,25 +704,17 @@ mod tests {
     async fn a_failed_write_releases_what_waited_behind_it_before_anything_newer() {
         // Three events close a batch: the first write starts at once, and
         // the second request waits behind it.
-        let config = PersisterConfig {
-            batch_max: 3,
-            batch_delay: NEVER,
-        };
+        let config = closing_at(3);
         let h = Harness::start(config, Duration::from_millis(10));
-        let lock = Connection::open(&h.path).unwrap();
-        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let lock = h.lock();
         let (recorder, mut releases) = recorder();
         h.persist(1..=3, None, Some(recorder.clone()));
         h.persist(4..=6, None, Some(recorder.clone()));
         let first = next(&mut releases).await;
         h.persist(7..=9, None, Some(recorder));
 
-        let mut released = seqs(&first.events);
-        while released.len() < 9 {
-            let release = next(&mut releases).await;
-            assert!(!release.stored);
-            released.extend(seqs(&release.events));
-        }
+        assert!(!first.stored);
+        let released = released_seqs(&mut releases, seqs(&first.events), 9, false).await;
         assert_eq!(released, (1..=9).collect::<Vec<_>>());
         drop(lock);
     }

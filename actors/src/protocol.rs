@@ -557,6 +557,39 @@ pub struct Accepted {
     pub seq: Option<u64>,
 }
 
+/// Events for the unit tests of the modules that pass them around.
+#[cfg(test)]
+pub(crate) mod test_events {
+    use super::PublishedEvent;
+    use crate::event::{AgentEvent, AgentStart};
+    use std::sync::Arc;
+
+    /// An `agent-start` of `execution` with `seq`, stamped now: an event
+    /// whose execution and seq are all that matters.
+    pub(crate) fn agent_start(execution: &str, seq: u64) -> Arc<PublishedEvent> {
+        PublishedEvent::new(agent_start_event(execution, seq))
+    }
+
+    /// The same event before it is published, for a test to change first.
+    pub(crate) fn agent_start_event(execution: &str, seq: u64) -> AgentEvent {
+        let mut event = AgentEvent::new(
+            execution,
+            AgentStart {
+                agent_id: "a".into(),
+                ..Default::default()
+            },
+        );
+        event.seq = Some(seq);
+        event.timestamp = Some(chrono::Utc::now());
+        event
+    }
+
+    /// The seqs of `events`, in order.
+    pub(crate) fn seqs(events: &[Arc<PublishedEvent>]) -> Vec<u64> {
+        events.iter().map(|event| event.seq).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -509,19 +509,7 @@ impl Handler<Shutdown> for SseStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AgentEvent, AgentStart};
-
-    fn published(execution: &str, seq: u64) -> Arc<PublishedEvent> {
-        let mut event = AgentEvent::new(
-            execution,
-            AgentStart {
-                agent_id: "a".into(),
-                ..Default::default()
-            },
-        );
-        event.seq = Some(seq);
-        PublishedEvent::new(event)
-    }
+    use crate::protocol::test_events::agent_start as published;
 
     #[test]
     fn ids_name_the_seq_or_the_execution_and_seq() {

@@ -1526,7 +1526,7 @@ fn percentiles(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::AgentStart;
+    use crate::protocol::test_events::agent_start_event;
 
     fn agent_start(execution_id: &str, seq: u64) -> Arc<PublishedEvent> {
         agent_start_at(execution_id, seq, Utc::now(), None)
@@ -1538,14 +1538,7 @@ mod tests {
         timestamp: DateTime<Utc>,
         conversation_id: Option<&str>,
     ) -> Arc<PublishedEvent> {
-        let mut event = AgentEvent::new(
-            execution_id,
-            AgentStart {
-                agent_id: "writer".into(),
-                ..Default::default()
-            },
-        );
-        event.seq = Some(seq);
+        let mut event = agent_start_event(execution_id, seq);
         event.timestamp = Some(timestamp);
         event.conversation_id = conversation_id.map(str::to_owned);
         PublishedEvent::new(event)
