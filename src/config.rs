@@ -36,6 +36,7 @@ pub struct Config {
     pub persist_batch_ms: u64,
     pub persist_backlog_max: usize,
     pub sqlite_busy_timeout_ms: u64,
+    pub sqlite_checkpoint_pages: u32,
     pub retention_max_age_secs: u64,
     pub retention_max_executions: u64,
     pub retention_interval_secs: u64,
@@ -178,6 +179,10 @@ impl Config {
             ("idempotency_window_secs", self.idempotency_window_secs),
             ("persist_batch_max", self.persist_batch_max as u64),
             ("persist_backlog_max", self.persist_backlog_max as u64),
+            (
+                "sqlite_checkpoint_pages",
+                u64::from(self.sqlite_checkpoint_pages),
+            ),
             ("demo_pace_ms", self.demo_pace_ms),
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),

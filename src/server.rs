@@ -39,7 +39,7 @@ use agent_events_actors::registry::{CloseAll, Registry};
 use agent_events_actors::session::{SessionConfig, SessionDeps};
 use agent_events_actors::socket::ConnectionSocket;
 use agent_events_actors::store::mongo;
-use agent_events_actors::store::sqlite::SqliteStore;
+use agent_events_actors::store::sqlite::{SqliteOptions, SqliteStore};
 use agent_events_actors::store::{Retention, Store};
 use agent_events_actors::EmitterHandle;
 use std::io;
@@ -334,9 +334,12 @@ async fn open_store(config: &Config) -> io::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     let path = config.data_dir.join("events.db");
-    let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
+    let options = SqliteOptions {
+        busy_timeout: Duration::from_millis(config.sqlite_busy_timeout_ms),
+        checkpoint_pages: config.sqlite_checkpoint_pages,
+    };
     let store =
-        SqliteStore::open_with(&path, busy_timeout).map_err(|e| io::Error::other(e.to_string()))?;
+        SqliteStore::open_with(&path, options).map_err(|e| io::Error::other(e.to_string()))?;
     log::info!("store: SQLite at {}", path.display());
     Ok(Arc::new(store))
 }

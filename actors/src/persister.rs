@@ -449,7 +449,7 @@ impl Handler<Flush> for Persister {
 mod tests {
     use super::*;
     use crate::protocol::test_events::{agent_start, seqs};
-    use crate::store::sqlite::{SqliteStore, DEFAULT_BUSY_TIMEOUT};
+    use crate::store::sqlite::{SqliteOptions, SqliteStore, DEFAULT_BUSY_TIMEOUT};
     use rusqlite::Connection;
     use std::ops::RangeInclusive;
     use std::path::PathBuf;
@@ -536,7 +536,11 @@ mod tests {
         fn start(config: PersisterConfig, busy_timeout: Duration) -> Harness {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("events.db");
-            let store = Arc::new(SqliteStore::open_with(&path, busy_timeout).unwrap());
+            let options = SqliteOptions {
+                busy_timeout,
+                ..SqliteOptions::default()
+            };
+            let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
             let backlog = Backlog::new(usize::MAX);
             let persister =
                 Persister::new(store.clone(), config, backlog.clone(), Metrics::new()).start();

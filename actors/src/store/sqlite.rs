@@ -45,6 +45,26 @@ const SCHEMA_VERSION: i64 = 1;
 /// operation fails and the Persister retries it.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How the store treats its file beyond where it is: `config/default.toml`
+/// says what each setting trades.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// How long a connection waits for a lock another process holds.
+    pub busy_timeout: Duration,
+    /// The write-ahead log's size, in pages, at which the writer checkpoints
+    /// it into the database file (`sqlite/checkpoint.rs` says why it is large).
+    pub checkpoint_pages: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> SqliteOptions {
+        SqliteOptions {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            checkpoint_pages: checkpoint::DEFAULT_CHECKPOINT_PAGES,
+        }
+    }
+}
+
 /// The tables. The outbox tables were added without a version bump: they
 /// are created if missing, and an older broker ignores them.
 /// `events.body` is the event's own JSON, which reads rebuild it
@@ -229,12 +249,12 @@ impl SqliteStore {
     ///
     /// It blocks on the file while it sets up: call it at startup, not from an actor.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        Self::open_with(path, DEFAULT_BUSY_TIMEOUT)
+        Self::open_with(path, SqliteOptions::default())
     }
 
-    /// As [`SqliteStore::open`], waiting at most `busy_timeout` for a lock.
-    pub fn open_with(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
-        let store = Self::start(path, busy_timeout).map_err(|failure| {
+    /// As [`SqliteStore::open`], with other [`SqliteOptions`].
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let store = Self::start(path, options).map_err(|failure| {
             StoreError::new(format!(
                 "sqlite: cannot open {}: {}",
                 path.display(),
@@ -245,14 +265,18 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn start(path: &Path, busy_timeout: Duration) -> Result<SqliteStore, Failure> {
+    fn start(path: &Path, options: SqliteOptions) -> Result<SqliteStore, Failure> {
         create_parent_dir(path)?;
+        let busy_timeout = options.busy_timeout;
         // The writer first: it creates the file and the schema the reader expects.
         let writer = open_writer(path, busy_timeout)?;
         let reader = open_reader(path, busy_timeout)?;
         let analyst = open_reader(path, busy_timeout)?;
+        let due_at = options.checkpoint_pages;
         Ok(SqliteStore {
-            writer: Worker::spawn("sqlite-writer", writer, checkpoint::checkpoint_if_due)?,
+            writer: Worker::spawn("sqlite-writer", writer, move |conn| {
+                checkpoint::checkpoint_if_due(conn, due_at)
+            })?,
             reader: Worker::spawn("sqlite-reader", reader, |_| {})?,
             analyst: Worker::spawn("sqlite-analytics", analyst, |_| {})?,
         })
@@ -513,7 +537,7 @@ impl Worker {
     fn spawn(
         name: &'static str,
         mut conn: Connection,
-        after_each: fn(&mut Connection),
+        after_each: impl Fn(&mut Connection) + Send + 'static,
     ) -> Result<Worker, Failure> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
@@ -1583,7 +1607,12 @@ mod tests {
     async fn the_writer_checkpoints_the_log_between_commits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let checkpoint_pages = 1_000;
+        let options = SqliteOptions {
+            checkpoint_pages,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, options).unwrap();
         let thought = "x".repeat(3_000);
         // 4,000 events of 3 KB: about 3,000 pages through the log.
         for batch in 0..40 {
@@ -1613,7 +1642,7 @@ mod tests {
             / page_size;
         // The log's high-water mark: the threshold and the commit that crossed it.
         assert!(
-            log_pages < u64::try_from(checkpoint::CHECKPOINT_PAGES).unwrap() + 500,
+            log_pages < u64::from(checkpoint_pages) + 500,
             "the log grew to {log_pages} pages"
         );
         assert_eq!(store.last_seq("e").await.unwrap(), 4_000);
