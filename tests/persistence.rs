@@ -188,6 +188,54 @@ async fn seq_continues_after_a_restart(mongodb: Option<&MongoDb>) {
     client.ping().await;
 }
 
+/// The writer copies the write-ahead log into the database file once the log
+/// reaches `sqlite_checkpoint_pages`, and the log then starts again, so its
+/// file never grows far past the setting; the default lets it grow much
+/// further (config/default.toml says why), and the same posts leave it longer
+/// than the small setting allows. Either way every event is readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_copied_into_the_file_at_the_configured_size() {
+    const SMALL: u64 = 300;
+    let small = log_pages_after_large_posts(&[("SQLITE_CHECKPOINT_PAGES", "300")]).await;
+    let default = log_pages_after_large_posts(&[]).await;
+    // The high-water mark: the threshold plus the commits that crossed it.
+    assert!(
+        small < SMALL + 600,
+        "the log grew to {small} pages with a threshold of {SMALL}"
+    );
+    assert!(
+        default > SMALL + 600,
+        "with the default threshold the log was checkpointed at {default} pages"
+    );
+}
+
+/// Posts 4,000 events of 2 KB in batches of 50 (about 5,000 pages of log)
+/// to a broker with `settings`, checks they are all stored, and returns the
+/// size of the write-ahead log file, in 4 KiB pages, while the broker runs.
+async fn log_pages_after_large_posts(settings: &[(&str, &str)]) -> u64 {
+    let dir = DataDir::new();
+    let broker = start(&dir, settings).await;
+    let thought = "x".repeat(2_000);
+    for batch in 0..80 {
+        let events: Vec<Value> = (0..50)
+            .map(|n| {
+                event(
+                    "agent-thinking",
+                    &format!("exec-{}", n % 5),
+                    json!({"agentId": "agent-1", "thought": thought, "step": batch}),
+                )
+            })
+            .collect();
+        broker.post_ok(&Value::Array(events)).await;
+    }
+    for n in 0..5 {
+        let stored = all_events(&broker, &format!("exec-{n}"), "").await;
+        assert_eq!(seqs(&stored), (1..=800).collect::<Vec<_>>(), "exec-{n}");
+    }
+    let log = std::fs::metadata(dir.path().join("events.db-wal")).expect("the log file");
+    log.len() / 4096
+}
+
 /// `kill -9` while producers are still posting, right after a burst of
 /// 202s: after a restart on the same `DATA_DIR`, every acknowledged event is
 /// stored under the seq it was given, each execution's stored seqs run
