@@ -196,7 +196,8 @@ async fn seq_continues_after_a_restart(mongodb: Option<&MongoDb>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_copied_into_the_file_at_the_configured_size() {
     const SMALL: u64 = 300;
-    let small = log_pages_after_large_posts(&[("SQLITE_CHECKPOINT_PAGES", "300")]).await;
+    let small =
+        log_pages_after_large_posts(&[("SQLITE_CHECKPOINT_PAGES", &SMALL.to_string())]).await;
     let default = log_pages_after_large_posts(&[]).await;
     // The high-water mark: the threshold plus the commits that crossed it.
     assert!(

@@ -31,10 +31,11 @@
 //! a copy per commit, but a checkpoint copies each page into the file once,
 //! however many commits changed it. So the longer the log between two
 //! checkpoints, the fewer pages copied, and synced, per event: at 25,000 pages
-//! the broker took 1.2–1.4x the events per second of 1,000 pages, with 0.77–0.88x
-//! the CPU per event (PERFORMANCE.md, session 9). The price is disk space, the
-//! log's file stays at its largest size (about 100 MiB at 4 KiB pages), and a
-//! longer pause on the one commit that waits for a checkpoint.
+//! the broker took 1.17–1.29x the events per second of 1,000 pages, with
+//! 0.85–0.94x the CPU per event (PERFORMANCE.md, session 9). The price is
+//! disk space (the log's file stays at its largest size, about 100 MiB at
+//! 4 KiB pages) and a longer pause on the one commit that waits for a
+//! checkpoint.
 
 use rusqlite::hooks::Wal;
 use rusqlite::Connection;
@@ -115,13 +116,13 @@ mod tests {
         }
         let pages = WAL_PAGES.with(Cell::get);
         assert!(pages >= 1_100, "{pages} pages in the log");
-        let pages = u32::try_from(pages).unwrap();
+        let due_at = u32::try_from(pages).unwrap();
         // …nor may the writer before the log reaches its threshold…
-        checkpoint_if_due(&mut conn, pages + 1);
-        assert_eq!(WAL_PAGES.with(Cell::get), c_int::try_from(pages).unwrap());
+        checkpoint_if_due(&mut conn, due_at + 1);
+        assert_eq!(WAL_PAGES.with(Cell::get), pages);
         // …and the checkpoint at the threshold copies the whole log, so the
         // next commit starts the log again from its beginning.
-        checkpoint_if_due(&mut conn, pages);
+        checkpoint_if_due(&mut conn, due_at);
         assert_eq!(WAL_PAGES.with(Cell::get), 0);
         conn.execute("INSERT INTO t VALUES (?1)", [&body]).unwrap();
         let after_restart = WAL_PAGES.with(Cell::get);
