@@ -517,20 +517,23 @@ async fn read_nodes(target: RedisTarget, keys: ClusterKeys) -> Result<Vec<Value>
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let announcements: Vec<String> = ids.iter().map(|id| keys.node(id)).collect();
     // One round trip: the keys share the hash tag, so they are on one master.
-    let mut get = redis::cmd("MGET");
-    for id in &ids {
-        get.arg(keys.node(id));
-    }
-    let bodies: Vec<Option<String>> = get.query_async(&mut connection).await?;
-    let (live, gone): (Vec<_>, Vec<_>) =
-        ids.iter().zip(bodies).partition(|(_, body)| body.is_some());
+    let bodies: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&announcements)
+        .query_async(&mut connection)
+        .await?;
+    let (live, gone): (Vec<_>, Vec<_>) = ids
+        .iter()
+        .zip(&announcements)
+        .zip(bodies)
+        .partition(|(_, body)| body.is_some());
     if !gone.is_empty() {
         let script = Script::new(FORGET_GONE_NODES);
         let mut forget = script.prepare_invoke();
         forget.key(keys.node_ids());
-        for (id, _) in gone {
-            forget.key(keys.node(id)).arg(id);
+        for ((id, announcement), _) in gone {
+            forget.key(announcement).arg(id);
         }
         forget.invoke_async::<()>(&mut connection).await?;
     }
