@@ -33,12 +33,15 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 mod checkpoint;
+mod event_log;
 mod first_fields;
 mod outbox;
 
 /// Version of [`SCHEMA`], kept in `PRAGMA user_version`; a file written by a
 /// newer broker is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 keeps events in a log and an index (`sqlite/event_log.rs`);
+/// a version 1 file is moved to it when opened.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits, by default, for a lock another process holds
 /// (a second broker on the same `DATA_DIR`, a backup tool) before the
@@ -65,26 +68,16 @@ impl Default for SqliteOptions {
     }
 }
 
-/// The tables. The outbox tables were added without a version bump: they
-/// are created if missing, and an older broker ignores them.
-/// `events.body` is the event's own JSON, which reads rebuild it
-/// from; the other columns are copies of what queries filter on. `executions`
-/// is the summary `append` keeps in step, so listing executions never scans events.
-/// `events` has no index but its primary key: every index is paid for by
+/// The tables beside the events' own (`sqlite/event_log.rs`, which reads go
+/// through as the view `events`). The outbox tables were added without a
+/// version bump: they are created if missing, and an older broker ignores
+/// them. An event's `body` is its own JSON, which reads rebuild it from; the
+/// other columns are copies of what queries filter on. `executions` is the
+/// summary `append` keeps in step, so listing executions never scans events.
+/// Events have no index but (execution, seq): every index is paid for by
 /// every event stored, and analytics reaches a time window through the
 /// executions' first and last event times instead (`executions_in_window`).
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    execution_id    TEXT NOT NULL,
-    seq             INTEGER NOT NULL,
-    type            TEXT NOT NULL,
-    agent_id        TEXT,
-    department      TEXT,
-    conversation_id TEXT,
-    timestamp       TEXT NOT NULL,
-    body            TEXT NOT NULL,
-    PRIMARY KEY (execution_id, seq)
-);
 CREATE TABLE IF NOT EXISTS executions (
     execution_id    TEXT PRIMARY KEY,
     conversation_id TEXT,
@@ -153,13 +146,12 @@ CREATE TABLE IF NOT EXISTS notify_rules (
 ";
 
 /// An insert of `rows` events, their values bound row after row in the
-/// order of [`bind_rows`]; a row already stored is left as it is.
+/// order of [`bind_rows`]; only new events are given to it (`event_log::not_stored`).
 fn insert_events_sql(rows: usize) -> String {
     let row = format!("({})", placeholders(8));
     format!(
-        "INSERT OR IGNORE INTO events
-         (execution_id, seq, type, agent_id, department, conversation_id, timestamp, body)
-         VALUES {}",
+        "INSERT INTO {} VALUES {}",
+        event_log::INSERT_COLUMNS,
         vec![row; rows].join(", ")
     )
 }
@@ -658,6 +650,7 @@ fn create_schema(conn: &mut Connection) -> Result<(), Failure> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
+    event_log::create(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -779,17 +772,13 @@ fn append(
         .collect::<Result<Vec<_>, _>>()?;
     // IMMEDIATE takes the write lock up front, where busy_timeout applies,
     // instead of failing halfway if another process holds it.
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let stored = insert_events(&mut tx, &rows)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // A repeated append inserts nothing, and counts nothing.
+    let rows = new_rows(&tx, rows)?;
+    insert_in_chunks(&tx, &rows)?;
     let mut summaries: Vec<Summary> = Vec::new();
     let mut index: IdMap<&str, usize> = id_map();
-    for row in rows
-        .iter()
-        .zip(&stored)
-        .filter(|(_, new)| **new)
-        .map(|(row, _)| row)
-    {
+    for row in &rows {
         match index.get(row.execution_id) {
             Some(&i) => summaries[i].add(row),
             None => {
@@ -800,6 +789,7 @@ fn append(
     }
     count_events_in(&tx, &summaries)?;
     insert_keys(&tx, keys)?;
+    event_log::index_if_due(&tx)?;
     tx.commit()?;
     // Only what is committed is known: a rolled-back amend changed nothing.
     for summary in &summaries {
@@ -817,48 +807,32 @@ fn append(
 /// statement short and its 256 parameters far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 
-/// Inserts the rows, and says of each whether it was new.
+/// The rows not stored yet, in their order (`event_log::not_stored`).
 ///
-/// Nearly always every row is new, and then the rows go in
-/// [`ROWS_PER_INSERT`] to a statement. A statement of many rows says only
-/// how many it inserted; when that is not all of them (a retried append),
-/// each row's `rowid` tells: SQLite gives a new row the `rowid` above every
-/// existing one, so this insert's rows are the highest `rowid`s, one after
-/// another, and those above the highest less the count inserted are new.
-/// Nothing is read on the usual path.
-///
-/// Why not a savepoint to roll back and insert one row at a time: while a
-/// savepoint is open SQLite copies every page it changes into a statement
+/// Why not a savepoint to try each row and roll back a repeated one: while
+/// a savepoint is open SQLite copies every page it changes into a statement
 /// journal (a temporary file, created and deleted each commit), which was
 /// a fifth of the writer's CPU in the ingest profile (PERFORMANCE.md).
-fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<Vec<bool>, Failure> {
-    let inserted = insert_in_chunks(tx, rows)?;
-    if inserted == rows.len() {
-        return Ok(vec![true; rows.len()]);
+fn new_rows<'a>(
+    tx: &Transaction<'_>,
+    rows: Vec<EventRow<'a>>,
+) -> Result<Vec<EventRow<'a>>, Failure> {
+    let keys: Vec<(&str, i64)> = rows.iter().map(|row| (row.execution_id, row.seq)).collect();
+    let new = event_log::not_stored(tx, &keys)?;
+    if new.iter().all(|&new| new) {
+        return Ok(rows);
     }
-    let highest: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM events")?
-        .query_row([], |row| row.get(0))?;
-    let highest_before = highest - inserted as i64;
-    let mut rowid_of =
-        tx.prepare_cached("SELECT rowid FROM events WHERE execution_id = ?1 AND seq = ?2")?;
-    rows.iter()
-        .map(|row| {
-            // A row `OR IGNORE` left out for another reason is not new either.
-            let rowid: Option<i64> = rowid_of
-                .query_row(params![row.execution_id, row.seq], |found| found.get(0))
-                .optional()?;
-            Ok(rowid.is_some_and(|rowid| rowid > highest_before))
-        })
-        .collect()
+    Ok(rows
+        .into_iter()
+        .zip(new)
+        .filter_map(|(row, new)| new.then_some(row))
+        .collect())
 }
 
 /// Inserts the rows, [`ROWS_PER_INSERT`] to a statement, and the rest in
 /// halving sizes (a remainder of 13 is 8 + 4 + 1: three statements, not 13;
-/// a commit over many executions is mostly remainder); returns how many
-/// were new.
-fn insert_in_chunks(conn: &Connection, rows: &[EventRow<'_>]) -> Result<usize, Failure> {
-    let mut inserted = 0;
+/// a commit over many executions is mostly remainder).
+fn insert_in_chunks(conn: &Connection, rows: &[EventRow<'_>]) -> Result<(), Failure> {
     let mut rest = rows;
     for (size, sql) in INSERT_EVENTS.iter() {
         if rest.len() < *size {
@@ -868,11 +842,11 @@ fn insert_in_chunks(conn: &Connection, rows: &[EventRow<'_>]) -> Result<usize, F
         let mut chunks = rest.chunks_exact(*size);
         for chunk in &mut chunks {
             bind_rows(&mut insert, chunk)?;
-            inserted += insert.raw_execute()?;
+            insert.raw_execute()?;
         }
         rest = chunks.remainder();
     }
-    Ok(inserted)
+    Ok(())
 }
 
 /// Binds the rows' values to the statement's parameters, row after row.
@@ -1216,11 +1190,10 @@ fn apply_retention(
         ))?
         .query_map(params_from_iter(doomed.args.iter()), |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    tx.execute(
-        &format!(
-            "DELETE FROM events WHERE execution_id IN (SELECT execution_id FROM executions WHERE {condition})"
-        ),
-        params_from_iter(doomed.args.iter()),
+    event_log::delete_executions(
+        &tx,
+        &format!("SELECT execution_id FROM executions WHERE {condition}"),
+        &doomed.args,
     )?;
     tx.execute(
         &format!("DELETE FROM executions WHERE {condition}"),
@@ -1655,7 +1628,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         store.append(vec![agent_start("e", 1)]).await.unwrap();
         raw(&path)
-            .execute("UPDATE events SET body = '{not json' WHERE seq = 1", [])
+            .execute("UPDATE event_log SET body = '{not json' WHERE seq = 1", [])
             .unwrap();
         let error = store
             .events(EventQuery::after("e", 0, 10))
@@ -1664,7 +1637,7 @@ mod tests {
         assert!(error.message.contains("e/1 is unreadable"), "{error}");
         raw(&path)
             .execute(
-                "UPDATE events SET body = '{\"type\":\"nope\"}' WHERE seq = 1",
+                "UPDATE event_log SET body = '{\"type\":\"nope\"}' WHERE seq = 1",
                 [],
             )
             .unwrap();
