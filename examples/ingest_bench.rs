@@ -19,7 +19,7 @@
 //!   `SINGLE_SECONDS` each: the 202 latency (p50, p99, max) and throughput.
 //!   Group commit puts the events of concurrent producers in one transaction,
 //!   so throughput should grow with producers while p50 stays near
-//!   `persist_batch_ms` plus one fsync.
+//!   one or two fsyncs (plus `persist_batch_ms`, 0 by default).
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
