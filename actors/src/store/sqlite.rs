@@ -1222,8 +1222,8 @@ fn epoch_ms(column: &str) -> String {
 /// last event time in step with every commit. An event at `t` in
 /// `[from, to)` belongs to an execution with `started_at <= t < to` and
 /// `last_event_at >= t >= from`, so reading these executions' events by
-/// the primary key, then filtering by time, finds every event of the
-/// window and no other.
+/// execution (`event_index`, and the log's end: `sqlite/event_log.rs`), then
+/// filtering by time, finds every event of the window and no other.
 fn executions_in_window(query: &AnalyticsQuery) -> (&'static str, [SqlValue; 2]) {
     (
         "SELECT execution_id FROM executions WHERE started_at < ? AND last_event_at >= ?",
@@ -1270,7 +1270,7 @@ fn analytics_executions(query: &AnalyticsQuery) -> Conditions {
         "conversation_id = ?",
         query.conversation_id.as_deref().map(text),
     );
-    // Correlated: by the primary key of `events`, which has no department index.
+    // Correlated: by execution (`event_log.rs`); there is no department index.
     active.add_if(
         "EXISTS (SELECT 1 FROM events \
          WHERE events.execution_id = executions.execution_id AND events.department = ?)",

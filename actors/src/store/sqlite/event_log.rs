@@ -28,6 +28,7 @@
 
 use crate::id_map::{id_map, IdMap};
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::HashSet;
 
 /// How many events the log holds beyond its index before a commit indexes
 /// them. Larger writes each execution's index leaf more rarely but makes
@@ -120,15 +121,14 @@ pub(super) fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// An execution's summary holds the highest seq stored of it, so a seq above
 /// that (and above those earlier in `keys`) is new without looking further:
 /// that is every event but a retried or repeated one. Only a seq at or below
-/// it is looked up, through `events`.
+/// it is looked up ([`StoredKeys`]).
 pub(super) fn not_stored(
     tx: &Transaction<'_>,
     keys: &[(&str, i64)],
 ) -> rusqlite::Result<Vec<bool>> {
     let mut last_stored =
         tx.prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?;
-    let mut stored =
-        tx.prepare_cached("SELECT 1 FROM events WHERE execution_id = ?1 AND seq = ?2")?;
+    let mut stored = StoredKeys::new(tx);
     let mut highest: IdMap<&str, i64> = id_map();
     let mut new = Vec::with_capacity(keys.len());
     for (n, &(execution_id, seq)) in keys.iter().enumerate() {
@@ -148,11 +148,52 @@ pub(super) fn not_stored(
                 .zip(&new)
                 .any(|(key, &taken)| taken && *key == (execution_id, seq));
             highest.insert(execution_id, top);
-            !taken_earlier && !stored.exists(params![execution_id, seq])?
+            !taken_earlier && !stored.holds(execution_id, seq)?
         };
         new.push(is_new);
     }
     Ok(new)
+}
+
+/// Whether the file holds a key, for the rare seq that may be a repeat.
+///
+/// Why not a read of the view per key: its half over the log's end is a
+/// scan, and a batch replayed whole (a cluster node's journal after a
+/// failover) would scan it once per event. The end's keys are read once,
+/// at the first key that needs them, and the index is searched per key.
+struct StoredKeys<'t> {
+    tx: &'t Transaction<'t>,
+    log_end: Option<HashSet<(String, i64)>>,
+}
+
+impl<'t> StoredKeys<'t> {
+    fn new(tx: &'t Transaction<'t>) -> StoredKeys<'t> {
+        StoredKeys { tx, log_end: None }
+    }
+
+    fn holds(&mut self, execution_id: &str, seq: i64) -> rusqlite::Result<bool> {
+        let indexed = self
+            .tx
+            .prepare_cached("SELECT 1 FROM event_index WHERE execution_id = ?1 AND seq = ?2")?
+            .exists(params![execution_id, seq])?;
+        Ok(indexed || self.log_end()?.contains(&(execution_id.to_owned(), seq)))
+    }
+
+    /// The keys of the log's end, read at the first call.
+    fn log_end(&mut self) -> rusqlite::Result<&HashSet<(String, i64)>> {
+        if self.log_end.is_none() {
+            let keys = self
+                .tx
+                .prepare_cached(
+                    "SELECT execution_id, seq FROM event_log
+                     WHERE id > (SELECT row FROM event_index_upto)",
+                )?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<HashSet<_>>>()?;
+            self.log_end = Some(keys);
+        }
+        Ok(self.log_end.get_or_insert_with(HashSet::new))
+    }
 }
 
 /// Indexes the log's end once it holds [`UNINDEXED_ROWS`] events, in the
