@@ -267,17 +267,30 @@ function assertSameEvents(shown, stored) {
   assert.deepEqual(shown, expected)
 }
 
-/** Waits until the log shows exactly `events`, then checks them one by one. */
+/**
+ * Waits until the log shows exactly `events`, then checks them one by one.
+ * On a timeout the same check runs anyway, so the failure shows what the log
+ * held instead of only that the wait ran out.
+ */
 async function waitForLog(page, events) {
   const seqs = events.map((e) => e.seq)
-  await page.waitForFunction(
-    (want) => {
-      const shown = [...document.querySelectorAll('#log li[data-seq]')].map((r) => Number(r.dataset.seq))
-      return shown.length === want.length && shown.every((seq, i) => seq === want[i])
-    },
-    seqs,
-    { timeout: UI_MS },
-  )
+  await page
+    .waitForFunction(
+      (want) => {
+        const shown = [...document.querySelectorAll('#log li[data-seq]')].map((r) => Number(r.dataset.seq))
+        return shown.length === want.length && shown.every((seq, i) => seq === want[i])
+      },
+      seqs,
+      { timeout: UI_MS },
+    )
+    .catch(async (timeout) => {
+      const state = await page.evaluate(() => ({
+        subscription: { ...document.getElementById('log').dataset },
+        types: [...document.querySelectorAll('#type-filters input:checked')].map((input) => input.value),
+        department: document.querySelector('select[data-filter="department"]')?.value,
+      }))
+      console.error(`waitForLog: ${timeout.message}; the log and its filters: ${JSON.stringify(state)}`)
+    })
   assert.deepEqual(
     await shownLog(page),
     events.map((e) => [e.seq, e.type, e.agentId ?? '']),
