@@ -1525,11 +1525,11 @@ mod tests {
     use super::*;
     use crate::protocol::test_events::agent_start_event;
 
-    fn agent_start(execution_id: &str, seq: u64) -> Arc<PublishedEvent> {
+    pub(super) fn agent_start(execution_id: &str, seq: u64) -> Arc<PublishedEvent> {
         agent_start_at(execution_id, seq, Utc::now(), None)
     }
 
-    fn agent_start_at(
+    pub(super) fn agent_start_at(
         execution_id: &str,
         seq: u64,
         timestamp: DateTime<Utc>,
@@ -1541,7 +1541,7 @@ mod tests {
         PublishedEvent::new(event)
     }
 
-    fn raw(path: &Path) -> Connection {
+    pub(super) fn raw(path: &Path) -> Connection {
         Connection::open(path).unwrap()
     }
 

@@ -181,18 +181,18 @@ impl<'t> StoredKeys<'t> {
 
     /// The keys of the log's end, read at the first call.
     fn log_end(&mut self) -> rusqlite::Result<&HashSet<(String, i64)>> {
-        if self.log_end.is_none() {
-            let keys = self
+        let keys = match self.log_end.take() {
+            Some(keys) => keys,
+            None => self
                 .tx
                 .prepare_cached(
                     "SELECT execution_id, seq FROM event_log
                      WHERE id > (SELECT row FROM event_index_upto)",
                 )?
                 .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<HashSet<_>>>()?;
-            self.log_end = Some(keys);
-        }
-        Ok(self.log_end.get_or_insert_with(HashSet::new))
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        Ok(self.log_end.insert(keys))
     }
 }
 
@@ -228,8 +228,8 @@ pub(super) fn delete_executions(
     tx: &Transaction<'_>,
     executions: &str,
     args: &[rusqlite::types::Value],
-) -> rusqlite::Result<usize> {
-    let deleted = tx.execute(
+) -> rusqlite::Result<()> {
+    tx.execute(
         &format!(
             "DELETE FROM event_log WHERE id IN
              (SELECT row FROM events WHERE execution_id IN ({executions}))"
@@ -240,31 +240,21 @@ pub(super) fn delete_executions(
         &format!("DELETE FROM event_index WHERE execution_id IN ({executions})"),
         rusqlite::params_from_iter(args),
     )?;
-    Ok(deleted)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::UNINDEXED_ROWS;
-    use crate::protocol::test_events::agent_start_event;
-    use crate::protocol::PublishedEvent;
+    use crate::store::sqlite::tests::{agent_start, agent_start_at, raw};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{EventQuery, Retention, Store};
-    use chrono::{DateTime, TimeDelta, Utc};
-    use rusqlite::Connection;
+    use chrono::{TimeDelta, Utc};
     use std::path::Path;
-    use std::sync::Arc;
-
-    fn event(execution_id: &str, seq: u64, at: DateTime<Utc>) -> Arc<PublishedEvent> {
-        let mut event = agent_start_event(execution_id, seq);
-        event.timestamp = Some(at);
-        PublishedEvent::new(event)
-    }
 
     /// `(event_index_upto.row, MAX(event_log.id), rows in event_index)`.
     fn layout(path: &Path) -> (i64, i64, i64) {
-        Connection::open(path)
-            .unwrap()
+        raw(path)
             .query_row(
                 "SELECT (SELECT row FROM event_index_upto),
                         (SELECT MAX(id) FROM event_log),
@@ -286,7 +276,7 @@ mod tests {
         let mut batch = Vec::new();
         for seq in 1..=per_execution {
             for execution_id in executions {
-                batch.push(event(execution_id, seq, Utc::now()));
+                batch.push(agent_start(execution_id, seq));
                 if batch.len() == 100 {
                     store.append(std::mem::take(&mut batch)).await.unwrap();
                 }
@@ -334,11 +324,11 @@ mod tests {
         assert!(before.0 > 0 && before.1 > before.0, "{before:?}");
         // seq 1 is indexed, the last is not; a batch may also repeat itself.
         let again = vec![
-            event("a", 1, Utc::now()),
-            event("a", per_execution, Utc::now()),
-            event("b", 2, Utc::now()),
-            event("b", per_execution + 1, Utc::now()),
-            event("b", per_execution + 1, Utc::now()),
+            agent_start("a", 1),
+            agent_start("a", per_execution),
+            agent_start("b", 2),
+            agent_start("b", per_execution + 1),
+            agent_start("b", per_execution + 1),
         ];
         store.append(again).await.unwrap();
         let after = layout(&path);
@@ -363,11 +353,13 @@ mod tests {
         let now = Utc::now();
         let early = now - TimeDelta::hours(1);
         let kept: Vec<_> = (1..UNINDEXED_ROWS as u64 - 50)
-            .map(|seq| event("kept", seq, now))
+            .map(|seq| agent_start_at("kept", seq, now, None))
             .collect();
         store.append(kept).await.unwrap();
         // The newest rows, and the commit that indexes them all.
-        let doomed = (1..=100).map(|seq| event("doomed", seq, early)).collect();
+        let doomed = (1..=100)
+            .map(|seq| agent_start_at("doomed", seq, early, None))
+            .collect();
         store.append(doomed).await.unwrap();
         let (upto, last, _) = layout(&path);
         assert_eq!(upto, last, "everything is indexed");
@@ -377,7 +369,10 @@ mod tests {
         };
         let removed = store.apply_retention(policy).await.unwrap();
         assert_eq!(removed, vec!["doomed".to_owned()]);
-        store.append(vec![event("new", 1, now)]).await.unwrap();
+        store
+            .append(vec![agent_start_at("new", 1, now, None)])
+            .await
+            .unwrap();
         assert_eq!(seqs(&store, EventQuery::after("new", 0, 10)).await, vec![1]);
         assert!(seqs(&store, EventQuery::after("doomed", 0, 10))
             .await
@@ -388,7 +383,7 @@ mod tests {
     async fn a_file_of_the_old_layout_is_moved_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
-        let old = Connection::open(&path).unwrap();
+        let old = raw(&path);
         old.execute_batch(
             "CREATE TABLE events (
                  execution_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
@@ -401,7 +396,7 @@ mod tests {
         old.execute_batch(super::super::SCHEMA).unwrap();
         let at = "2026-12-07T22:00:00.000Z";
         for seq in 1..=3 {
-            let body = event("e", seq, Utc::now()).event_json().to_owned();
+            let body = agent_start("e", seq).event_json().to_owned();
             old.execute(
                 "INSERT INTO events VALUES ('e', ?1, 'agent-start', 'a', NULL, NULL, ?2, ?3)",
                 rusqlite::params![seq, at, body],
@@ -421,14 +416,13 @@ mod tests {
             seqs(&store, EventQuery::after("e", 0, 10)).await,
             vec![1, 2, 3]
         );
-        let retried_and_new = vec![event("e", 2, Utc::now()), event("e", 4, Utc::now())];
+        let retried_and_new = vec![agent_start("e", 2), agent_start("e", 4)];
         store.append(retried_and_new).await.unwrap();
         assert_eq!(
             seqs(&store, EventQuery::after("e", 0, 10)).await,
             vec![1, 2, 3, 4]
         );
-        let kind: String = Connection::open(&path)
-            .unwrap()
+        let kind: String = raw(&path)
             .query_row(
                 "SELECT type FROM sqlite_master WHERE name = 'events'",
                 [],
