@@ -269,8 +269,8 @@ function assertSameEvents(shown, stored) {
 
 /**
  * Waits until the log shows exactly `events`, then checks them one by one.
- * On a timeout the same check runs anyway, so the failure shows what the log
- * held instead of only that the wait ran out.
+ * A timeout still fails, and says what the log held and its filters instead
+ * of only that the wait ran out.
  */
 async function waitForLog(page, events) {
   const seqs = events.map((e) => e.seq)
@@ -289,7 +289,9 @@ async function waitForLog(page, events) {
         types: [...document.querySelectorAll('#type-filters input:checked')].map((input) => input.value),
         department: document.querySelector('select[data-filter="department"]')?.value,
       }))
-      console.error(`waitForLog: ${timeout.message}; the log and its filters: ${JSON.stringify(state)}`)
+      const shown = (await shownLog(page)).map(([seq]) => seq)
+      timeout.message += `; wanted seqs ${JSON.stringify(seqs)}, the log shows ${JSON.stringify(shown)}; its state: ${JSON.stringify(state)}`
+      throw timeout
     })
   assert.deepEqual(
     await shownLog(page),
