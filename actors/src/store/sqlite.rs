@@ -103,12 +103,6 @@ CREATE TABLE IF NOT EXISTS journal (
     body      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_by_node ON journal (node_id, position);
--- Analytics once read the window through these; it now goes through
--- `executions` (`executions_in_window`), and a file that has them loses them.
-DROP INDEX IF EXISTS events_by_time;
-DROP INDEX IF EXISTS events_by_type_time;
-DROP INDEX IF EXISTS events_by_conversation_time;
-DROP INDEX IF EXISTS events_by_department_time;
 CREATE TABLE IF NOT EXISTS health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
