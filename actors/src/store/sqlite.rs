@@ -140,7 +140,7 @@ CREATE TABLE IF NOT EXISTS notify_rules (
 ";
 
 /// An insert of `rows` events, their values bound row after row in the
-/// order of [`bind_rows`]; only new events are given to it (`event_log::not_stored`).
+/// order of [`bind_rows`]; only new events are given to it (`event_log::Append::not_stored`).
 fn insert_events_sql(rows: usize) -> String {
     let row = format!("({})", placeholders(8));
     format!(
@@ -767,9 +767,11 @@ fn append(
     // IMMEDIATE takes the write lock up front, where busy_timeout applies,
     // instead of failing halfway if another process holds it.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut log = event_log::Append::begin(&tx)?;
     // A repeated append inserts nothing, and counts nothing.
-    let rows = new_rows(&tx, rows)?;
+    let rows = new_rows(&tx, &log, rows)?;
     insert_in_chunks(&tx, &rows)?;
+    log.inserted(&tx, &keys_of(&rows));
     let mut summaries: Vec<Summary> = Vec::new();
     let mut index: IdMap<&str, usize> = id_map();
     for row in &rows {
@@ -783,8 +785,9 @@ fn append(
     }
     count_events_in(&tx, &summaries)?;
     insert_keys(&tx, keys)?;
-    event_log::index_if_due(&tx)?;
+    log.index_if_due(&tx)?;
     tx.commit()?;
+    log.committed();
     // Only what is committed is known: a rolled-back amend changed nothing.
     for summary in &summaries {
         first_fields::note(
@@ -801,7 +804,7 @@ fn append(
 /// statement short and its 256 parameters far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 
-/// The rows not stored yet, in their order (`event_log::not_stored`).
+/// The rows not stored yet, in their order (`event_log::Append::not_stored`).
 ///
 /// Why not a savepoint to try each row and roll back a repeated one: while
 /// a savepoint is open SQLite copies every page it changes into a statement
@@ -809,10 +812,10 @@ const ROWS_PER_INSERT: usize = 32;
 /// a fifth of the writer's CPU in the ingest profile (PERFORMANCE.md).
 fn new_rows<'a>(
     tx: &Transaction<'_>,
+    log: &event_log::Append,
     rows: Vec<EventRow<'a>>,
 ) -> Result<Vec<EventRow<'a>>, Failure> {
-    let keys: Vec<(&str, i64)> = rows.iter().map(|row| (row.execution_id, row.seq)).collect();
-    let new = event_log::not_stored(tx, &keys)?;
+    let new = log.not_stored(tx, &keys_of(&rows))?;
     if new.iter().all(|&new| new) {
         return Ok(rows);
     }
@@ -821,6 +824,11 @@ fn new_rows<'a>(
         .zip(new)
         .filter_map(|(row, new)| new.then_some(row))
         .collect())
+}
+
+/// The rows' (execution, seq) keys, in their order.
+fn keys_of<'a>(rows: &[EventRow<'a>]) -> Vec<(&'a str, i64)> {
+    rows.iter().map(|row| (row.execution_id, row.seq)).collect()
 }
 
 /// Inserts the rows, [`ROWS_PER_INSERT`] to a statement, and the rest in

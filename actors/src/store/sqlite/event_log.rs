@@ -24,11 +24,16 @@
 //!   log's end, at most [`UNINDEXED_ROWS`] and a commit's rows.
 //!
 //! The log has no key of its own to refuse a second copy of an event, so the
-//! writer decides what is new ([`not_stored`]) before it inserts.
+//! writer decides what is new ([`Append::not_stored`]) before it inserts.
+//!
+//! The writer also remembers the keys of the log's end ([`LogEnd`]), so that
+//! indexing them, and telling a repeat from a new event, reads nothing back.
 
 use crate::id_map::{id_map, IdMap};
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 /// How many events the log holds beyond its index before a commit indexes
 /// them. Larger writes each execution's index leaf more rarely but makes
@@ -115,110 +120,273 @@ pub(super) fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Says of each of `keys` (execution, seq) whether it is stored neither in
-/// the file nor earlier in `keys`: what the commit inserts.
+/// The writer thread's memory of the log's end: the key of every row above
+/// the index's bound, in row order.
 ///
-/// An execution's summary holds the highest seq stored of it, so a seq above
-/// that (and above those earlier in `keys`) is new without looking further:
-/// that is every event but a retried or repeated one. Only a seq at or below
-/// it is looked up ([`StoredKeys`]).
-pub(super) fn not_stored(
-    tx: &Transaction<'_>,
-    keys: &[(&str, i64)],
-) -> rusqlite::Result<Vec<bool>> {
-    let mut last_stored =
-        tx.prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?;
-    let mut stored = StoredKeys::new(tx);
-    let mut highest: IdMap<&str, i64> = id_map();
-    let mut new = Vec::with_capacity(keys.len());
-    for (n, &(execution_id, seq)) in keys.iter().enumerate() {
-        let top = match highest.get(execution_id) {
-            Some(&top) => top,
-            None => last_stored
-                .query_row([execution_id], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0),
+/// Why remember them: the commit that indexes the end used to read its rows
+/// back, 8,192 rows of about 400 bytes, more than SQLite's page cache holds,
+/// and sort them with SQLite's sorter. Reading, sorting and the page reads
+/// were most of that commit's work, and that commit a fifth of the writer's
+/// (PERFORMANCE.md, "Session 11"). The writer committed those rows itself,
+/// so it can keep their keys instead: about 32 bytes each, the execution IDs
+/// shared.
+///
+/// Only the writer thread appends, so what it committed is what the end
+/// holds, with three exceptions, after each of which the end is read from
+/// the file again: another connection wrote to the file (`PRAGMA
+/// data_version` changes), an append failed (an [`Append`] takes the memory
+/// and only its commit puts it back), and retention deleted rows.
+#[derive(Default)]
+struct LogEnd {
+    /// `PRAGMA data_version` when `keys` was last known to match the file;
+    /// `None` when it must be read.
+    version: Option<i64>,
+    /// `event_index_upto.row`: `keys` are of the rows above it.
+    upto: i64,
+    keys: Vec<LogKey>,
+    /// The execution IDs of `keys`, each held once, by number…
+    names: Vec<Rc<str>>,
+    /// …and the numbers by ID.
+    numbers: IdMap<Rc<str>, u32>,
+}
+
+/// One row of the log's end.
+#[derive(Clone, Copy)]
+struct LogKey {
+    /// The execution, by its number in [`LogEnd::names`]: sorting by number
+    /// groups an execution's keys as well as sorting by ID, and compares
+    /// integers, not IDs that share long prefixes.
+    execution: u32,
+    seq: i64,
+    row: i64,
+}
+
+thread_local! {
+    /// The writer thread's [`LogEnd`]; no other thread appends.
+    static LOG_END: RefCell<LogEnd> = RefCell::default();
+}
+
+impl LogEnd {
+    /// The end as the file holds it.
+    fn read(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<LogEnd> {
+        let upto: i64 = tx.query_row("SELECT row FROM event_index_upto", [], |row| row.get(0))?;
+        let mut end = LogEnd {
+            version: Some(version),
+            upto,
+            ..LogEnd::default()
         };
-        let is_new = if seq > top {
-            highest.insert(execution_id, seq);
-            true
+        let mut rows = tx
+            .prepare_cached(
+                "SELECT execution_id, seq, id FROM event_log WHERE id > ?1 ORDER BY id",
+            )?
+            .query_map([upto], |row| {
+                Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (execution_id, seq, row) in rows.drain(..) {
+            end.push(&execution_id, seq, row);
+        }
+        Ok(end)
+    }
+
+    fn push(&mut self, execution_id: &str, seq: i64, row: i64) {
+        let execution = match self.numbers.get(execution_id) {
+            Some(&number) => number,
+            None => {
+                let name: Rc<str> = Rc::from(execution_id);
+                let number = self.names.len() as u32;
+                self.numbers.insert(Rc::clone(&name), number);
+                self.names.push(name);
+                number
+            }
+        };
+        self.keys.push(LogKey {
+            execution,
+            seq,
+            row,
+        });
+    }
+
+    /// Empties the end, now that the index holds it up to `upto`.
+    fn indexed_up_to(&mut self, upto: i64) {
+        self.upto = upto;
+        self.keys.clear();
+        self.names.clear();
+        self.numbers.clear();
+    }
+
+    /// The row number of the last row, as remembered.
+    fn last_row(&self) -> i64 {
+        self.keys.last().map_or(self.upto, |key| key.row)
+    }
+}
+
+/// One commit's appends to the log, with the writer's memory of its end:
+/// [`begin`](Append::begin) after the transaction starts,
+/// [`committed`](Append::committed) after it commits.
+pub(super) struct Append {
+    end: LogEnd,
+}
+
+impl Append {
+    /// Takes the writer's memory of the log's end, or reads the end from the
+    /// file when the memory is missing or another connection wrote since.
+    pub(super) fn begin(tx: &Transaction<'_>) -> rusqlite::Result<Append> {
+        let end = LOG_END.with(RefCell::take);
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        let end = if end.version == Some(version) {
+            end
         } else {
-            let taken_earlier = keys[..n]
-                .iter()
-                .zip(&new)
-                .any(|(key, &taken)| taken && *key == (execution_id, seq));
-            highest.insert(execution_id, top);
-            !taken_earlier && !stored.holds(execution_id, seq)?
+            LogEnd::read(tx, version)?
         };
-        new.push(is_new);
+        Ok(Append { end })
     }
-    Ok(new)
+
+    /// Says of each of `keys` (execution, seq) whether it is stored neither
+    /// in the file nor earlier in `keys`: what the commit inserts.
+    ///
+    /// An execution's summary holds the highest seq stored of it, so a seq
+    /// above that (and above those earlier in `keys`) is new without looking
+    /// further: that is every event but a retried or repeated one. Only a
+    /// seq at or below it is looked up, in the index or the log's end.
+    pub(super) fn not_stored(
+        &self,
+        tx: &Transaction<'_>,
+        keys: &[(&str, i64)],
+    ) -> rusqlite::Result<Vec<bool>> {
+        let mut last_stored =
+            tx.prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?;
+        let mut log_end: Option<HashSet<(&str, i64)>> = None;
+        let mut highest: IdMap<&str, i64> = id_map();
+        let mut new = Vec::with_capacity(keys.len());
+        for (n, &(execution_id, seq)) in keys.iter().enumerate() {
+            let top = match highest.get(execution_id) {
+                Some(&top) => top,
+                None => last_stored
+                    .query_row([execution_id], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(0),
+            };
+            let is_new = if seq > top {
+                highest.insert(execution_id, seq);
+                true
+            } else {
+                let taken_earlier = keys[..n]
+                    .iter()
+                    .zip(&new)
+                    .any(|(key, &taken)| taken && *key == (execution_id, seq));
+                highest.insert(execution_id, top);
+                let in_log_end = log_end
+                    .get_or_insert_with(|| self.end_keys())
+                    .contains(&(execution_id, seq));
+                !taken_earlier && !in_log_end && !indexed(tx, execution_id, seq)?
+            };
+            new.push(is_new);
+        }
+        Ok(new)
+    }
+
+    /// The keys of the log's end, for the rare seq that may be a repeat:
+    /// built once per commit, at the first such seq, so that a batch replayed
+    /// whole (a cluster node's journal after a failover) does not search the
+    /// end once per event.
+    fn end_keys(&self) -> HashSet<(&str, i64)> {
+        let names = &self.end.names;
+        let keys = &self.end.keys;
+        keys.iter()
+            .map(|key| (&*names[key.execution as usize], key.seq))
+            .collect()
+    }
+
+    /// Notes the rows just inserted, `keys` in their order. Call it right
+    /// after their inserts: their numbers are counted back from the
+    /// connection's last inserted row, and the log's numbers run on by one
+    /// (one writer, `AUTOINCREMENT`).
+    pub(super) fn inserted(&mut self, tx: &Transaction<'_>, keys: &[(&str, i64)]) {
+        let Some(first) = (tx.last_insert_rowid() + 1).checked_sub(keys.len() as i64) else {
+            return;
+        };
+        for (n, &(execution_id, seq)) in keys.iter().enumerate() {
+            self.end.push(execution_id, seq, first + n as i64);
+        }
+    }
+
+    /// Indexes the log's end once it holds [`UNINDEXED_ROWS`] events: the
+    /// keys go in sorted, so each execution's leaf is written once for all
+    /// of its events there.
+    pub(super) fn index_if_due(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let last = self.end.last_row();
+        if last - self.end.upto < UNINDEXED_ROWS {
+            return Ok(());
+        }
+        // The numbering is the memory's assumption; were it ever wrong, the
+        // file's own rows are indexed rather than the remembered ones.
+        let last_in_file: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) FROM event_log", [], |row| {
+                row.get(0)
+            })?;
+        if last_in_file != last {
+            log::warn!(
+                "sqlite: the log ends at row {last_in_file}, not {last} as remembered; \
+                 reading it again"
+            );
+            self.end = LogEnd::read(tx, self.end.version.unwrap_or_default())?;
+        }
+        // Stable, and each execution's keys come in seq order nearly always:
+        // the sort mostly finds runs.
+        let mut keys = self.end.keys.clone();
+        keys.sort_by_key(|key| (key.execution, key.seq));
+        insert_index_keys(tx, &self.end.names, &keys)?;
+        let last = self.end.last_row();
+        tx.prepare_cached("UPDATE event_index_upto SET row = ?1")?
+            .execute([last])?;
+        self.end.indexed_up_to(last);
+        Ok(())
+    }
+
+    /// Gives the memory back to the writer thread, now that the commit holds.
+    pub(super) fn committed(self) {
+        LOG_END.with(|end| *end.borrow_mut() = self.end);
+    }
 }
 
-/// Whether the file holds a key, for the rare seq that may be a repeat.
+/// Whether the index holds a key.
+fn indexed(tx: &Transaction<'_>, execution_id: &str, seq: i64) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM event_index WHERE execution_id = ?1 AND seq = ?2")?
+        .exists(params![execution_id, seq])
+}
+
+/// Keys to a statement when indexing: each statement run has a cost of its
+/// own, which this many share.
+const KEYS_PER_INSERT: usize = 64;
+
+/// Adds keys, grouped by execution, to the index.
 ///
-/// Why not a read of the view per key: its half over the log's end is a
-/// scan, and a batch replayed whole (a cluster node's journal after a
-/// failover) would scan it once per event. The end's keys are read once,
-/// at the first key that needs them, and the index is searched per key.
-struct StoredKeys<'t> {
-    tx: &'t Transaction<'t>,
-    log_end: Option<HashSet<(String, i64)>>,
-}
-
-impl<'t> StoredKeys<'t> {
-    fn new(tx: &'t Transaction<'t>) -> StoredKeys<'t> {
-        StoredKeys { tx, log_end: None }
+/// OR IGNORE: `not_stored` keeps keys unique; were one ever not, a writer
+/// that could not commit again would be worse than a row nobody reads.
+fn insert_index_keys(
+    tx: &Transaction<'_>,
+    names: &[Rc<str>],
+    keys: &[LogKey],
+) -> rusqlite::Result<()> {
+    let insert_sql = |rows: usize| {
+        let values = vec!["(?, ?, ?)"; rows].join(", ");
+        format!("INSERT OR IGNORE INTO event_index (execution_id, seq, row) VALUES {values}")
+    };
+    let mut chunks = keys.chunks_exact(KEYS_PER_INSERT);
+    let mut insert = tx.prepare_cached(&insert_sql(KEYS_PER_INSERT))?;
+    for chunk in &mut chunks {
+        for (n, key) in chunk.iter().enumerate() {
+            insert.raw_bind_parameter(3 * n + 1, &*names[key.execution as usize])?;
+            insert.raw_bind_parameter(3 * n + 2, key.seq)?;
+            insert.raw_bind_parameter(3 * n + 3, key.row)?;
+        }
+        insert.raw_execute()?;
     }
-
-    fn holds(&mut self, execution_id: &str, seq: i64) -> rusqlite::Result<bool> {
-        let indexed = self
-            .tx
-            .prepare_cached("SELECT 1 FROM event_index WHERE execution_id = ?1 AND seq = ?2")?
-            .exists(params![execution_id, seq])?;
-        Ok(indexed || self.log_end()?.contains(&(execution_id.to_owned(), seq)))
+    let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
+    for key in chunks.remainder() {
+        insert_one.execute(params![&*names[key.execution as usize], key.seq, key.row])?;
     }
-
-    /// The keys of the log's end, read at the first call.
-    fn log_end(&mut self) -> rusqlite::Result<&HashSet<(String, i64)>> {
-        let keys = match self.log_end.take() {
-            Some(keys) => keys,
-            None => self
-                .tx
-                .prepare_cached(
-                    "SELECT execution_id, seq FROM event_log
-                     WHERE id > (SELECT row FROM event_index_upto)",
-                )?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?,
-        };
-        Ok(self.log_end.insert(keys))
-    }
-}
-
-/// Indexes the log's end once it holds [`UNINDEXED_ROWS`] events, in the
-/// caller's transaction: the keys go in sorted, so each execution's leaf is
-/// written once for all of its events there.
-pub(super) fn index_if_due(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    let (upto, last): (i64, i64) = tx
-        .prepare_cached(
-            "SELECT (SELECT row FROM event_index_upto),
-                    (SELECT COALESCE(MAX(id), 0) FROM event_log)",
-        )?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    if last - upto < UNINDEXED_ROWS {
-        return Ok(());
-    }
-    // OR IGNORE: `not_stored` keeps keys unique; were one ever not, a writer
-    // that could not commit again would be worse than a row nobody reads.
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO event_index (execution_id, seq, row)
-         SELECT execution_id, seq, id FROM event_log
-         WHERE id > ?1 AND id <= ?2 ORDER BY execution_id, seq",
-    )?
-    .execute([upto, last])?;
-    tx.prepare_cached("UPDATE event_index_upto SET row = ?1")?
-        .execute([last])?;
     Ok(())
 }
 
@@ -229,6 +397,8 @@ pub(super) fn delete_executions(
     executions: &str,
     args: &[rusqlite::types::Value],
 ) -> rusqlite::Result<()> {
+    // Rows of the log's end may go: the writer reads it again at its next append.
+    LOG_END.with(RefCell::take);
     tx.execute(
         &format!(
             "DELETE FROM event_log WHERE id IN
@@ -377,6 +547,99 @@ mod tests {
         assert!(seqs(&store, EventQuery::after("doomed", 0, 10))
             .await
             .is_empty());
+    }
+
+    /// All of an execution's events, read through the view.
+    async fn all_seqs(store: &SqliteStore, execution_id: &str) -> Vec<u64> {
+        seqs(store, EventQuery::after(execution_id, 0, usize::MAX >> 1)).await
+    }
+
+    /// The writer remembers the log's end (`LogEnd`); another connection's
+    /// rows there must count as stored, and be indexed, or a repeat of them
+    /// would be stored twice, and no read would find them once the index's
+    /// bound passed them.
+    #[actix_rt::test]
+    async fn rows_another_writer_appended_are_known_and_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let ours = SqliteStore::open(&path).unwrap();
+        let theirs = SqliteStore::open(&path).unwrap();
+        ours.append(vec![agent_start("ours", 1)]).await.unwrap();
+        let batch = (1..=100).map(|seq| agent_start("theirs", seq)).collect();
+        theirs.append(batch).await.unwrap();
+        ours.append(vec![agent_start("theirs", 50)]).await.unwrap();
+        let stats = ours.execution_stats("theirs").await.unwrap().unwrap();
+        assert_eq!(stats.summary.event_count, 100, "the repeat was not stored");
+        // Ours alone indexes the end, theirs in the middle of it.
+        let more = (2..=UNINDEXED_ROWS as u64)
+            .map(|seq| agent_start("ours", seq))
+            .collect();
+        ours.append(more).await.unwrap();
+        let (upto, last, indexed) = layout(&path);
+        assert_eq!((upto, indexed), (last, last), "all indexed, once each");
+        assert_eq!(
+            all_seqs(&theirs, "theirs").await,
+            (1..=100).collect::<Vec<_>>()
+        );
+    }
+
+    /// An append that fails has inserted rows that its rollback removes:
+    /// the writer must not remember their keys, or a later row taking the
+    /// same number would be indexed under the key of an event never stored.
+    #[actix_rt::test]
+    async fn a_failed_append_leaves_nothing_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.append(vec![agent_start("a", 1)]).await.unwrap();
+        // Fails the append after its events are in the log, at the summary.
+        raw(&path)
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON executions WHEN NEW.execution_id = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        store.append(vec![agent_start("a", 1)]).await.unwrap();
+        let failing = vec![agent_start("ghost", 1), agent_start("boom", 1)];
+        assert!(store.append(failing).await.is_err());
+        fill(&store, &["a"], UNINDEXED_ROWS as u64).await;
+        let (upto, last, indexed) = layout(&path);
+        assert_eq!((upto, indexed), (last, last), "all indexed, once each");
+        assert!(all_seqs(&store, "ghost").await.is_empty());
+        let all: Vec<u64> = (1..=UNINDEXED_ROWS as u64).collect();
+        assert_eq!(all_seqs(&store, "a").await, all);
+    }
+
+    /// Retention may delete rows of the log's end; an execution it removed
+    /// that comes back starts again at seq 1, and those events must be found.
+    #[actix_rt::test]
+    async fn an_execution_back_after_retention_removed_its_unindexed_rows_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Utc::now();
+        let early = now - TimeDelta::hours(1);
+        let doomed = (1..=10)
+            .map(|seq| agent_start_at("doomed", seq, early, None))
+            .collect();
+        store.append(doomed).await.unwrap();
+        store
+            .append(vec![agent_start_at("kept", 1, now, None)])
+            .await
+            .unwrap();
+        let policy = Retention {
+            max_age: None,
+            max_executions: Some(1),
+        };
+        let removed = store.apply_retention(policy).await.unwrap();
+        assert_eq!(removed, vec!["doomed".to_owned()]);
+        assert_eq!(layout(&path).0, 0, "the removed rows were never indexed");
+        let back = (1..=5).map(|seq| agent_start("doomed", seq)).collect();
+        store.append(back).await.unwrap();
+        fill(&store, &["kept"], UNINDEXED_ROWS as u64).await;
+        let (upto, last, _) = layout(&path);
+        assert!(upto > 0 && upto <= last, "the end was indexed: {upto}");
+        assert_eq!(all_seqs(&store, "doomed").await, vec![1, 2, 3, 4, 5]);
     }
 
     #[actix_rt::test]
