@@ -15,8 +15,10 @@
 //! builds compare exactly. Callgrind counts no time in the kernel; the wall
 //! and CPU time printed beside it do, noisily.
 //!
-//! Arguments: the number of events (200,000 by default); `BENCH_DIR` names
-//! the directory for the file (a temporary one under `target/` otherwise).
+//! Arguments: the number of events (200,000 by default) and of executions
+//! (100 by default; the scaling scenario's steps have 1,000 and 10,000);
+//! `BENCH_DIR` names the directory for the file (a temporary one under
+//! `target/` otherwise).
 
 use agent_events_actors::event::AgentEvent;
 use agent_events_actors::protocol::PublishedEvent;
@@ -32,10 +34,13 @@ const EXECUTIONS: u64 = 100;
 const EVENTS_PER_COMMIT: u64 = 400;
 
 fn main() {
-    let events: u64 = std::env::args()
-        .nth(1)
-        .map(|n| n.parse().expect("the number of events"))
-        .unwrap_or(200_000);
+    let number = |n: usize, default: u64| {
+        std::env::args()
+            .nth(n)
+            .map_or(default, |n| n.parse().expect("a number"))
+    };
+    let events = number(1, 200_000);
+    let executions = number(2, EXECUTIONS);
     let dir = match std::env::var_os("BENCH_DIR") {
         Some(dir) => tempfile::tempdir_in(dir),
         None => {
@@ -45,7 +50,7 @@ fn main() {
     }
     .expect("a directory for the file");
     let store = SqliteStore::open(&dir.path().join("events.db")).expect("the store opens");
-    let commits = build_commits(events);
+    let commits = build_commits(events, executions);
     // The broker's replay buffer holds the events while they are stored, so
     // the writer's drop is a count, not a free.
     let buffered = commits.clone();
@@ -63,7 +68,7 @@ fn main() {
     let cpu = process_cpu_seconds() - cpu_before;
     drop(buffered);
     println!(
-        "{{\"events\":{events},\"seconds\":{seconds:.3},\"eventsPerSec\":{:.0},\
+        "{{\"events\":{events},\"executions\":{executions},\"seconds\":{seconds:.3},\"eventsPerSec\":{:.0},\
          \"cpuMicrosPerEvent\":{:.2}}}",
         events as f64 / seconds,
         cpu * 1e6 / events as f64
@@ -72,19 +77,19 @@ fn main() {
 
 /// The events, sequenced and stamped as the Emitter would, in commits of
 /// [`EVENTS_PER_COMMIT`] with the executions interleaved as producers send them.
-fn build_commits(events: u64) -> Vec<Vec<Arc<PublishedEvent>>> {
+fn build_commits(events: u64, executions: u64) -> Vec<Vec<Arc<PublishedEvent>>> {
     let start = Utc::now();
     let run = format!("bench-{}", start.timestamp_millis());
     let published: Vec<Arc<PublishedEvent>> = (0..events)
         .map(|n| {
-            let execution = n % EXECUTIONS;
+            let execution = n % executions;
             let text = format!(
                 r#"{{"type":"agent-thinking","executionId":"{run}-{execution}",
                     "agentId":"load-agent","thought":"{}","metadata":{{"i":{n}}}}}"#,
                 "x".repeat(64)
             );
             let mut event = AgentEvent::from_producer_text(&text).expect("a valid event");
-            event.seq = Some(n / EXECUTIONS + 1);
+            event.seq = Some(n / executions + 1);
             event.timestamp = Some(start + TimeDelta::milliseconds(n as i64 / 100));
             PublishedEvent::new(event)
         })

@@ -769,7 +769,7 @@ fn append(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut log = event_log::Append::begin(&tx)?;
     // A repeated append inserts nothing, and counts nothing.
-    let rows = new_rows(&tx, &log, rows)?;
+    let rows = new_rows(&tx, &mut log, rows)?;
     insert_in_chunks(&tx, &rows)?;
     log.inserted(&tx, &keys_of(&rows));
     let mut summaries: Vec<Summary> = Vec::new();
@@ -812,7 +812,7 @@ const ROWS_PER_INSERT: usize = 32;
 /// a fifth of the writer's CPU in the ingest profile (PERFORMANCE.md).
 fn new_rows<'a>(
     tx: &Transaction<'_>,
-    log: &event_log::Append,
+    log: &mut event_log::Append,
     rows: Vec<EventRow<'a>>,
 ) -> Result<Vec<EventRow<'a>>, Failure> {
     let new = log.not_stored(tx, &keys_of(&rows))?;

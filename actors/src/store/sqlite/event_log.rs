@@ -29,7 +29,7 @@
 //! The writer also remembers the keys of the log's end ([`LogEnd`]), so that
 //! indexing them, and telling a repeat from a new event, reads nothing back.
 
-use crate::id_map::{id_map, IdMap};
+use crate::id_map::IdMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -121,7 +121,8 @@ pub(super) fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// The writer thread's memory of the log's end: the key of every row above
-/// the index's bound, in row order.
+/// the index's bound, in row order, and the last seq of the executions it
+/// met lately.
 ///
 /// Why remember them: the commit that indexes the end used to read its rows
 /// back, 8,192 rows of about 400 bytes, more than SQLite's page cache holds,
@@ -131,9 +132,9 @@ pub(super) fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// so it can keep their keys instead: about 32 bytes each, the execution IDs
 /// shared.
 ///
-/// Only the writer thread appends, so what it committed is what the end
-/// holds, with three exceptions, after each of which the end is read from
-/// the file again: another connection wrote to the file (`PRAGMA
+/// Only the writer thread appends, so what it committed is what the file
+/// holds, with three exceptions, after each of which the memory starts again
+/// from the file: another connection wrote to the file (`PRAGMA
 /// data_version` changes), an append failed (an [`Append`] takes the memory
 /// and only its commit puts it back), and retention deleted rows.
 #[derive(Default)]
@@ -148,7 +149,17 @@ struct LogEnd {
     names: Vec<Rc<str>>,
     /// …and the numbers by ID.
     numbers: IdMap<Rc<str>, u32>,
+    /// The summary's `last_seq` of executions the writer met lately: with
+    /// it, a commit tells new events from repeats without reading the
+    /// summary of each execution it holds, one statement per execution per
+    /// commit, and most of a commit's statements when it spans thousands of
+    /// executions.
+    last_seqs: IdMap<Box<str>, i64>,
 }
+
+/// Executions whose `last_seq` the writer remembers at most; past it, it
+/// starts again empty. About 60 bytes each.
+const MAX_LAST_SEQS: usize = 100_000;
 
 /// One row of the log's end.
 #[derive(Clone, Copy)]
@@ -250,52 +261,51 @@ impl Append {
     /// further: that is every event but a retried or repeated one. Only a
     /// seq at or below it is looked up, in the index or the log's end.
     pub(super) fn not_stored(
-        &self,
+        &mut self,
         tx: &Transaction<'_>,
         keys: &[(&str, i64)],
     ) -> rusqlite::Result<Vec<bool>> {
-        let mut last_stored =
-            tx.prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?;
-        let mut log_end: Option<HashSet<(&str, i64)>> = None;
-        let mut highest: IdMap<&str, i64> = id_map();
         let mut new = Vec::with_capacity(keys.len());
+        let mut log_end: Option<HashSet<(u32, i64)>> = None;
         for (n, &(execution_id, seq)) in keys.iter().enumerate() {
-            let top = match highest.get(execution_id) {
-                Some(&top) => top,
-                None => last_stored
-                    .query_row([execution_id], |row| row.get(0))
-                    .optional()?
-                    .unwrap_or(0),
-            };
-            let is_new = if seq > top {
-                highest.insert(execution_id, seq);
-                true
-            } else {
+            let top = self.last_seq(tx, execution_id)?;
+            let is_new = seq > top || {
                 let taken_earlier = keys[..n]
                     .iter()
                     .zip(&new)
                     .any(|(key, &taken)| taken && *key == (execution_id, seq));
-                highest.insert(execution_id, top);
-                let in_log_end = log_end
-                    .get_or_insert_with(|| self.end_keys())
-                    .contains(&(execution_id, seq));
+                let in_log_end = self.end.numbers.get(execution_id).is_some_and(|&number| {
+                    log_end
+                        .get_or_insert_with(|| end_keys(&self.end))
+                        .contains(&(number, seq))
+                });
                 !taken_earlier && !in_log_end && !indexed(tx, execution_id, seq)?
             };
+            if seq > top {
+                // What the summary will hold once this commits.
+                self.end.last_seqs.insert(execution_id.into(), seq);
+            }
             new.push(is_new);
         }
         Ok(new)
     }
 
-    /// The keys of the log's end, for the rare seq that may be a repeat:
-    /// built once per commit, at the first such seq, so that a batch replayed
-    /// whole (a cluster node's journal after a failover) does not search the
-    /// end once per event.
-    fn end_keys(&self) -> HashSet<(&str, i64)> {
-        let names = &self.end.names;
-        let keys = &self.end.keys;
-        keys.iter()
-            .map(|key| (&*names[key.execution as usize], key.seq))
-            .collect()
+    /// The highest seq stored of an execution (its summary's `last_seq`),
+    /// remembered after the first read.
+    fn last_seq(&mut self, tx: &Transaction<'_>, execution_id: &str) -> rusqlite::Result<i64> {
+        if let Some(&seq) = self.end.last_seqs.get(execution_id) {
+            return Ok(seq);
+        }
+        let seq = tx
+            .prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?
+            .query_row([execution_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if self.end.last_seqs.len() >= MAX_LAST_SEQS {
+            self.end.last_seqs.clear();
+        }
+        self.end.last_seqs.insert(execution_id.into(), seq);
+        Ok(seq)
     }
 
     /// Notes the rows just inserted, `keys` in their order. Call it right
@@ -348,6 +358,17 @@ impl Append {
     pub(super) fn committed(self) {
         LOG_END.with(|end| *end.borrow_mut() = self.end);
     }
+}
+
+/// The keys of the log's end, for the rare seq that may be a repeat: built
+/// once per commit, at the first such seq, so that a batch replayed whole (a
+/// cluster node's journal after a failover) does not search the end once per
+/// event.
+fn end_keys(end: &LogEnd) -> HashSet<(u32, i64)> {
+    end.keys
+        .iter()
+        .map(|key| (key.execution, key.seq))
+        .collect()
 }
 
 /// Whether the index holds a key.
@@ -554,17 +575,19 @@ mod tests {
         seqs(store, EventQuery::after(execution_id, 0, usize::MAX >> 1)).await
     }
 
-    /// The writer remembers the log's end (`LogEnd`); another connection's
-    /// rows there must count as stored, and be indexed, or a repeat of them
-    /// would be stored twice, and no read would find them once the index's
-    /// bound passed them.
+    /// The writer remembers the log's end and executions' last seqs
+    /// (`LogEnd`); another connection's rows must count as stored, and be
+    /// indexed, or a repeat of them would be stored twice, and no read would
+    /// find them once the index's bound passed them.
     #[actix_rt::test]
     async fn rows_another_writer_appended_are_known_and_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
         let ours = SqliteStore::open(&path).unwrap();
         let theirs = SqliteStore::open(&path).unwrap();
-        ours.append(vec![agent_start("ours", 1)]).await.unwrap();
+        // Ours now remembers "theirs" at seq 1, in the log's end.
+        let first = vec![agent_start("ours", 1), agent_start("theirs", 1)];
+        ours.append(first).await.unwrap();
         let batch = (1..=100).map(|seq| agent_start("theirs", seq)).collect();
         theirs.append(batch).await.unwrap();
         ours.append(vec![agent_start("theirs", 50)]).await.unwrap();
