@@ -11,12 +11,15 @@
 //! `timestamp` the same way whatever the type, and the output JSON stays a
 //! single flat object, as docs/protocol.md shows it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
 mod one_pass;
+mod timestamp_text;
+
+use timestamp_text::TimestampText;
 
 /// Longest execution or conversation ID accepted (docs/protocol.md 1).
 pub const MAX_ID_LEN: usize = 128;
@@ -775,15 +778,19 @@ impl_into_kind!(
 
 /// RFC 3339 in UTC with milliseconds: the form every timestamp leaves the broker in.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    match TimestampText::of(at) {
+        Some(text) => text.as_str().to_owned(),
+        None => timestamp_text::chrono_text(at),
+    }
 }
 
 fn serialize_timestamp<S: serde::Serializer>(
     at: &Option<DateTime<Utc>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => serializer.serialize_str(&format_timestamp(*at)),
+    match at.map(|at| (at, TimestampText::of(at))) {
+        Some((_, Some(text))) => serializer.serialize_str(text.as_str()),
+        Some((at, None)) => serializer.serialize_str(&timestamp_text::chrono_text(at)),
         None => serializer.serialize_none(),
     }
 }
