@@ -323,10 +323,15 @@ class Page {
 
   /** The shell words of `$ wscat …`, expanded as the terminal would (variables). */
   async words(line) {
-    const result = await bash(`set -a; source "$DOCS_STATE"; eval "set -- ${line.replace(/"/g, '\\"')}"; printf '%s\\0' "$@"`, {
+    const result = await bash(`set -a; source "$DOCS_STATE"; eval "set -- ${line.replace(/"/g, '\\"')}" || exit 97; printf '%s\\0' "$@"`, {
       cwd: this.dir,
       env: this.env,
     })
+    // An empty expansion once made wscat open `undefined` (a CI run, not
+    // reproduced): say what the shell did instead.
+    if (result.code !== 0) {
+      throw new Error(`the shell did not expand \`${line}\` (exit ${result.code}): ${result.stderr.trim()}`)
+    }
     return result.stdout.split('\0').filter(Boolean)
   }
 
@@ -346,6 +351,7 @@ class Page {
         headers[key.trim()] = value.join(':').trim()
       } else throw new Error(`${this.where(block)}: wscat option ${words[i]} is not supported by the runner`)
     }
+    if (!url) throw new Error(`${this.where(block)}: no URL after -c in \`${command}\`; the shell gave ${JSON.stringify(words)}`)
     const steps = lines.map((l) => ({ dir: l.slice(0, 1), text: l.slice(1).trim() }))
     if (steps.some((s) => s.dir !== '<' && s.dir !== '>')) throw new Error(`${this.where(block)}: session lines start with > or <`)
     const lastSend = steps.map((s) => s.dir).lastIndexOf('>')
