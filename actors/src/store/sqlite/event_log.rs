@@ -149,17 +149,24 @@ struct LogEnd {
     names: Vec<Rc<str>>,
     /// …and the numbers by ID.
     numbers: IdMap<Rc<str>, u32>,
-    /// The summary's `last_seq` of executions the writer met lately: with
-    /// it, a commit tells new events from repeats without reading the
-    /// summary of each execution it holds, one statement per execution per
+    /// The summaries of executions the writer met lately, as stored: with
+    /// them, a commit tells new events from repeats without reading the
+    /// summary of each execution it holds (one statement per execution per
     /// commit, and most of a commit's statements when it spans thousands of
-    /// executions.
-    last_seqs: IdMap<Box<str>, i64>,
+    /// executions), and moves `active_hour` only when it changes.
+    known: IdMap<Box<str>, Known>,
 }
 
-/// Executions whose `last_seq` the writer remembers at most; past it, it
-/// starts again empty. About 60 bytes each.
-const MAX_LAST_SEQS: usize = 100_000;
+/// What the writer knows of one execution's stored summary.
+struct Known {
+    last_seq: i64,
+    /// `active_hour`: empty when there is no summary yet.
+    active_hour: String,
+}
+
+/// Executions whose summary the writer remembers at most; past it, it
+/// starts again empty. About 100 bytes each.
+const MAX_KNOWN: usize = 100_000;
 
 /// One row of the log's end.
 #[derive(Clone, Copy)]
@@ -283,7 +290,9 @@ impl Append {
             };
             if seq > top {
                 // What the summary will hold once this commits.
-                self.end.last_seqs.insert(execution_id.into(), seq);
+                if let Some(known) = self.end.known.get_mut(execution_id) {
+                    known.last_seq = seq;
+                }
             }
             new.push(is_new);
         }
@@ -293,19 +302,42 @@ impl Append {
     /// The highest seq stored of an execution (its summary's `last_seq`),
     /// remembered after the first read.
     fn last_seq(&mut self, tx: &Transaction<'_>, execution_id: &str) -> rusqlite::Result<i64> {
-        if let Some(&seq) = self.end.last_seqs.get(execution_id) {
-            return Ok(seq);
+        if let Some(known) = self.end.known.get(execution_id) {
+            return Ok(known.last_seq);
         }
-        let seq = tx
-            .prepare_cached("SELECT last_seq FROM executions WHERE execution_id = ?1")?
-            .query_row([execution_id], |row| row.get(0))
+        let known = tx
+            .prepare_cached("SELECT last_seq, active_hour FROM executions WHERE execution_id = ?1")?
+            .query_row([execution_id], |row| {
+                Ok(Known {
+                    last_seq: row.get(0)?,
+                    active_hour: row.get(1)?,
+                })
+            })
             .optional()?
-            .unwrap_or(0);
-        if self.end.last_seqs.len() >= MAX_LAST_SEQS {
-            self.end.last_seqs.clear();
+            .unwrap_or(Known {
+                last_seq: 0,
+                active_hour: String::new(),
+            });
+        let last_seq = known.last_seq;
+        if self.end.known.len() >= MAX_KNOWN {
+            self.end.known.clear();
         }
-        self.end.last_seqs.insert(execution_id.into(), seq);
-        Ok(seq)
+        self.end.known.insert(execution_id.into(), known);
+        Ok(last_seq)
+    }
+
+    /// Whether an execution's stored `active_hour` may be earlier than
+    /// `hour`, which it is from now on: false only when the writer knows
+    /// it is not.
+    pub(super) fn hour_moved(&mut self, execution_id: &str, hour: &str) -> bool {
+        match self.end.known.get_mut(execution_id) {
+            Some(known) if known.active_hour.as_str() >= hour => false,
+            Some(known) => {
+                hour.clone_into(&mut known.active_hour);
+                true
+            }
+            None => true,
+        }
     }
 
     /// Notes the rows just inserted, `keys` in their order. Call it right
@@ -690,7 +722,9 @@ mod tests {
             .unwrap();
         }
         old.execute(
-            "INSERT INTO executions VALUES ('e', NULL, 'running', ?1, NULL, 3, 3, ?1)",
+            "INSERT INTO executions (execution_id, conversation_id, status, started_at,
+                 ended_at, event_count, last_seq, last_event_at)
+             VALUES ('e', NULL, 'running', ?1, NULL, 3, 3, ?1)",
             [at],
         )
         .unwrap();
