@@ -1267,10 +1267,14 @@ fn apply_retention(
         .max_age
         .and_then(|age| TimeDelta::from_std(age).ok())
         .and_then(|age| now.checked_sub_signed(age));
-    doomed.add_if(
-        "last_event_at < ?",
-        cutoff.map(|at| text(&format_timestamp(at))),
-    );
+    if let Some(cutoff) = cutoff.map(format_timestamp) {
+        // The hour first, for the index (`ACTIVE_HOUR`): an event before the
+        // cutoff is in its hour or an earlier one.
+        doomed.add(
+            "(active_hour <= ? AND last_event_at < ?)",
+            [text(hour_of(&cutoff)), text(&cutoff)],
+        );
+    }
     if let Some(keep) = policy.max_executions {
         doomed.add(
             format!(
@@ -1784,6 +1788,35 @@ mod tests {
             active_in_hour(&store, ten + TimeDelta::hours(3)).await,
             (0, 0)
         );
+    }
+
+    /// Retention by age reads the hour first (the index), then the time:
+    /// an execution whose last event is in the cutoff's own hour, before
+    /// it, goes; one after it stays.
+    #[actix_rt::test]
+    async fn retention_by_age_removes_what_ended_earlier_in_the_cutoffs_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let ten = Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let events = vec![
+            agent_start_at("early", 1, ten + TimeDelta::minutes(5), None),
+            agent_start_at("late", 1, ten + TimeDelta::minutes(30), None),
+        ];
+        store.append(events).await.unwrap();
+        drop(store);
+        let policy = Retention {
+            max_age: Some(Duration::from_secs(30 * 60)),
+            max_executions: None,
+        };
+        let Ok(mut conn) = open_writer(&path, DEFAULT_BUSY_TIMEOUT) else {
+            panic!("the file opens");
+        };
+        let now = ten + TimeDelta::minutes(50);
+        let Ok(removed) = apply_retention(&mut conn, policy, now) else {
+            panic!("retention runs");
+        };
+        assert_eq!(removed, vec!["early".to_owned()]);
     }
 
     /// A version 2 file's summaries gain `active_hour`, from their last
