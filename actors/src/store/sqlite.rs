@@ -1768,7 +1768,7 @@ mod tests {
     async fn an_execution_is_found_in_each_hour_it_has_events() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("events.db")).unwrap();
-        let ten = Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap();
+        let ten = ten_o_clock();
         for (seq, minutes) in [(1, 30), (2, 45), (3, 150), (4, 155)] {
             let at = ten + TimeDelta::minutes(minutes);
             let event = agent_start_at("e", seq, at, None);
@@ -1790,6 +1790,25 @@ mod tests {
         );
     }
 
+    /// 2026-12-08 10:00 UTC, the hour the tests of `active_hour` start in.
+    fn ten_o_clock() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap()
+    }
+
+    /// A file at `path` holding `(execution, seq, minutes after ten)`
+    /// events, its store closed again.
+    async fn stored_at(path: &Path, events: &[(&str, u64, i64)]) {
+        let store = SqliteStore::open(path).unwrap();
+        let events = events
+            .iter()
+            .map(|&(execution_id, seq, minutes)| {
+                let at = ten_o_clock() + TimeDelta::minutes(minutes);
+                agent_start_at(execution_id, seq, at, None)
+            })
+            .collect();
+        store.append(events).await.unwrap();
+    }
+
     /// Retention by age reads the hour first (the index), then the time:
     /// an execution whose last event is in the cutoff's own hour, before
     /// it, goes; one after it stays.
@@ -1797,14 +1816,8 @@ mod tests {
     async fn retention_by_age_removes_what_ended_earlier_in_the_cutoffs_hour() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
-        let ten = Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap();
-        let store = SqliteStore::open(&path).unwrap();
-        let events = vec![
-            agent_start_at("early", 1, ten + TimeDelta::minutes(5), None),
-            agent_start_at("late", 1, ten + TimeDelta::minutes(30), None),
-        ];
-        store.append(events).await.unwrap();
-        drop(store);
+        let ten = ten_o_clock();
+        stored_at(&path, &[("early", 1, 5), ("late", 1, 30)]).await;
         let policy = Retention {
             max_age: Some(Duration::from_secs(30 * 60)),
             max_executions: None,
@@ -1825,14 +1838,8 @@ mod tests {
     async fn a_version_2_file_gains_the_active_hour() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
-        let ten = Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap();
-        let store = SqliteStore::open(&path).unwrap();
-        let events = vec![
-            agent_start_at("e", 1, ten + TimeDelta::minutes(5), None),
-            agent_start_at("e", 2, ten + TimeDelta::minutes(65), None),
-        ];
-        store.append(events).await.unwrap();
-        drop(store);
+        let ten = ten_o_clock();
+        stored_at(&path, &[("e", 1, 5), ("e", 2, 65)]).await;
         raw(&path)
             .execute_batch(
                 "DROP INDEX executions_by_active_hour;
