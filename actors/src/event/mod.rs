@@ -19,8 +19,6 @@ use std::fmt;
 mod one_pass;
 mod timestamp_text;
 
-use timestamp_text::TimestampText;
-
 /// Longest execution or conversation ID accepted (docs/protocol.md 1).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -778,19 +776,15 @@ impl_into_kind!(
 
 /// RFC 3339 in UTC with milliseconds: the form every timestamp leaves the broker in.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    match TimestampText::of(at) {
-        Some(text) => text.as_str().to_owned(),
-        None => timestamp_text::chrono_text(at),
-    }
+    timestamp_text::with_text(at, str::to_owned)
 }
 
 fn serialize_timestamp<S: serde::Serializer>(
     at: &Option<DateTime<Utc>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match at.map(|at| (at, TimestampText::of(at))) {
-        Some((_, Some(text))) => serializer.serialize_str(text.as_str()),
-        Some((at, None)) => serializer.serialize_str(&timestamp_text::chrono_text(at)),
+    match at {
+        Some(at) => timestamp_text::with_text(*at, |text| serializer.serialize_str(text)),
         None => serializer.serialize_none(),
     }
 }

@@ -12,14 +12,23 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// The length of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 const LEN: usize = 24;
 
+/// Hands `use_text` the text of `at`, from the stack for years 0 to 9999
+/// ([`TimestampText`]), from chrono for the rest.
+pub(super) fn with_text<R>(at: DateTime<Utc>, use_text: impl FnOnce(&str) -> R) -> R {
+    match TimestampText::of(at) {
+        Some(text) => use_text(text.as_str()),
+        None => use_text(&chrono_text(at)),
+    }
+}
+
 /// The text of one timestamp, on the stack.
-pub(super) struct TimestampText {
+struct TimestampText {
     bytes: [u8; LEN],
 }
 
 impl TimestampText {
-    /// The text of `at`, or `None` for a year outside 0..=9999.
-    pub(super) fn of(at: DateTime<Utc>) -> Option<TimestampText> {
+    /// The text of `at`, or `None` for a year outside 0..=9999 or a leap second.
+    fn of(at: DateTime<Utc>) -> Option<TimestampText> {
         // A leap second's nanoseconds run past 1,000,000,000; chrono writes
         // its milliseconds as 1000 and up, which three digits would not hold.
         let millis = at.timestamp_subsec_millis();
@@ -42,7 +51,7 @@ impl TimestampText {
     }
 
     /// The text.
-    pub(super) fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes).expect("ASCII digits and separators")
     }
 }
@@ -77,7 +86,7 @@ fn digits(out: &mut [u8], mut value: u32) {
 }
 
 /// RFC 3339 in UTC with milliseconds, as chrono writes it.
-pub(super) fn chrono_text(at: DateTime<Utc>) -> String {
+fn chrono_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

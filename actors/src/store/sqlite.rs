@@ -169,8 +169,8 @@ static INSERT_EVENTS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
 /// Once per execution per commit, not per event, and as narrow as it can
 /// be: SQLite rewrites the entry of every index whose column is assigned,
 /// whether or not its value changes, and assigning all eight columns here
-/// (which four indexes cover) cost twice as much as these three, whose one
-/// index, `executions_by_last_event`, must move anyway. The rarer changes
+/// (which four indexes cover) cost twice as much as these three, which no
+/// index covers since schema 3 ([`ACTIVE_HOUR`]). The rarer changes
 /// follow in [`AMEND_FIRST_FIELDS`] (only when `first_fields.rs` says the row
 /// may change) and [`END_EXECUTION`].
 ///
@@ -1318,7 +1318,7 @@ fn epoch_ms(column: &str) -> String {
 }
 
 /// The executions with an event in the analytics window, as a subquery
-/// with its two parameters.
+/// with its parameters.
 ///
 /// Why analytics finds its events through the executions: `events` has no
 /// index by time (four of them cost 11 K instructions per event stored,
@@ -1328,17 +1328,24 @@ fn epoch_ms(column: &str) -> String {
 /// `last_event_at >= t >= from`, so reading these executions' events by
 /// execution (`event_index`, and the log's end: `sqlite/event_log.rs`), then
 /// filtering by time, finds every event of the window and no other.
-fn executions_in_window(query: &AnalyticsQuery) -> (&'static str, [SqlValue; 3]) {
-    let from = format_timestamp(query.from);
+fn executions_in_window(query: &AnalyticsQuery) -> (String, Vec<SqlValue>) {
+    let active = active_in_window(query);
     (
-        "SELECT execution_id FROM executions
-         WHERE started_at < ? AND active_hour >= ? AND last_event_at >= ?",
-        [
-            text(&format_timestamp(query.to)),
-            text(hour_of(&from)),
-            text(&from),
-        ],
+        format!("SELECT execution_id FROM executions WHERE {}", active.all()),
+        active.args,
     )
+}
+
+/// Executions that started before the window ends and had an event since
+/// it began, for `FROM executions WHERE …`: the hour of the last event
+/// first, for the index ([`ACTIVE_HOUR`]), then its time exactly.
+fn active_in_window(query: &AnalyticsQuery) -> Conditions {
+    let mut active = Conditions::default();
+    let from = format_timestamp(query.from);
+    active.add("started_at < ?", [text(&format_timestamp(query.to))]);
+    active.add("active_hour >= ?", [text(hour_of(&from))]);
+    active.add("last_event_at >= ?", [text(&from)]);
+    active
 }
 
 /// Events in the analytics window, for `FROM events WHERE …` (module docs of
@@ -1370,11 +1377,7 @@ fn analytics_events(query: &AnalyticsQuery) -> Conditions {
 
 /// Executions active during the analytics window, for `FROM executions WHERE …`.
 fn analytics_executions(query: &AnalyticsQuery) -> Conditions {
-    let mut active = Conditions::default();
-    let from = format_timestamp(query.from);
-    active.add("started_at < ?", [text(&format_timestamp(query.to))]);
-    active.add("active_hour >= ?", [text(hour_of(&from))]);
-    active.add("last_event_at >= ?", [text(&from)]);
+    let mut active = active_in_window(query);
     active.add_if(
         "conversation_id = ?",
         query.conversation_id.as_deref().map(text),
@@ -1655,6 +1658,15 @@ mod tests {
         Connection::open(path).unwrap()
     }
 
+    /// A store on a new file, in a directory that lasts as long as the
+    /// returned `TempDir`.
+    pub(super) fn new_store() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).unwrap();
+        (dir, path, store)
+    }
+
     /// A writer that has not committed an execution yet (here: a new process
     /// on an existing file) still amends its first fields (`first_fields.rs`).
     #[actix_rt::test]
@@ -1733,9 +1745,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_corrupt_body_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         store.append(vec![agent_start("e", 1)]).await.unwrap();
         raw(&path)
             .execute("UPDATE event_log SET body = '{not json' WHERE seq = 1", [])
@@ -1795,10 +1805,10 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, 8, 10, 0, 0).unwrap()
     }
 
-    /// A file at `path` holding `(execution, seq, minutes after ten)`
-    /// events, its store closed again.
-    async fn stored_at(path: &Path, events: &[(&str, u64, i64)]) {
-        let store = SqliteStore::open(path).unwrap();
+    /// A new file holding `(execution, seq, minutes after ten)` events,
+    /// its store closed again.
+    async fn stored_at(events: &[(&str, u64, i64)]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, path, store) = new_store();
         let events = events
             .iter()
             .map(|&(execution_id, seq, minutes)| {
@@ -1807,6 +1817,7 @@ mod tests {
             })
             .collect();
         store.append(events).await.unwrap();
+        (dir, path)
     }
 
     /// Retention by age reads the hour first (the index), then the time:
@@ -1814,10 +1825,8 @@ mod tests {
     /// it, goes; one after it stays.
     #[actix_rt::test]
     async fn retention_by_age_removes_what_ended_earlier_in_the_cutoffs_hour() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
+        let (_dir, path) = stored_at(&[("early", 1, 5), ("late", 1, 30)]).await;
         let ten = ten_o_clock();
-        stored_at(&path, &[("early", 1, 5), ("late", 1, 30)]).await;
         let policy = Retention {
             max_age: Some(Duration::from_secs(30 * 60)),
             max_executions: None,
@@ -1836,10 +1845,8 @@ mod tests {
     /// event, and its index replaces the one on `last_event_at`.
     #[actix_rt::test]
     async fn a_version_2_file_gains_the_active_hour() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
+        let (_dir, path) = stored_at(&[("e", 1, 5), ("e", 2, 65)]).await;
         let ten = ten_o_clock();
-        stored_at(&path, &[("e", 1, 5), ("e", 2, 65)]).await;
         raw(&path)
             .execute_batch(
                 "DROP INDEX executions_by_active_hour;
@@ -1906,9 +1913,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn dropping_the_store_finishes_the_appends_it_was_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         // Futures dropped unpolled: the jobs were sent at the call.
         for seq in 1..=50 {
             drop(store.append(vec![agent_start("e", seq)]));

@@ -121,8 +121,8 @@ pub(super) fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// The writer thread's memory of the log's end: the key of every row above
-/// the index's bound, in row order, and the last seq of the executions it
-/// met lately.
+/// the index's bound, in row order, and what it knows of the summaries of
+/// the executions it met lately.
 ///
 /// Why remember them: the commit that indexes the end used to read its rows
 /// back, 8,192 rows of about 400 bytes, more than SQLite's page cache holds,
@@ -183,7 +183,6 @@ fn hour_bytes(hour: &str) -> [u8; HOUR_LEN] {
 const MAX_KNOWN: usize = 100_000;
 
 /// One row of the log's end.
-#[derive(Clone, Copy)]
 struct LogKey {
     /// The execution, by its number in [`LogEnd::names`]: sorting by number
     /// groups an execution's keys as well as sorting by ID, and compares
@@ -207,16 +206,12 @@ impl LogEnd {
             upto,
             ..LogEnd::default()
         };
-        let mut rows = tx
-            .prepare_cached(
-                "SELECT execution_id, seq, id FROM event_log WHERE id > ?1 ORDER BY id",
-            )?
-            .query_map([upto], |row| {
-                Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (execution_id, seq, row) in rows.drain(..) {
-            end.push(&execution_id, seq, row);
+        let mut select = tx.prepare_cached(
+            "SELECT execution_id, seq, id FROM event_log WHERE id > ?1 ORDER BY id",
+        )?;
+        let mut rows = select.query([upto])?;
+        while let Some(row) = rows.next()? {
+            end.push(row.get_ref(0)?.as_str()?, row.get(1)?, row.get(2)?);
         }
         Ok(end)
     }
@@ -360,9 +355,7 @@ impl Append {
     /// connection's last inserted row, and the log's numbers run on by one
     /// (one writer, `AUTOINCREMENT`).
     pub(super) fn inserted(&mut self, tx: &Transaction<'_>, keys: &[(&str, i64)]) {
-        let Some(first) = (tx.last_insert_rowid() + 1).checked_sub(keys.len() as i64) else {
-            return;
-        };
+        let first = tx.last_insert_rowid() + 1 - keys.len() as i64;
         for (n, &(execution_id, seq)) in keys.iter().enumerate() {
             self.end.push(execution_id, seq, first + n as i64);
         }
@@ -484,7 +477,7 @@ pub(super) fn delete_executions(
 #[cfg(test)]
 mod tests {
     use super::UNINDEXED_ROWS;
-    use crate::store::sqlite::tests::{agent_start, agent_start_at, raw};
+    use crate::store::sqlite::tests::{agent_start, agent_start_at, new_store, raw};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{EventQuery, Retention, Store};
     use chrono::{TimeDelta, Utc};
@@ -525,9 +518,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn reads_find_events_on_both_sides_of_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         let executions = ["a", "b", "c"];
         let per_execution = (UNINDEXED_ROWS as u64 + 600) / 3;
         fill(&store, &executions, per_execution).await;
@@ -553,9 +544,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_repeated_append_is_recognised_on_both_sides_of_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         let per_execution = UNINDEXED_ROWS as u64 / 2 + 100;
         fill(&store, &["a", "b"], per_execution).await;
         let before = layout(&path);
@@ -585,9 +574,7 @@ mod tests {
     /// bound without being in it, and no read would find it.
     #[actix_rt::test]
     async fn events_after_retention_deleted_the_newest_rows_are_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         let now = Utc::now();
         let early = now - TimeDelta::hours(1);
         let kept: Vec<_> = (1..UNINDEXED_ROWS as u64 - 50)
@@ -658,9 +645,7 @@ mod tests {
     /// same number would be indexed under the key of an event never stored.
     #[actix_rt::test]
     async fn a_failed_append_leaves_nothing_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         store.append(vec![agent_start("a", 1)]).await.unwrap();
         // Fails the append after its events are in the log, at the summary.
         raw(&path)
@@ -684,9 +669,7 @@ mod tests {
     /// that comes back starts again at seq 1, and those events must be found.
     #[actix_rt::test]
     async fn an_execution_back_after_retention_removed_its_unindexed_rows_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let (_dir, path, store) = new_store();
         let now = Utc::now();
         let early = now - TimeDelta::hours(1);
         let doomed = (1..=10)
